@@ -1,0 +1,405 @@
+"""The controller: routes marked tests to environments and replays what replicas report.
+
+It runs in the pytest process the user started. Unmarked tests run here as usual; marked tests go
+to their environment's replicas by nodeid, and every report that comes back is replayed through
+pytest's own hooks (``pytest_runtest_logstart/logreport/logfinish``), so the terminal, junitxml,
+``-x`` and ``--lf`` see ordinary reports.
+
+Two ways to drive it:
+
+- plain pytest: the controller owns ``pytest_runtestloop``; all marked tests are queued at once
+  and replicas work in parallel while the unmarked tests run here;
+- a pytest-xdist worker: xdist owns the loop and hands out one item at a time, so the controller
+  answers ``pytest_runtest_protocol`` for marked items and waits for that one item.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import sys
+import time
+import warnings
+from typing import Any, Final, final
+
+import execnet
+import pytest
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.config import ReuseSettings, resolve_policies
+from pytest_reuse_env.environment import Environment
+from pytest_reuse_env.policy import ReusePolicy
+from pytest_reuse_env.replica import CHANNEL_CLOSED, Replica, ReplicaState
+from pytest_reuse_env.reporting import (
+    ReuseEnvWarning,
+    synthetic_report,
+    warning_from_payload,
+)
+
+#: The longest one wait for replica events lasts before the loop checks its deadlines.
+POLL_SECONDS: Final = 0.5
+#: How long the end of the run waits for replicas to finish their finalizers.
+SHUTDOWN_SECONDS: Final = 60.0
+
+#: Options that a replica must not inherit: selection, stopping and reporting are the
+#: controller's, and xdist must not start inside a replica.
+REPLICA_OPTION_OVERRIDES: Final[dict[str, Any]] = {
+    "keyword": "",
+    "markexpr": "",
+    "lf": False,
+    "failedfirst": False,
+    "newfirst": False,
+    "stepwise": False,
+    "stepwise_skip": False,
+    "maxfail": 0,
+    "deselect": [],
+    "xmlpath": None,
+    "usepdb": False,
+    "trace": False,
+    "collectonly": False,
+    "numprocesses": None,
+    "maxprocesses": None,
+    "dist": "no",
+    "tx": [],
+    "looponfail": False,
+}
+
+
+@final
+class ReuseController:
+    """The pytest plugin object that exists when reuse is on, in the process that runs tests."""
+
+    def __init__(self, config: pytest.Config, settings: ReuseSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.events: queue.Queue[tuple[Replica, protocol.Message]] = queue.Queue()
+        self.group = execnet.Group()
+        self.environments: dict[ReusePolicy, Environment] = {}
+        self.routes: dict[str, Environment] = {}
+        self.items: dict[str, pytest.Item] = {}
+        self.completed: set[str] = set()
+        self.teardown_errors: list[tuple[str, str]] = []
+        self._ids = itertools.count()
+        self._cancelled = False
+        self.max_restarts: int | None = None
+        self.start_timeout = 300.0
+        # Inside an xdist worker, xdist owns the loop and gives one test at a time.
+        self.feeding_one_at_a_time = hasattr(config, "workerinput")
+
+    # -- collection --------------------------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        policies = resolve_policies(session.items, self.settings)
+        if self.config.option.collectonly or not policies:
+            return
+        for item in session.items:
+            policy = policies.get(item.nodeid)
+            if policy is not None:
+                self.routes[item.nodeid] = self._environment(policy)
+                self.items[item.nodeid] = item
+        for environment in self.environments.values():
+            if self.feeding_one_at_a_time:
+                environment.warm_up(1)
+            else:
+                environment.submit(n for n, e in self.routes.items() if e is environment)
+
+    def _environment(self, policy: ReusePolicy) -> Environment:
+        environment = self.environments.get(policy)
+        if environment is None:
+            name = self._environment_name(policy)
+            max_restarts = self.max_restarts
+            if max_restarts is None:
+                max_restarts = 4 * policy.max_replicas
+            environment = Environment(
+                name,
+                policy,
+                self._launch,
+                max_restarts=max_restarts,
+                # A run's whole work is known up front unless xdist hands it out piecemeal.
+                closing=not self.feeding_one_at_a_time,
+                serial=self.feeding_one_at_a_time,
+            )
+            self.environments[policy] = environment
+        return environment
+
+    def _environment_name(self, policy: ReusePolicy) -> str:
+        if policy == self.settings.default_policy:
+            return "default"
+        for name, named in self.settings.named.items():
+            if named == policy:
+                return name
+        return f"env{len(self.environments)}"
+
+    def _launch(self, environment: Environment) -> Replica:
+        replica_id = f"r{next(self._ids)}"
+        replica = Replica(replica_id, environment.name, self.events, self.group)
+        basetemp = self.config._tmp_path_factory.getbasetemp() / f"replica-{replica_id}"
+        overrides = dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp))
+        replica.start({
+            "replica_id": replica_id,
+            "args": [str(a) for a in self.config.invocation_params.args],
+            "invocation_dir": str(self.config.invocation_params.dir),
+            "sys_path": list(sys.path),
+            "basetemp": str(basetemp),
+            "option_overrides": overrides,
+        })
+        return replica
+
+    # -- running -----------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        if not self.routes or self.feeding_one_at_a_time:
+            return None
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(
+                f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''}"
+                " during collection"
+            )
+        local = [item for item in session.items if item.nodeid not in self.routes]
+        for index, item in enumerate(local):
+            nextitem = local[index + 1] if index + 1 < len(local) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self._pump(timeout=0)
+            self._stop_if_asked(session)
+        while not all(env.done for env in self.environments.values()):
+            self._pump(timeout=POLL_SECONDS)
+            self._stop_if_asked(session)
+        self._stop_if_asked(session)
+        return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        environment = self.routes.get(item.nodeid)
+        if environment is None:
+            return None
+        environment.submit([item.nodeid])
+        while item.nodeid not in self.completed:
+            self._pump(timeout=POLL_SECONDS)
+        return True
+
+    def _stop_if_asked(self, session: pytest.Session) -> None:
+        """``-x`` / ``--maxfail``: send nothing more, let in-flight tests finish, then stop."""
+        if not (session.shouldfail or session.shouldstop):
+            return
+        if not self._cancelled:
+            self._cancelled = True
+            for environment in self.environments.values():
+                environment.cancel()
+        while not all(env.done for env in self.environments.values()):
+            self._pump(timeout=POLL_SECONDS)
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        raise session.Interrupted(session.shouldstop)
+
+    def _pump(self, timeout: float) -> None:
+        """Handle every event that is waiting (waiting at most ``timeout`` for the first)."""
+        try:
+            event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+        except queue.Empty:
+            event = None
+        while event is not None:
+            replica, (name, payload) = event
+            self._handle(replica, name, payload)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                event = None
+        self._check_deadlines()
+        for environment in self.environments.values():
+            environment.pump()
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for environment in self.environments.values():
+            timeout = self.start_timeout
+            for replica in environment.replicas:
+                if replica.state is ReplicaState.STARTING and now - replica.started_at > timeout:
+                    replica.start_failure = (
+                        f"replica {replica.id} did not finish starting within {timeout:g} s"
+                        " (reuse_start_timeout); killed"
+                    )
+                    replica.kill()
+            test_timeout = environment.policy.timeout
+            for replica in environment.replicas:
+                started = replica.current_started_at
+                if test_timeout and replica.current and started and now - started > test_timeout:
+                    replica.crash_reason = (
+                        f"timed out after {test_timeout:g} s (reuse_timeout); replica killed"
+                    )
+                    replica.kill()
+
+    # -- replica events ----------------------------------------------------------------------
+
+    def _handle(self, replica: Replica, name: str, payload: Any) -> None:
+        environment = self._environment_of(replica)
+        if name == protocol.READY:
+            replica.mark_ready(payload)
+            for nodeid in environment.replica_ready(replica):
+                self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
+        elif name == protocol.LOGSTART:
+            replica.test_started(payload["nodeid"], tuple(payload["location"]))
+            item = self.items[payload["nodeid"]]
+            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        elif name == protocol.REPORT:
+            self._replay_report(replica, payload)
+        elif name == protocol.LOGFINISH:
+            nodeid = payload["nodeid"]
+            item = self.items[nodeid]
+            item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+            environment.test_finished(replica, nodeid, warm=replica.current_warm)
+            self.completed.add(nodeid)
+        elif name == protocol.WARNING:
+            self.config.hook.pytest_warning_recorded.call_historic(
+                kwargs={
+                    "warning_message": warning_from_payload(payload),
+                    "when": "runtest",
+                    "nodeid": payload["nodeid"],
+                    "location": payload["location"],
+                }
+            )
+        elif name == protocol.UNKNOWN_NODEID:
+            nodeid = payload["nodeid"]
+            replica.test_finished(nodeid)
+            self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
+        elif name == protocol.TEARDOWN_ERROR:
+            self._teardown_error(replica, payload["traceback"])
+        elif name == protocol.START_FAILED:
+            replica.start_failure = payload["traceback"]
+        elif name == protocol.FINISHED:
+            replica.finished = True
+        elif name == CHANNEL_CLOSED:
+            self._replica_closed(environment, replica)
+
+    def _environment_of(self, replica: Replica) -> Environment:
+        for environment in self.environments.values():
+            if replica in environment.replicas:
+                return environment
+        raise LookupError(replica)
+
+    def _replay_report(self, replica: Replica, data: dict[str, Any]) -> None:
+        report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
+            config=self.config, data=data
+        )
+        if not self.feeding_one_at_a_time:
+            # xdist's convention: gives the "[r0]" prefix in -v output and keys junitxml.
+            report.node = replica.node  # type: ignore[attr-defined]
+        replica.current_phases.append(report.when or "")
+        replica.current_warm = bool(data.get(protocol.REPORT_WARM))
+        self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
+
+    def _replica_closed(self, environment: Environment, replica: Replica) -> None:
+        if replica.state is ReplicaState.DEAD:
+            return
+        if replica.finished or (replica.shutdown_sent and replica.state is ReplicaState.READY
+                                and not replica.in_flight and replica.current is None):
+            replica.terminate()
+            environment.replica_retired(replica, "end of run")
+            return
+        was_ready = replica.ready_at is not None
+        how = replica.exit_description()
+        replica.terminate(wait=0.5)
+        current, location = replica.current, replica.current_location
+        phases = list(replica.current_phases)
+        environment.replica_gone(replica, started=was_ready)
+        if not was_ready:
+            reason = (f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
+                      f"{replica.start_failure or 'no traceback: the process ended early'}")
+            environment.last_start_failure = reason
+            if not environment.ever_ready or environment.crash_loop:
+                for nodeid in environment.give_up():
+                    self._fail_unrun(nodeid, reason)
+            return
+        if current is not None:
+            why = replica.crash_reason or how
+            message = (f"replica {replica.id} (pid {replica.pid}) crashed while running "
+                       f"{current}: {why}")
+            self._report_crash(current, location, phases, message, replica)
+        if environment.crash_loop:
+            reason = (f"not run: environment {environment.name!r} stopped after "
+                      f"{environment.restarts} replica crashes (limit reuse_max_restarts="
+                      f"{environment.max_restarts})")
+            for nodeid in environment.give_up():
+                self._fail_unrun(nodeid, reason)
+
+    def _report_crash(self, nodeid: str, location: Any, phases: list[str], message: str,
+                      replica: Replica) -> None:
+        when = "setup" if "setup" not in phases else ("call" if "call" not in phases
+                                                      else "teardown")
+        item = self.items[nodeid]
+        for phase, outcome in ((when, "failed"), ("teardown", "passed")):
+            if phase == "teardown" and when == "teardown" and outcome == "passed":
+                break
+            report = synthetic_report(item, phase, outcome, message if outcome == "failed" else None)
+            if not self.feeding_one_at_a_time:
+                report.node = replica.node  # type: ignore[attr-defined]
+            item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        self.completed.add(nodeid)
+
+    def _fail_unrun(self, nodeid: str, message: str) -> None:
+        """Report a test that no replica could run as an error at setup, so no result is lost."""
+        item = self.items[nodeid]
+        item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+        for phase, outcome in (("setup", "failed"), ("teardown", "passed")):
+            report = synthetic_report(item, phase, outcome, message if outcome == "failed" else None)
+            item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        self.completed.add(nodeid)
+
+    def _not_collected_message(self, replica: Replica, nodeid: str) -> str:
+        lines = [f"replica {replica.id} (pid {replica.pid}) did not collect {nodeid}; "
+                 "its collection differs from this process's"]
+        lines += replica.collect_errors
+        return "\n".join(lines)
+
+    def _teardown_error(self, replica: Replica, text: str) -> None:
+        self.teardown_errors.append((replica.id, text))
+        message = f"fixture teardown failed in replica {replica.id} between tests:\n{text}"
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    ReuseEnvWarning(message), ReuseEnvWarning, __file__, 0
+                ),
+                "when": "runtest",
+                "nodeid": "",
+                "location": None,
+            }
+        )
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.shutdown(SHUTDOWN_SECONDS)
+
+    def shutdown(self, wait: float) -> None:
+        """Ask every replica to finish, wait (bounded) for them, then kill what is left."""
+        for environment in self.environments.values():
+            environment.shutdown()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(
+            r.state is not ReplicaState.DEAD
+            for env in self.environments.values() for r in env.replicas
+        ):
+            try:
+                replica, (name, payload) = self.events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if name == CHANNEL_CLOSED:
+                replica.terminate()
+                self._environment_of(replica).replica_retired(replica, "end of run")
+            elif name == protocol.TEARDOWN_ERROR:
+                self._teardown_error(replica, payload["traceback"])
+            elif name == protocol.FINISHED:
+                replica.finished = True
+        for environment in self.environments.values():
+            for replica in environment.replicas:
+                if replica.state is not ReplicaState.DEAD:
+                    replica.terminate(wait=1.0)
+
+    def pytest_unconfigure(self) -> None:
+        # Ctrl-C or an internal error may skip sessionfinish: never leave a process behind.
+        for environment in self.environments.values():
+            for replica in environment.replicas:
+                if replica.state is not ReplicaState.DEAD:
+                    replica.terminate(wait=1.0)

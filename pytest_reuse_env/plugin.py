@@ -1,0 +1,35 @@
+"""The pytest plugin ``reuse_env``: thin hooks that register the controller when reuse is on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_reuse_env.config import MARKER_HELP, ReuseSettings, register_options
+from pytest_reuse_env.controller import ReuseController
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    register_options(parser)
+
+
+def is_replica(config: pytest.Config) -> bool:
+    """True inside a replica's own pytest session."""
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    return bool(workerinput.get("reuse_replica"))
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """True in the process that runs ``pytest -n N``: its workers run the tests, not it."""
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    if is_replica(config) or is_xdist_controller(config):
+        return
+    settings = ReuseSettings.from_config(config)
+    if settings.enabled:
+        config.pluginmanager.register(ReuseController(config, settings), "reuse_controller")

@@ -1,0 +1,92 @@
+"""The wire protocol between the controller and a replica, in one place.
+
+Every message is a ``(name, payload)`` tuple of builtins that execnet can serialize (str, int,
+float, bool, None, list, tuple, dict). This module imports nothing from the package, so both
+sides can use it.
+
+Controller to replica, in the order a replica sees them::
+
+    START    StartPayload        once, first: how to build the replica's pytest session
+    RUN      list[str]           nodeids appended to the replica's queue
+    DRAIN    None                run what you hold without waiting for a next item
+    CANCEL   None                drop queued items that have not started (``-x``, ``--maxfail``)
+    SHUTDOWN None                run what you hold, tear the session down, exit
+
+Replica to controller::
+
+    READY          ReadyPayload   collected; serving
+    START_FAILED   FailurePayload the session could not be built (traceback included)
+    LOGSTART       {"nodeid", "location"}
+    REPORT         serialized TestReport (pytest_report_to_serializable) plus REPORT_EXTRA keys
+    LOGFINISH      {"nodeid", "location"}
+    WARNING        WarningPayload a warning recorded while a test ran
+    UNKNOWN_NODEID {"nodeid"}     a nodeid the replica did not collect
+    TEARDOWN_ERROR FailurePayload a module/class/session finalizer failed between tests
+    FINISHED       FinishedPayload session torn down, about to exit
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, TypedDict
+
+# controller -> replica
+START: Final = "start"
+RUN: Final = "run"
+DRAIN: Final = "drain"
+CANCEL: Final = "cancel"
+SHUTDOWN: Final = "shutdown"
+
+# replica -> controller
+READY: Final = "ready"
+START_FAILED: Final = "start_failed"
+LOGSTART: Final = "logstart"
+REPORT: Final = "report"
+LOGFINISH: Final = "logfinish"
+WARNING: Final = "warning"
+UNKNOWN_NODEID: Final = "unknown_nodeid"
+TEARDOWN_ERROR: Final = "teardown_error"
+FINISHED: Final = "finished"
+
+#: Keys the replica adds to each serialized report; they become attributes of the report.
+REPORT_REPLICA: Final = "reuse_replica"
+REPORT_WARM: Final = "reuse_warm"
+
+#: Environment variable set inside every replica to its id, so tests and conftests can tell.
+REPLICA_ENV_VAR: Final = "PYTEST_REUSE_REPLICA"
+
+Message = tuple[str, Any]
+
+
+class StartPayload(TypedDict):
+    replica_id: str
+    args: list[str]
+    invocation_dir: str
+    sys_path: list[str]
+    basetemp: str
+    option_overrides: dict[str, Any]
+
+
+class ReadyPayload(TypedDict):
+    pid: int
+    nodeids: list[str]
+    collect_errors: list[str]
+    setup_seconds: float
+
+
+class FailurePayload(TypedDict):
+    pid: int
+    traceback: str
+
+
+class WarningPayload(TypedDict):
+    message: str
+    category_module: str
+    category_name: str
+    filename: str
+    lineno: int
+    nodeid: str
+    location: tuple[str, int, str] | None
+
+
+class FinishedPayload(TypedDict):
+    tests_run: int

@@ -1,0 +1,248 @@
+"""What runs inside a replica: its own pytest session and the serve loop.
+
+A replica is a Python process reached through an execnet channel. It builds a pytest session from
+the controller's arguments (same rootdir, ini, plugins and collection-shaping options), collects
+once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, package, module
+and class fixtures set up between them.
+
+This module imports only the standard library, pytest and the package's ``protocol`` module (the
+replica must be able to import the project's tests anyway, and they may import this package).
+
+Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
+Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import time
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, final
+
+import pytest
+
+from pytest_reuse_env import protocol
+
+if TYPE_CHECKING:
+    import warnings
+
+#: Put in the inbox by execnet when the controller's channel closes.
+CHANNEL_CLOSED: Final = ("channel_closed", None)
+#: How long one wait for the next message lasts before the loop looks around again.
+POLL_SECONDS: Final = 1.0
+
+
+@final
+class KeepCollectors:
+    """Stands in for "the next item" when it is not known yet.
+
+    pytest tears the setup stack down to the collectors the next item shares. With this
+    stand-in only the finished item's own (function-scope) state goes; module, class and session
+    fixtures stay up until an item that does not share them arrives.
+    """
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._chain = item.listchain()[:-1]
+
+    def listchain(self) -> list[Any]:
+        return self._chain
+
+
+@final
+class ReplicaSession:
+    """The pytest plugin that turns a pytest session into a replica's serve loop."""
+
+    def __init__(self, channel: Any, inbox: queue.Queue[Any], start: protocol.StartPayload):
+        self.channel = channel
+        self.inbox = inbox
+        self.start = start
+        self.replica_id = start["replica_id"]
+        self.started = time.monotonic()
+        self.items: dict[str, pytest.Item] = {}
+        self.collect_errors: list[str] = []
+        self.ready_sent = False
+        self.tests_run = 0
+        self.pending: deque[str] = deque()
+        self.final = False  # DRAIN or SHUTDOWN seen: do not hold the last item back
+        self.shutting_down = False
+        self.session: pytest.Session | None = None
+
+    # -- pytest hooks ------------------------------------------------------------------------
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(f"{report.nodeid or '<session>'}: {report.longreprtext}")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = {item.nodeid: item for item in session.items}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        self.session = session
+        ready: protocol.ReadyPayload = {
+            "pid": os.getpid(),
+            "nodeids": list(self.items),
+            "collect_errors": self.collect_errors,
+            "setup_seconds": time.monotonic() - self.started,
+        }
+        self.channel.send((protocol.READY, ready))
+        self.ready_sent = True
+        self.serve(session)
+        return True
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
+        self.channel.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        config = self._config()
+        data = config.hook.pytest_report_to_serializable(config=config, report=report)
+        data[protocol.REPORT_REPLICA] = self.replica_id
+        data[protocol.REPORT_WARM] = self.tests_run > 0
+        self.channel.send((protocol.REPORT, data))
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
+        self.channel.send((protocol.LOGFINISH, {"nodeid": nodeid, "location": location}))
+
+    def pytest_warning_recorded(
+        self,
+        warning_message: warnings.WarningMessage,
+        when: str,
+        nodeid: str,
+        location: tuple[str, int, str] | None,
+    ) -> None:
+        # Config and collection warnings are the controller's own to report: it saw the same.
+        if when != "runtest":
+            return
+        category = warning_message.category
+        payload: protocol.WarningPayload = {
+            "message": str(warning_message.message),
+            "category_module": category.__module__,
+            "category_name": category.__qualname__,
+            "filename": str(warning_message.filename),
+            "lineno": int(warning_message.lineno),
+            "nodeid": nodeid,
+            "location": location,
+        }
+        self.channel.send((protocol.WARNING, payload))
+
+    # -- serve loop --------------------------------------------------------------------------
+
+    def serve(self, session: pytest.Session) -> None:
+        """Run what the controller sends until it says shut down or goes away."""
+        while True:
+            self._take_messages(block=False)
+            if self.pending and (len(self.pending) >= 2 or self.final):
+                self._run_next(session)
+                continue
+            if self.shutting_down and not self.pending:
+                break
+            self._take_messages(block=True)
+        self._teardown_all(session)
+
+    def _take_messages(self, *, block: bool) -> None:
+        try:
+            message = self.inbox.get(timeout=POLL_SECONDS) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(message)
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, message: tuple[str, Any]) -> None:
+        name, payload = message
+        if name == protocol.RUN:
+            self.pending.extend(payload)
+            self.final = False
+        elif name == protocol.DRAIN:
+            self.final = True
+        elif name == protocol.CANCEL:
+            self.pending.clear()
+        elif name == protocol.SHUTDOWN:
+            self.final = self.shutting_down = True
+        elif message == CHANNEL_CLOSED:
+            # The controller is gone: nobody will read results, so do not run more.
+            self.pending.clear()
+            self.final = self.shutting_down = True
+
+    def _run_next(self, session: pytest.Session) -> None:
+        nodeid = self.pending.popleft()
+        item = self.items.get(nodeid)
+        if item is None:
+            self.channel.send((protocol.UNKNOWN_NODEID, {"nodeid": nodeid}))
+            return
+        nextitem: Any
+        if self.pending and self.pending[0] in self.items:
+            nextitem = self.items[self.pending[0]]
+        elif self.shutting_down and not self.pending:
+            nextitem = None  # the last item tears everything down and reports its errors
+        else:
+            nextitem = KeepCollectors(item)
+        self._teardown_to(session, item)
+        # Running the same item object again must not accumulate the previous run's state.
+        item._report_sections = []
+        item.user_properties = []
+        item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        self.tests_run += 1
+
+    def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
+        """Tear down collectors the item does not share (kept up by KeepCollectors)."""
+        try:
+            session._setupstate.teardown_exact(item)
+        except Exception:
+            # A finalizer's failure must not end the replica: report it and keep serving.
+            failure: protocol.FailurePayload = {"pid": os.getpid(), "traceback": traceback.format_exc()}
+            self.channel.send((protocol.TEARDOWN_ERROR, failure))
+
+    def _teardown_all(self, session: pytest.Session) -> None:
+        self._teardown_to(session, None)
+
+    def _config(self) -> pytest.Config:
+        assert self.session is not None
+        return self.session.config
+
+
+def serve(channel: Any) -> None:
+    """Entry point, called from the bootstrap source the controller sends with remote_exec."""
+    name, start = channel.receive()
+    assert name == protocol.START, name
+    os.chdir(start["invocation_dir"])
+    sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
+    os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
+    inbox: queue.Queue[Any] = queue.Queue()
+    # Channel callbacks run on execnet's receiver thread: only enqueue.
+    channel.setcallback(inbox.put, endmarker=CHANNEL_CLOSED)
+    replica = ReplicaSession(channel, inbox, start)
+    exit_code: object = None
+    try:
+        from _pytest.config import _prepareconfig
+
+        config = _prepareconfig(list(start["args"]), plugins=[replica])
+        for dest, value in start["option_overrides"].items():
+            if hasattr(config.option, dest):
+                setattr(config.option, dest, value)
+        # Like an xdist worker: junitxml, cacheprovider and stepwise stay quiet here; the
+        # reuse plugin sees "reuse_replica" and does not start a controller of its own.
+        config.workerinput = {  # type: ignore[attr-defined]
+            "workerid": start["replica_id"],
+            "reuse_replica": True,
+        }
+        config.workeroutput = {}  # type: ignore[attr-defined]
+        exit_code = config.hook.pytest_cmdline_main(config=config)
+    except BaseException:  # noqa: BLE001 - every failure must reach the controller as text
+        failure: protocol.FailurePayload = {"pid": os.getpid(), "traceback": traceback.format_exc()}
+        channel.send((protocol.START_FAILED, failure))
+        return
+    if not replica.ready_sent:
+        lines = [f"the replica's pytest session ended with exit code {exit_code} before serving"]
+        lines += replica.collect_errors
+        failure = {"pid": os.getpid(), "traceback": "\n".join(lines)}
+        channel.send((protocol.START_FAILED, failure))
+        return
+    finished: protocol.FinishedPayload = {"tests_run": replica.tests_run}
+    channel.send((protocol.FINISHED, finished))

@@ -1,0 +1,249 @@
+"""The controller's handle of one replica: start, send work, observe, stop.
+
+A replica is an execnet popen gateway running ``pytest_reuse_env.remote.serve``. Everything the
+replica says arrives on execnet's receiver thread and is only put on the controller's event
+queue; the controller's loop handles it on the main thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any, Final, final
+
+import execnet
+
+from pytest_reuse_env import protocol
+
+#: Delivered by execnet when the replica's channel closes, for whatever reason.
+CHANNEL_CLOSED: Final = "channel_closed"
+
+#: Bounded waits of the "ask, wait, kill" teardown, in seconds.
+EXIT_WAIT_SECONDS: Final = 5.0
+KILL_WAIT_SECONDS: Final = 5.0
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_BOOTSTRAP = f"""
+import sys
+if {_PACKAGE_PARENT!r} not in sys.path:
+    sys.path.insert(0, {_PACKAGE_PARENT!r})
+from pytest_reuse_env.remote import serve
+serve(channel)
+"""
+
+
+class ReplicaState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+@final
+class ReplicaNode:
+    """What pytest's terminal reporter and junitxml look for on an xdist-style report.
+
+    ``report.node.gateway.id`` gives the ``[r0]`` prefix in ``-v`` output, and
+    ``_workerinfocache`` the line above a failure's traceback.
+    """
+
+    def __init__(self, replica_id: str) -> None:
+        self.gateway = self
+        self.id = replica_id
+        self.describe(None)
+
+    def describe(self, pid: int | None) -> None:
+        version = ".".join(map(str, sys.version_info[:3]))
+        self._workerinfocache = (
+            f"[{self.id}] replica pid {pid} -- Python {version} {sys.executable}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<ReplicaNode {self.id}>"
+
+
+@final
+class Replica:
+    """One replica process, as the controller sees it."""
+
+    def __init__(self, replica_id: str, environment_name: str, events: queue.Queue[Any],
+                 group: execnet.Group) -> None:
+        self.id = replica_id
+        self.environment_name = environment_name
+        self.node = ReplicaNode(replica_id)
+        self._events = events
+        self._group = group
+        self._gateway: Any = None
+        self._channel: Any = None
+        self.state = ReplicaState.STARTING
+        self.pid: int | None = None
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.setup_seconds: float | None = None
+        self.nodeids: frozenset[str] = frozenset()
+        self.collect_errors: list[str] = []
+        #: Nodeids sent and not finished, in the order the replica runs them.
+        self.in_flight: deque[str] = deque()
+        #: The nodeid whose logstart came and whose logfinish has not.
+        self.current: str | None = None
+        self.current_location: tuple[str, int | None, str] | None = None
+        self.current_phases: list[str] = []
+        self.current_started_at: float | None = None
+        self.current_warm = False
+        #: Why the process ended, when the controller ended it (a timeout, a start deadline).
+        self.crash_reason: str | None = None
+        self.start_failure: str | None = None
+        self.tests_run = 0
+        self.drained = False
+        self.shutdown_sent = False
+        self.finished = False
+        self.idle_since: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.id} pid={self.pid} {self.state.value}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, payload: protocol.StartPayload) -> None:
+        """Spawn the process and send it what it needs to build its session (returns at once)."""
+        self._gateway = self._group.makegateway(f"popen//id={self.id}")
+        self.pid = self._gateway._io.popen.pid
+        self._channel = self._gateway.remote_exec(_BOOTSTRAP)
+        # Channel callbacks run on execnet's receiver thread: only enqueue.
+        self._channel.setcallback(self._enqueue, endmarker=(CHANNEL_CLOSED, None))
+        self._channel.send((protocol.START, payload))
+
+    def _enqueue(self, message: protocol.Message) -> None:
+        self._events.put((self, message))
+
+    def mark_ready(self, payload: protocol.ReadyPayload) -> None:
+        self.state = ReplicaState.STOPPING if self.shutdown_sent else ReplicaState.READY
+        self.pid = payload["pid"]
+        self.node.describe(self.pid)
+        self.ready_at = time.monotonic()
+        self.setup_seconds = payload["setup_seconds"]
+        self.nodeids = frozenset(payload["nodeids"])
+        self.collect_errors = list(payload["collect_errors"])
+        self.idle_since = self.ready_at
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (ReplicaState.STARTING, ReplicaState.READY)
+
+    @property
+    def accepting(self) -> bool:
+        """Ready, not asked to stop: may be given work."""
+        return self.state is ReplicaState.READY and not self.shutdown_sent
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def send(self, name: str, payload: Any = None) -> bool:
+        """Send a message; False when the channel is already gone (the close event follows)."""
+        if self._channel is None or self._channel.isclosed():
+            return False
+        try:
+            self._channel.send((name, payload))
+        except (OSError, EOFError, ValueError):
+            return False
+        return True
+
+    def run(self, nodeids: list[str]) -> None:
+        self.in_flight.extend(nodeids)
+        self.drained = False
+        self.idle_since = None
+        self.send(protocol.RUN, nodeids)
+
+    def drain(self) -> None:
+        if not self.drained:
+            self.drained = True
+            self.send(protocol.DRAIN)
+
+    def cancel(self) -> list[str]:
+        """Ask the replica to drop what it has not started; returns those nodeids."""
+        dropped = [n for n in self.in_flight if n != self.current]
+        self.in_flight = deque(n for n in self.in_flight if n == self.current)
+        self.send(protocol.CANCEL)
+        return dropped
+
+    def request_shutdown(self) -> None:
+        # A replica still starting gets it too: the message waits in its inbox.
+        if not self.shutdown_sent and self.alive:
+            self.shutdown_sent = True
+            self.state = ReplicaState.STOPPING
+            self.send(protocol.SHUTDOWN)
+
+    def test_started(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        self.current = nodeid
+        self.current_location = location
+        self.current_phases = []
+        self.current_started_at = time.monotonic()
+
+    def test_finished(self, nodeid: str) -> None:
+        if nodeid in self.in_flight:
+            self.in_flight.remove(nodeid)
+        if self.current == nodeid:
+            self.current = None
+            self.current_started_at = None
+        self.tests_run += 1
+        if not self.in_flight:
+            self.idle_since = time.monotonic()
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def exit_description(self, wait: float = EXIT_WAIT_SECONDS) -> str:
+        """How the process ended: "exit code 3" or "signal SIGKILL (9)"; waits at most ``wait``."""
+        popen = self._popen()
+        if popen is None:
+            return "unknown exit status"
+        try:
+            code = popen.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return "still running"
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown signal"
+            return f"signal {name} ({-code})"
+        return f"exit code {code}"
+
+    def kill(self) -> None:
+        """SIGKILL the process now; its channel closes and the controller handles the rest."""
+        popen = self._popen()
+        if popen is not None and popen.poll() is None:
+            popen.kill()
+
+    def mark_dead(self) -> None:
+        self.state = ReplicaState.DEAD
+
+    def terminate(self, wait: float = EXIT_WAIT_SECONDS) -> None:
+        """Ask (gateway exit), wait up to ``wait`` seconds, then kill, and reap by pid."""
+        popen = self._popen()
+        if self._gateway is not None:
+            try:
+                self._gateway.exit()
+            except (OSError, EOFError, ValueError):
+                pass
+        if popen is not None:
+            try:
+                popen.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                try:
+                    popen.wait(timeout=KILL_WAIT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    sys.stderr.write(f"pytest-reuse-env: replica {self.id} pid {self.pid} "
+                                     "did not die after SIGKILL\n")
+        self.state = ReplicaState.DEAD
+
+    def _popen(self) -> subprocess.Popen[bytes] | None:
+        if self._gateway is None:
+            return None
+        popen: subprocess.Popen[bytes] | None = getattr(self._gateway._io, "popen", None)
+        return popen
