@@ -133,7 +133,8 @@ class ReuseController:
     def _launch(self, environment: Environment) -> Replica:
         replica_id = f"r{next(self._ids)}"
         replica = Replica(replica_id, environment.name, self.events, self.group)
-        basetemp = self.config._tmp_path_factory.getbasetemp() / f"replica-{replica_id}"
+        root = self.config._tmp_path_factory.getbasetemp()
+        basetemp = root / f"replica-{replica_id}"
         overrides = dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp))
         replica.start({
             "replica_id": replica_id,
@@ -141,6 +142,7 @@ class ReuseController:
             "invocation_dir": str(self.config.invocation_params.dir),
             "sys_path": list(sys.path),
             "basetemp": str(basetemp),
+            "log_path": str(root / f"replica-{replica_id}.log"),
             "option_overrides": overrides,
         })
         return replica
@@ -239,6 +241,7 @@ class ReuseController:
                 self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
         elif name == protocol.LOGSTART:
             replica.test_started(payload["nodeid"], tuple(payload["location"]))
+            environment.test_started()
             item = self.items[payload["nodeid"]]
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         elif name == protocol.REPORT:
@@ -291,10 +294,9 @@ class ReuseController:
     def _replica_closed(self, environment: Environment, replica: Replica) -> None:
         if replica.state is ReplicaState.DEAD:
             return
-        if replica.finished or (replica.shutdown_sent and replica.state is ReplicaState.READY
-                                and not replica.in_flight and replica.current is None):
+        if replica.finished:
             replica.terminate()
-            environment.replica_retired(replica, "end of run")
+            environment.replica_retired(replica)
             return
         was_ready = replica.ready_at is not None
         how = replica.exit_description()
@@ -304,7 +306,8 @@ class ReuseController:
         environment.replica_gone(replica, started=was_ready)
         if not was_ready:
             reason = (f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
-                      f"{replica.start_failure or 'no traceback: the process ended early'}")
+                      f"{replica.start_failure or 'no traceback: the process ended early'}"
+                      f"{self._log_excerpt(replica)}")
             environment.last_start_failure = reason
             if not environment.ever_ready or environment.crash_loop:
                 for nodeid in environment.give_up():
@@ -313,7 +316,7 @@ class ReuseController:
         if current is not None:
             why = replica.crash_reason or how
             message = (f"replica {replica.id} (pid {replica.pid}) crashed while running "
-                       f"{current}: {why}")
+                       f"{current}: {why}{self._log_excerpt(replica)}")
             self._report_crash(current, location, phases, message, replica)
         if environment.crash_loop:
             reason = (f"not run: environment {environment.name!r} stopped after "
@@ -321,6 +324,13 @@ class ReuseController:
                       f"{environment.max_restarts})")
             for nodeid in environment.give_up():
                 self._fail_unrun(nodeid, reason)
+
+    @staticmethod
+    def _log_excerpt(replica: Replica) -> str:
+        tail = replica.log_tail()
+        if not tail:
+            return ""
+        return f"\nlast lines of the replica's log {replica.log_path}:\n{tail}"
 
     def _report_crash(self, nodeid: str, location: Any, phases: list[str], message: str,
                       replica: Replica) -> None:
@@ -387,7 +397,7 @@ class ReuseController:
                 continue
             if name == CHANNEL_CLOSED:
                 replica.terminate()
-                self._environment_of(replica).replica_retired(replica, "end of run")
+                self._environment_of(replica).replica_retired(replica)
             elif name == protocol.TEARDOWN_ERROR:
                 self._teardown_error(replica, payload["traceback"])
             elif name == protocol.FINISHED:

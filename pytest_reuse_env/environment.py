@@ -7,13 +7,13 @@ a dead replica held. It knows nothing of pytest: tests are nodeids, replicas are
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import final
 
+from pytest_reuse_env import scaling
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.replica import Replica, ReplicaState
 
@@ -72,6 +72,15 @@ class Environment:
         self.stopped = False  # -x, a crash loop, or the end of the run: start nothing more
         self.stats = EnvironmentStats()
         self.last_start_failure: str | None = None
+        self.last_activity = clock()
+        self.last_scaledown: float | None = None
+        self.limits = scaling.ScalingLimits(
+            min_replicas=0 if closing else policy.min_replicas,
+            max_replicas=1 if serial else policy.max_replicas,
+            concurrency=policy.concurrency,
+            scaledown_ttl=policy.scaledown_ttl_seconds,
+            idle_ttl=policy.idle_ttl_seconds,
+        )
 
     def __repr__(self) -> str:
         return f"<Environment {self.name} queued={len(self.queue)} replicas={self.replicas}>"
@@ -109,31 +118,64 @@ class Environment:
         """Start replicas the backlog needs, then hand out work; call after every event."""
         if self.stopped:
             return
-        self._scale_up()
+        if self.queue or not self.closing:
+            self._scale()
         self._feed()
 
-    @property
-    def max_replicas(self) -> int:
-        return 1 if self.serial else self.policy.max_replicas
+    def _scale(self) -> None:
+        """Apply what the scaling rules decide for this moment (see ``scaling.py``)."""
+        now = self._clock()
+        for action in scaling.decide(self.state(now), self.limits, now):
+            if isinstance(action, scaling.StartReplicas):
+                for _ in range(action.count):
+                    self._start_replica()
+            else:
+                replica = next(r for r in self.live if r.id == action.replica_id)
+                if action.reason == "scaledown":
+                    self.last_scaledown = now
+                self.retire(replica, action.reason)
 
-    def _scale_up(self) -> None:
-        backlog = len(self.queue) + self.in_flight
-        wanted = min(self.max_replicas,
-                     max(self.policy.min_replicas, math.ceil(backlog / self.policy.concurrency)))
-        while len(self.live) < wanted and self.queue:
-            self._start_replica()
+    def state(self, now: float) -> scaling.EnvironmentState:
+        views = []
+        for replica in self.live:
+            if replica.state is ReplicaState.STARTING:
+                phase, idle_since = scaling.ReplicaPhase.STARTING, None
+            elif replica.in_flight:
+                phase, idle_since = scaling.ReplicaPhase.BUSY, None
+            else:
+                phase = scaling.ReplicaPhase.IDLE
+                idle_since = replica.idle_since if replica.idle_since is not None else now
+            views.append(scaling.ReplicaView(
+                replica.id, phase, replica.started_at,
+                len(replica.in_flight) if phase is scaling.ReplicaPhase.BUSY else 0, idle_since,
+            ))
+        return scaling.EnvironmentState(
+            tuple(views), len(self.queue), self.last_activity, self.last_scaledown
+        )
+
+    def next_deadline(self) -> float | None:
+        now = self._clock()
+        return scaling.next_deadline(self.state(now), self.limits, now)
 
     def _start_replica(self) -> None:
-        self.replicas.append(self._launch(self))
+        replica = self._launch(self)
+        replica.started_at = self._clock()
+        self.replicas.append(replica)
         self.stats.started += 1
 
     def warm_up(self, count: int) -> None:
         """Start replicas before any work arrives, so the first test finds one ready."""
-        while len(self.live) < min(count, self.max_replicas):
+        while len(self.live) < min(count, self.limits.max_replicas):
             self._start_replica()
 
+    def retire(self, replica: Replica, reason: str) -> None:
+        """Ask a replica to finish what it holds and exit; counted when it is gone."""
+        replica.retire_reason = replica.retire_reason or reason
+        replica.request_shutdown()
+
     def _feed(self) -> None:
-        for replica in sorted(self.live, key=lambda r: len(r.in_flight)):
+        # The oldest free replica first: surplus gathers on the newest, which scaledown retires.
+        for replica in sorted(self.live, key=lambda r: (len(r.in_flight), r.started_at)):
             if not replica.accepting:
                 continue
             room = self.depth - len(replica.in_flight)
@@ -145,7 +187,7 @@ class Environment:
                 if not replica.accepting:
                     continue
                 if self.closing:
-                    replica.request_shutdown()
+                    self.retire(replica, "end of run")
                 elif replica.in_flight:
                     replica.drain()
         busy = sum(1 for r in self.replicas if r.alive and r.in_flight)
@@ -164,7 +206,8 @@ class Environment:
     # -- events ------------------------------------------------------------------------------
 
     def replica_ready(self, replica: Replica) -> list[str]:
-        """A replica collected; returns nodeids it holds that it did not collect."""
+        """A replica collected; returns queued nodeids it did not collect (they cannot run)."""
+        replica.idle_since = self._clock()
         if replica.setup_seconds is not None:
             self.stats.setup_seconds.append(replica.setup_seconds)
         missing = [n for n in self.queue if n not in replica.nodeids]
@@ -173,8 +216,14 @@ class Environment:
             self.queue = deque(n for n in self.queue if n in replica.nodeids)
         return missing
 
+    def test_started(self) -> None:
+        self.last_activity = self._clock()
+
     def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
         replica.test_finished(nodeid)
+        self.last_activity = self._clock()
+        if not replica.in_flight:
+            replica.idle_since = self.last_activity
         if warm:
             self.stats.tests_warm += 1
         else:
@@ -210,8 +259,9 @@ class Environment:
         self.stopped = True
         for replica in self.replicas:
             if replica.alive:
-                replica.request_shutdown()
+                self.retire(replica, "end of run")
 
-    def replica_retired(self, replica: Replica, reason: str) -> None:
+    def replica_retired(self, replica: Replica) -> None:
+        """A replica asked to stop is gone."""
         replica.mark_dead()
-        self.stats.retired[reason] += 1
+        self.stats.retired[replica.retire_reason or "end of run"] += 1

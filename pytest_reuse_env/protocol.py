@@ -63,6 +63,7 @@ class StartPayload(TypedDict):
     invocation_dir: str
     sys_path: list[str]
     basetemp: str
+    log_path: str
     option_overrides: dict[str, Any]
 
 

@@ -211,6 +211,11 @@ def serve(channel: Any) -> None:
     """Entry point, called from the bootstrap source the controller sends with remote_exec."""
     name, start = channel.receive()
     assert name == protocol.START, name
+    # The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
+    # not the user's terminal; the controller quotes its tail when the replica crashes.
+    log_fd = os.open(start["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
     os.chdir(start["invocation_dir"])
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]

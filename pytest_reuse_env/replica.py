@@ -99,6 +99,9 @@ class Replica:
         #: Why the process ended, when the controller ended it (a timeout, a start deadline).
         self.crash_reason: str | None = None
         self.start_failure: str | None = None
+        #: Why the environment asked it to stop: "scaledown", "idle", "end of run".
+        self.retire_reason: str | None = None
+        self.log_path: str | None = None
         self.tests_run = 0
         self.drained = False
         self.shutdown_sent = False
@@ -114,6 +117,7 @@ class Replica:
         """Spawn the process and send it what it needs to build its session (returns at once)."""
         self._gateway = self._group.makegateway(f"popen//id={self.id}")
         self.pid = self._gateway._io.popen.pid
+        self.log_path = payload["log_path"]
         self._channel = self._gateway.remote_exec(_BOOTSTRAP)
         # Channel callbacks run on execnet's receiver thread: only enqueue.
         self._channel.setcallback(self._enqueue, endmarker=(CHANNEL_CLOSED, None))
@@ -212,6 +216,27 @@ class Replica:
                 name = "unknown signal"
             return f"signal {name} ({-code})"
         return f"exit code {code}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        """What the replica last wrote to its stderr log ("" if nothing).
+
+        A faulthandler dump is quoted from its start, where the crashing test's frame is.
+        """
+        if self.log_path is None:
+            return ""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                text = log.readlines()[-2000:]
+        except OSError:
+            return ""
+        starts = [i for i, line in enumerate(text) if line.startswith("Fatal Python error")]
+        if not starts:
+            return "".join(text[-lines:]).rstrip()
+        dump = text[starts[-1]:]
+        current = [i for i, line in enumerate(dump) if line.startswith("Current thread")]
+        if current:  # the thread that crashed, not execnet's receiver
+            dump = dump[:1] + dump[current[0]:]
+        return "".join(dump[:lines]).rstrip()
 
     def kill(self) -> None:
         """SIGKILL the process now; its channel closes and the controller handles the rest."""
