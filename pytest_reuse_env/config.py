@@ -8,6 +8,7 @@ This module knows nothing of processes.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ __all__ = [
     "resolve_item_policy",
     "resolve_policies",
 ]
+
+#: Seconds a replica may take to start and collect before it is killed.
+DEFAULT_START_TIMEOUT: Final = 300.0
 
 MARKER_HELP: Final = (
     "reuse(policy='default', **fields): run this test in a warm, reusable replica process. "
@@ -80,6 +84,20 @@ def register_options(parser: pytest.Parser) -> None:
         default=[],
     )
     parser.addini(
+        "reuse_max_restarts",
+        "replica crashes an environment survives before its remaining tests are reported as "
+        "not run: an int >= 0 (default: 4 x the policy's max replicas)",
+        type="string",
+        default="",
+    )
+    parser.addini(
+        "reuse_start_timeout",
+        "seconds a replica may take to start and collect before it is killed and its tests "
+        "fail: a number > 0 (default: 300)",
+        type="string",
+        default="",
+    )
+    parser.addini(
         "reuse_all",
         "name of a reuse policy ('default' for the default one) applied to every test without "
         "a reuse marker; empty or 'off' means none (default: empty)",
@@ -129,6 +147,10 @@ class ReuseSettings:
     """Policies from ``reuse_policies`` by name; stored as a read-only copy."""
     apply_all: ReusePolicy | None = None
     """Policy for tests without a reuse marker (``reuse_all``), or None to run them locally."""
+    max_restarts: int | None = None
+    """Replica crashes an environment survives (``reuse_max_restarts``); None: 4 x max."""
+    start_timeout: float = DEFAULT_START_TIMEOUT
+    """Seconds a replica may take to become ready (``reuse_start_timeout``)."""
 
     def __post_init__(self) -> None:
         # A read-only copy: the caller's dict may change later, the settings must not.
@@ -150,11 +172,41 @@ class ReuseSettings:
             default_policy=default,
             named=named,
             apply_all=_apply_all(config, default, named),
+            max_restarts=_max_restarts(config),
+            start_timeout=_start_timeout(config),
         )
 
     def known_names(self) -> list[str]:
         """Every name a marker or ``reuse_all`` may use, for error messages."""
         return ["default", *self.named, "off"]
+
+
+def _max_restarts(config: pytest.Config) -> int | None:
+    text = _ini_text(config, "reuse_max_restarts")
+    if not text:
+        return None
+    if not text.isdigit():
+        raise pytest.UsageError(
+            f"reuse_max_restarts must be an int >= 0, got {text!r} "
+            f"({_ini_source(config, 'reuse_max_restarts')})"
+        )
+    return int(text)
+
+
+def _start_timeout(config: pytest.Config) -> float:
+    text = _ini_text(config, "reuse_start_timeout")
+    if not text:
+        return DEFAULT_START_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise pytest.UsageError(
+            f"reuse_start_timeout must be a number of seconds > 0, got {text!r} "
+            f"({_ini_source(config, 'reuse_start_timeout')})"
+        )
+    return value
 
 
 def _ini_source(config: pytest.Config, key: str) -> str:

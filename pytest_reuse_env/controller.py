@@ -81,8 +81,6 @@ class ReuseController:
         self.teardown_errors: list[tuple[str, str]] = []
         self._ids = itertools.count()
         self._cancelled = False
-        self.max_restarts: int | None = None
-        self.start_timeout = 300.0
         # Inside an xdist worker, xdist owns the loop and gives one test at a time.
         self.feeding_one_at_a_time = hasattr(config, "workerinput")
 
@@ -107,7 +105,7 @@ class ReuseController:
         environment = self.environments.get(policy)
         if environment is None:
             name = self._environment_name(policy)
-            max_restarts = self.max_restarts
+            max_restarts = self.settings.max_restarts
             if max_restarts is None:
                 max_restarts = 4 * policy.max_replicas
             environment = Environment(
@@ -214,7 +212,7 @@ class ReuseController:
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         for environment in self.environments.values():
-            timeout = self.start_timeout
+            timeout = self.settings.start_timeout
             for replica in environment.replicas:
                 if replica.state is ReplicaState.STARTING and now - replica.started_at > timeout:
                     replica.start_failure = (

@@ -28,8 +28,10 @@ def is_xdist_controller(config: pytest.Config) -> bool:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    if is_replica(config) or is_xdist_controller(config):
+    if is_replica(config):
         return
+    # Validated in xdist's controller too: a bad ini value is one clean usage error, not one
+    # per worker.
     settings = ReuseSettings.from_config(config)
-    if settings.enabled:
+    if settings.enabled and not is_xdist_controller(config):
         config.pluginmanager.register(ReuseController(config, settings), "reuse_controller")

@@ -577,3 +577,22 @@ def test_short_ttl_env_applies_to_ini(
     monkeypatch.setenv(SHORT_TTL_ENV, "1")
     settings = settings_for(pytester, "reuse_idle_ttl = 200ms\n")
     assert settings.default_policy.idle_ttl == timedelta(milliseconds=200)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("reuse_max_restarts", "-1", "*reuse_max_restarts must be an int >= 0, got '-1'*"),
+        ("reuse_max_restarts", "two", "*reuse_max_restarts must be an int >= 0, got 'two'*"),
+        ("reuse_start_timeout", "0", "*reuse_start_timeout must be a number of seconds > 0*"),
+        ("reuse_start_timeout", "soon", "*reuse_start_timeout must be a number of seconds*"),
+    ],
+)
+def test_runtime_limits_are_validated(
+    pytester: pytest.Pytester, key: str, value: str, expected: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{key} = {value}\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "reuse_env")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
