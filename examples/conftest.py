@@ -30,8 +30,28 @@ N_AUTHORS = 20_000
 GENRES = ("biography", "cooking", "fantasy", "history", "mystery", "poetry", "science", "travel")
 COUNTRIES = ("BR", "CA", "DE", "FR", "IN", "JP", "KE", "NO")
 FIRST_YEAR, LAST_YEAR = 1850, 2024
-_SYLLABLES = ("ka", "lo", "mi", "ra", "ten", "vor", "sel", "da", "quin", "zu",
-              "bel", "mar", "nor", "tis", "lu", "gre", "han", "os", "pel", "win")
+_SYLLABLES = (
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ten",
+    "vor",
+    "sel",
+    "da",
+    "quin",
+    "zu",
+    "bel",
+    "mar",
+    "nor",
+    "tis",
+    "lu",
+    "gre",
+    "han",
+    "os",
+    "pel",
+    "win",
+)
 
 _created_log = pytest.StashKey[Path]()
 
@@ -54,9 +74,9 @@ class Catalog:
 def build_catalog(path: Path, *, books: int = N_BOOKS, authors: int = N_AUTHORS) -> None:
     """Write a deterministic catalog database to ``path`` (the expensive part)."""
     rng = random.Random(SEED)
-    vocabulary = sorted({
-        "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) for _ in range(3000)
-    })
+    vocabulary = sorted(
+        {"".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) for _ in range(3000)}
+    )
     con = sqlite3.connect(path)
     try:
         con.executescript("""
@@ -70,17 +90,32 @@ def build_catalog(path: Path, *, books: int = N_BOOKS, authors: int = N_AUTHORS)
                 genre TEXT NOT NULL, year INTEGER NOT NULL,
                 pages INTEGER NOT NULL, rating REAL NOT NULL);
         """)
-        con.executemany("INSERT INTO authors VALUES (?, ?, ?)", (
-            (i, f"{rng.choice(vocabulary).title()} {rng.choice(vocabulary).title()}",
-             rng.choice(COUNTRIES))
-            for i in range(1, authors + 1)
-        ))
-        con.executemany("INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, ?)", (
-            (i, " ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 6))),
-             rng.randint(1, authors), rng.choice(GENRES), rng.randint(FIRST_YEAR, LAST_YEAR),
-             rng.randint(40, 1200), round(rng.uniform(1.0, 5.0), 2))
-            for i in range(1, books + 1)
-        ))
+        con.executemany(
+            "INSERT INTO authors VALUES (?, ?, ?)",
+            (
+                (
+                    i,
+                    f"{rng.choice(vocabulary).title()} {rng.choice(vocabulary).title()}",
+                    rng.choice(COUNTRIES),
+                )
+                for i in range(1, authors + 1)
+            ),
+        )
+        con.executemany(
+            "INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    i,
+                    " ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 6))),
+                    rng.randint(1, authors),
+                    rng.choice(GENRES),
+                    rng.randint(FIRST_YEAR, LAST_YEAR),
+                    rng.randint(40, 1200),
+                    round(rng.uniform(1.0, 5.0), 2),
+                )
+                for i in range(1, books + 1)
+            ),
+        )
         con.executescript("""
             CREATE INDEX books_author ON books(author_id);
             CREATE INDEX books_genre_year ON books(genre, year);
@@ -134,13 +169,20 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     print(f"building catalog in pid {os.getpid()}")
     started = time.perf_counter()
     build_catalog(path)
-    built = Catalog(path=path, books=N_BOOKS, authors=N_AUTHORS, built_by_pid=os.getpid(),
-                    build_seconds=time.perf_counter() - started)
+    built = Catalog(
+        path=path,
+        books=N_BOOKS,
+        authors=N_AUTHORS,
+        built_by_pid=os.getpid(),
+        build_seconds=time.perf_counter() - started,
+    )
     log = os.environ.get(SETUP_LOG_ENV)
     if log:
         with open(log, "a") as f:
-            f.write(f"pid {built.built_by_pid} built {built.books} books in "
-                    f"{built.build_seconds:.2f} s at {time.strftime('%H:%M:%S')}\n")
+            f.write(
+                f"pid {built.built_by_pid} built {built.books} books in "
+                f"{built.build_seconds:.2f} s at {time.strftime('%H:%M:%S')}\n"
+            )
     return built
 
 

@@ -6,6 +6,7 @@ import os
 import sqlite3
 
 import pytest
+
 from conftest import FIRST_YEAR, GENRES, LAST_YEAR, Catalog
 
 pytestmark = pytest.mark.reuse

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
+
 from conftest import COUNTRIES, FIRST_YEAR, GENRES, LAST_YEAR, N_AUTHORS, N_BOOKS, Catalog
 
 pytestmark = pytest.mark.reuse
@@ -16,8 +18,6 @@ def test_row_counts(catalog: Catalog, db: sqlite3.Connection) -> None:
 
 
 def test_catalog_was_built_here(catalog: Catalog) -> None:
-    import os
-
     # The session fixture ran in the process that runs this test: a replica, or plain pytest.
     assert catalog.built_by_pid == os.getpid()
 

@@ -78,11 +78,14 @@ class TestBooleanQueries:
 
 class TestRanking:
     def test_bm25_is_ordered(self, db: sqlite3.Connection, common_words: list[str]) -> None:
-        scores = [score for (score,) in db.execute(
-            "SELECT bm25(books_fts) FROM books_fts WHERE books_fts MATCH ? ORDER BY rank"
-            " LIMIT 50",
-            (common_words[3],),
-        )]
+        scores = [
+            score
+            for (score,) in db.execute(
+                "SELECT bm25(books_fts) FROM books_fts WHERE books_fts MATCH ? ORDER BY rank"
+                " LIMIT 50",
+                (common_words[3],),
+            )
+        ]
         assert len(scores) == 50
         assert scores == sorted(scores)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
 from conftest import Catalog
 
 pytestmark = pytest.mark.reuse("writers")
@@ -16,17 +17,13 @@ NEW_ID = 10_000_000
 
 
 def insert_book(con: sqlite3.Connection, title: str) -> None:
-    con.execute(
-        "INSERT INTO books VALUES (?, ?, 1, 'poetry', 2024, 100, 4.5)", (NEW_ID, title)
-    )
+    con.execute("INSERT INTO books VALUES (?, ?, 1, 'poetry', 2024, 100, 4.5)", (NEW_ID, title))
     con.execute("INSERT INTO books_fts(rowid, title) VALUES (?, ?)", (NEW_ID, title))
 
 
 def test_insert_is_searchable(scratch: sqlite3.Connection) -> None:
     insert_book(scratch, "zzyzx unmatched title")
-    rows = scratch.execute(
-        "SELECT rowid FROM books_fts WHERE books_fts MATCH 'zzyzx'"
-    ).fetchall()
+    rows = scratch.execute("SELECT rowid FROM books_fts WHERE books_fts MATCH 'zzyzx'").fetchall()
     assert rows == [(NEW_ID,)]
 
 

@@ -1,0 +1,110 @@
+"""What of pytest-reuse-env this interpreter can run, and how to switch it on and off.
+
+The plugin is measured as installed (the ``reuse_env`` pytest11 entry point, loaded with
+``-p reuse_env``) or, when it is not installed, from this checkout's source
+(``-p pytest_reuse_env.plugin`` with the checkout on ``PYTHONPATH``). A short ``pytest --help``
+probe decides whether it loads and knows ``--reuse``; if not, every plugin contender reports
+"not available" with the probe's error, and the baselines run without the plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENTRY_POINT = "reuse_env"
+SOURCE_MODULE = "pytest_reuse_env.plugin"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROBE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class PluginSetup:
+    """How contenders load the plugin (``on_args``) or keep it out (``off_args``)."""
+
+    on_args: tuple[str, ...]
+    off_args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    origin: str = ""
+    unavailable: str | None = None
+
+
+def installed() -> bool:
+    return any(ep.name == ENTRY_POINT for ep in importlib.metadata.entry_points(group="pytest11"))
+
+
+def last_error_line(*texts: str) -> str:
+    """The last line that names an error, searching each text in turn (stderr first)."""
+    for text in texts:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        for line in reversed(lines):
+            if line.startswith("NOTE:"):
+                continue
+            if "Error" in line or "error:" in line or "ERROR" in line:
+                return line[:300]
+    for text in texts:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:300]
+    return "no output"
+
+
+def probe_help(args: tuple[str, ...], env: dict[str, str]) -> str | None:
+    """None when ``pytest <args> --help`` loads the plugin and lists ``--reuse``, else why not."""
+    full_env = {**os.environ, **env}
+    full_env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+    full_env.pop("PYTEST_ADDOPTS", None)
+    with tempfile.TemporaryDirectory(prefix="reuse-bench-probe-") as cwd:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--help"],
+                cwd=cwd,
+                env=full_env,
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return f"pytest --help with the plugin timed out after {PROBE_TIMEOUT:.0f} s"
+    if done.returncode != 0:
+        return last_error_line(done.stderr, done.stdout)
+    if "--reuse" not in done.stdout:
+        return "the plugin loads but has no --reuse option"
+    return None
+
+
+def detect() -> PluginSetup:
+    if installed():
+        on = ("-p", ENTRY_POINT)
+        problem = probe_help(on, {})
+        if problem is None:
+            return PluginSetup(on_args=on, off_args=("--reuse=off",), origin="installed")
+        # Installed but broken: keep it out of the baselines entirely.
+        return PluginSetup(
+            on_args=on,
+            off_args=("-p", f"no:{ENTRY_POINT}"),
+            origin="installed",
+            unavailable=problem,
+        )
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+    }
+    on = ("-p", SOURCE_MODULE)
+    problem = probe_help(on, env)
+    if problem is None:
+        return PluginSetup(on_args=on, off_args=(), env=env, origin="source checkout")
+    return PluginSetup(
+        on_args=on,
+        off_args=(),
+        env=env,
+        origin="source checkout",
+        unavailable=f"not installed, and from source: {problem}",
+    )

@@ -1,0 +1,217 @@
+"""The benchmark CLI: ``python -m benchmarks`` or ``python benchmarks/run.py``.
+
+Runs the chosen scenarios' contenders interleaved (A B C, A B C, ...), each a bounded subprocess,
+then prints a table and writes JSON. A contender that cannot run is reported "not available" with
+the reason; a contender whose tests or outcomes differ from the reference makes its scenario an
+error, with no time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+if not __package__:  # run as a script: make the ``benchmarks`` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import probe
+from benchmarks.measure import RunResult, run_pytest, stop_marked
+from benchmarks.report import ScenarioResult, package_version, render, to_json, write_json
+from benchmarks.scenarios import SCENARIOS, ContenderResult, Scenario
+from benchmarks.suites import write_suite
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def outcome_differences(reference: dict[str, str], other: dict[str, str]) -> list[str]:
+    differences = []
+    for key in sorted(reference.keys() | other.keys()):
+        mine, theirs = reference.get(key, "absent"), other.get(key, "absent")
+        if mine != theirs:
+            differences.append(f"{key}: reference {mine}, here {theirs}")
+    return differences
+
+
+class Harness:
+    def __init__(self, *, rounds: int, budget: float, plugin: probe.PluginSetup) -> None:
+        self.rounds = rounds
+        self.deadline = time.monotonic() + budget
+        self.plugin = plugin
+        self.marker = f"reuse-bench-{uuid.uuid4().hex}"
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def run_once(self, scenario: Scenario, result: ContenderResult, cwd: Path) -> RunResult:
+        contender = result.contender
+        env = {**(self.plugin.env if contender.needs_plugin else {}), **contender.env}
+        return run_pytest(
+            contender.args,
+            cwd=cwd,
+            env=env,
+            marker=self.marker,
+            timeout=scenario.timeout,
+            sample_memory=scenario.sample_memory,
+        )
+
+    def measure(
+        self,
+        scenario: Scenario,
+        result: ContenderResult,
+        cwd: Path,
+        reference: dict[str, str] | None,
+    ) -> RunResult | None:
+        """One round of one contender: its timed run (after a warm-up run if it wants one)."""
+        contender = result.contender
+        try:
+            if contender.warm_first:
+                warmup = self.run_once(scenario, result, cwd)
+                if warmup.problem:
+                    result.unavailable = f"warm-up run: {warmup.problem}"
+                    return None
+                result.warmups.append(warmup)
+            run = self.run_once(scenario, result, cwd)
+        finally:
+            stop_marked(self.marker)
+        if run.problem:
+            result.unavailable = run.problem
+            return None
+        if reference is not None:
+            differences = outcome_differences(reference, run.outcomes)
+            if differences:
+                result.error = (
+                    f"outcomes differ from {scenario.contenders[0].name} in "
+                    f"{len(differences)} test(s), e.g. {differences[0]}"
+                )
+                return None
+        if scenario.run_check is not None:
+            problem = scenario.run_check(contender, run)
+            if problem:
+                result.runs.append(run)
+                result.unavailable = problem
+                return None
+        result.runs.append(run)
+        return run
+
+    def scenario(self, scenario: Scenario) -> ScenarioResult:
+        results = {c.name: ContenderResult(c) for c in scenario.contenders}
+        outcome = ScenarioResult(scenario, results)
+        for result in results.values():
+            missing = [d for d in result.contender.requires if package_version(d) is None]
+            if missing:
+                result.unavailable = (
+                    f"{', '.join(missing)} not installed (pip install -e '.[bench]')"
+                )
+            elif result.contender.needs_plugin and self.plugin.unavailable:
+                result.unavailable = self.plugin.unavailable
+        if not results[scenario.contenders[0].name].usable:
+            outcome.unavailable = (
+                f"the reference cannot run: {results[scenario.contenders[0].name].unavailable}"
+            )
+            return outcome
+        reference_name = scenario.contenders[0].name
+        reference: dict[str, str] | None = None
+        with tempfile.TemporaryDirectory(prefix=f"reuse-bench-{scenario.name}-") as tmp:
+            cwd = Path(tmp)
+            write_suite(cwd, scenario.files)
+            for round_number in range(1, self.rounds + 1):
+                for name, result in results.items():
+                    if not result.usable:
+                        continue
+                    if time.monotonic() > self.deadline:
+                        if not result.runs:
+                            result.unavailable = "not measured: the time budget ran out"
+                        continue
+                    self.say(f"[{scenario.name}] round {round_number}/{self.rounds}: {name}")
+                    run = self.measure(scenario, result, cwd, reference)
+                    if run is not None and name == reference_name and reference is None:
+                        reference = run.outcomes
+                    if name == reference_name and not result.usable:
+                        outcome.errors.append(
+                            f"the reference ({name}) did not run: "
+                            f"{result.unavailable or result.error}"
+                        )
+                        return outcome
+                    if run is not None:
+                        self.say(
+                            f"    {run.seconds:.2f} s, {len(run.outcomes)} tests, "
+                            f"{run.setups} fixture setup(s)"
+                        )
+                    else:
+                        self.say(f"    {result.unavailable or result.error}")
+        for result in results.values():
+            if result.error:
+                outcome.errors.append(f"{result.contender.name}: {result.error}")
+        if reference is not None and len(reference) != scenario.tests:
+            outcome.errors.append(
+                f"the reference ran {len(reference)} tests, expected {scenario.tests}"
+            )
+        if scenario.verdict is not None:
+            scenario.verdict(results)
+        return outcome
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds per scenario (default 3); medians are reported",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only this scenario (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        help=f"where to write the JSON results (default {DEFAULT_JSON})",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=270.0,
+        help="seconds after which remaining runs are skipped (default 270)",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plugin = probe.detect()
+    print(
+        f"plugin: {plugin.origin} ({' '.join(plugin.on_args)})"
+        + (f" -- not available: {plugin.unavailable}" if plugin.unavailable else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    harness = Harness(rounds=args.rounds, budget=args.budget, plugin=plugin)
+    outcome: list[ScenarioResult] = []
+    try:
+        for name in args.scenario or list(SCENARIOS):
+            outcome.append(harness.scenario(SCENARIOS[name](plugin)))
+    finally:
+        stop_marked(harness.marker)
+    print(render(outcome))
+    write_json(to_json(outcome, rounds=args.rounds, plugin_origin=plugin.origin), args.json)
+    print(f"\nJSON written to {args.json}")
+    return 1 if any(s.status == "error" for s in outcome) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
