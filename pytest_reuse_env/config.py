@@ -115,6 +115,14 @@ def register_options(parser: pytest.Parser) -> None:
         "(default: on)",
     )
     group.addoption(
+        "--reuse-report",
+        dest="reuse_report",
+        metavar="PATH",
+        default=None,
+        help="write what reuse did (replicas, setup times, warm and cold tests) to PATH as "
+        "JSON; schema in pytest_reuse_env/summary.py",
+    )
+    group.addoption(
         "--reuse-all",
         dest="reuse_cli_all",
         metavar="NAME",

@@ -25,7 +25,7 @@ from typing import Any, Final, final
 import execnet
 import pytest
 
-from pytest_reuse_env import protocol
+from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.config import ReuseSettings, resolve_policies
 from pytest_reuse_env.environment import Environment
 from pytest_reuse_env.policy import ReusePolicy
@@ -35,6 +35,7 @@ from pytest_reuse_env.reporting import (
     synthetic_report,
     warning_from_payload,
 )
+from pytest_reuse_env.summary import WORKEROUTPUT_KEY, ReuseSummary
 
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5
@@ -69,9 +70,12 @@ REPLICA_OPTION_OVERRIDES: Final[dict[str, Any]] = {
 class ReuseController:
     """The pytest plugin object that exists when reuse is on, in the process that runs tests."""
 
-    def __init__(self, config: pytest.Config, settings: ReuseSettings) -> None:
+    def __init__(
+        self, config: pytest.Config, settings: ReuseSettings, summary: ReuseSummary | None
+    ) -> None:
         self.config = config
         self.settings = settings
+        self.summary = summary
         self.events: queue.Queue[tuple[Replica, protocol.Message]] = queue.Queue()
         self.group = execnet.Group()
         self.environments: dict[ReusePolicy, Environment] = {}
@@ -131,18 +135,20 @@ class ReuseController:
     def _launch(self, environment: Environment) -> Replica:
         replica_id = f"r{next(self._ids)}"
         replica = Replica(replica_id, environment.name, self.events, self.group)
-        root = self.config._tmp_path_factory.getbasetemp()
+        root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
         basetemp = root / f"replica-{replica_id}"
         overrides = dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp))
-        replica.start({
-            "replica_id": replica_id,
-            "args": [str(a) for a in self.config.invocation_params.args],
-            "invocation_dir": str(self.config.invocation_params.dir),
-            "sys_path": list(sys.path),
-            "basetemp": str(basetemp),
-            "log_path": str(root / f"replica-{replica_id}.log"),
-            "option_overrides": overrides,
-        })
+        replica.start(
+            {
+                "replica_id": replica_id,
+                "args": [str(a) for a in self.config.invocation_params.args],
+                "invocation_dir": str(self.config.invocation_params.dir),
+                "sys_path": list(sys.path),
+                "basetemp": str(basetemp),
+                "log_path": str(root / f"replica-{replica_id}.log"),
+                "option_overrides": overrides,
+            }
+        )
         return replica
 
     # -- running -----------------------------------------------------------------------------
@@ -169,7 +175,9 @@ class ReuseController:
         return True
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> bool | None:
         environment = self.routes.get(item.nodeid)
         if environment is None:
             return None
@@ -282,11 +290,9 @@ class ReuseController:
         report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
             config=self.config, data=data
         )
-        if not self.feeding_one_at_a_time:
-            # xdist's convention: gives the "[r0]" prefix in -v output and keys junitxml.
-            report.node = replica.node  # type: ignore[attr-defined]
         replica.current_phases.append(report.when or "")
         replica.current_warm = bool(data.get(protocol.REPORT_WARM))
+        self._label(report, replica)
         self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
 
     def _replica_closed(self, environment: Environment, replica: Replica) -> None:
@@ -303,9 +309,11 @@ class ReuseController:
         phases = list(replica.current_phases)
         environment.replica_gone(replica, started=was_ready)
         if not was_ready:
-            reason = (f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
-                      f"{replica.start_failure or 'no traceback: the process ended early'}"
-                      f"{self._log_excerpt(replica)}")
+            reason = (
+                f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
+                f"{replica.start_failure or 'no traceback: the process ended early'}"
+                f"{self._log_excerpt(replica)}"
+            )
             environment.last_start_failure = reason
             if not environment.ever_ready or environment.crash_loop:
                 for nodeid in environment.give_up():
@@ -313,15 +321,27 @@ class ReuseController:
             return
         if current is not None:
             why = replica.crash_reason or how
-            message = (f"replica {replica.id} (pid {replica.pid}) crashed while running "
-                       f"{current}: {why}{self._log_excerpt(replica)}")
+            message = (
+                f"replica {replica.id} (pid {replica.pid}) crashed while running "
+                f"{current}: {why}{self._log_excerpt(replica)}"
+            )
             self._report_crash(current, location, phases, message, replica)
         if environment.crash_loop:
-            reason = (f"not run: environment {environment.name!r} stopped after "
-                      f"{environment.restarts} replica crashes (limit reuse_max_restarts="
-                      f"{environment.max_restarts})")
+            reason = (
+                f"not run: environment {environment.name!r} stopped after "
+                f"{environment.restarts} replica crashes (limit reuse_max_restarts="
+                f"{environment.max_restarts})"
+            )
             for nodeid in environment.give_up():
                 self._fail_unrun(nodeid, reason)
+
+    def _label(self, report: pytest.TestReport, replica: Replica) -> None:
+        """xdist's convention: ``report.node`` gives the "[r0 warm]" prefix in ``-v`` output
+        and keys junitxml. Not inside an xdist worker: xdist sets its own and serializes it."""
+        setattr(report, protocol.REPORT_ENVIRONMENT, replica.environment_name)
+        if not self.feeding_one_at_a_time:
+            warm = getattr(report, protocol.REPORT_WARM, False)
+            report.node = replica.node_warm if warm else replica.node_cold  # type: ignore[attr-defined]
 
     @staticmethod
     def _log_excerpt(replica: Replica) -> str:
@@ -330,17 +350,22 @@ class ReuseController:
             return ""
         return f"\nlast lines of the replica's log {replica.log_path}:\n{tail}"
 
-    def _report_crash(self, nodeid: str, location: Any, phases: list[str], message: str,
-                      replica: Replica) -> None:
-        when = "setup" if "setup" not in phases else ("call" if "call" not in phases
-                                                      else "teardown")
+    def _report_crash(
+        self, nodeid: str, location: Any, phases: list[str], message: str, replica: Replica
+    ) -> None:
+        when = (
+            "setup" if "setup" not in phases else ("call" if "call" not in phases else "teardown")
+        )
         item = self.items[nodeid]
         for phase, outcome in ((when, "failed"), ("teardown", "passed")):
             if phase == "teardown" and when == "teardown" and outcome == "passed":
                 break
-            report = synthetic_report(item, phase, outcome, message if outcome == "failed" else None)
-            if not self.feeding_one_at_a_time:
-                report.node = replica.node  # type: ignore[attr-defined]
+            report = synthetic_report(
+                item, phase, outcome, message if outcome == "failed" else None
+            )
+            setattr(report, protocol.REPORT_REPLICA, replica.id)
+            setattr(report, protocol.REPORT_WARM, replica.current_warm)
+            self._label(report, replica)
             item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
         self.completed.add(nodeid)
@@ -350,14 +375,18 @@ class ReuseController:
         item = self.items[nodeid]
         item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
         for phase, outcome in (("setup", "failed"), ("teardown", "passed")):
-            report = synthetic_report(item, phase, outcome, message if outcome == "failed" else None)
+            report = synthetic_report(
+                item, phase, outcome, message if outcome == "failed" else None
+            )
             item.ihook.pytest_runtest_logreport(report=report)
         item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
         self.completed.add(nodeid)
 
     def _not_collected_message(self, replica: Replica, nodeid: str) -> str:
-        lines = [f"replica {replica.id} (pid {replica.pid}) did not collect {nodeid}; "
-                 "its collection differs from this process's"]
+        lines = [
+            f"replica {replica.id} (pid {replica.pid}) did not collect {nodeid}; "
+            "its collection differs from this process's"
+        ]
         lines += replica.collect_errors
         return "\n".join(lines)
 
@@ -377,8 +406,31 @@ class ReuseController:
 
     # -- the end -----------------------------------------------------------------------------
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.shutdown(SHUTDOWN_SECONDS)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.shutdown(2.0 if interrupted else SHUTDOWN_SECONDS)
+        snapshots = [env.snapshot(self._notes(env)) for env in self.environments.values()]
+        if self.feeding_one_at_a_time:
+            workeroutput = self.config.workeroutput  # type: ignore[attr-defined]
+            workeroutput[WORKEROUTPUT_KEY] = snapshots
+        elif self.summary is not None:
+            self.summary.add_snapshots(snapshots)
+
+    def _notes(self, environment: Environment) -> list[str]:
+        notes = []
+        if not self.feeding_one_at_a_time:
+            policy = environment.policy
+            limits = scaling.ScalingLimits(
+                policy.min_replicas,
+                policy.max_replicas,
+                policy.concurrency,
+                policy.scaledown_ttl_seconds,
+                policy.idle_ttl_seconds,
+            )
+            starving = scaling.starvation_warning(limits, feeders=1)
+            if starving:
+                notes.append(starving)
+        return notes
 
     def shutdown(self, wait: float) -> None:
         """Ask every replica to finish, wait (bounded) for them, then kill what is left."""
@@ -387,7 +439,8 @@ class ReuseController:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and any(
             r.state is not ReplicaState.DEAD
-            for env in self.environments.values() for r in env.replicas
+            for env in self.environments.values()
+            for r in env.replicas
         ):
             try:
                 replica, (name, payload) = self.events.get(timeout=POLL_SECONDS)

@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import final
+from typing import Any, final
 
 from pytest_reuse_env import scaling
 from pytest_reuse_env.policy import ReusePolicy
@@ -145,10 +145,15 @@ class Environment:
             else:
                 phase = scaling.ReplicaPhase.IDLE
                 idle_since = replica.idle_since if replica.idle_since is not None else now
-            views.append(scaling.ReplicaView(
-                replica.id, phase, replica.started_at,
-                len(replica.in_flight) if phase is scaling.ReplicaPhase.BUSY else 0, idle_since,
-            ))
+            views.append(
+                scaling.ReplicaView(
+                    replica.id,
+                    phase,
+                    replica.started_at,
+                    len(replica.in_flight) if phase is scaling.ReplicaPhase.BUSY else 0,
+                    idle_since,
+                )
+            )
         return scaling.EnvironmentState(
             tuple(views), len(self.queue), self.last_activity, self.last_scaledown
         )
@@ -233,6 +238,7 @@ class Environment:
         """A replica's channel closed unasked. Returns the nodeids it held that must be requeued
         (the one it was running is the controller's to report). Decides on a replacement."""
         replica.mark_dead()
+        replica.end_reason = "crash" if started else "start failure"
         held = [n for n in replica.in_flight if n != replica.current]
         replica.in_flight.clear()
         if started:
@@ -261,7 +267,33 @@ class Environment:
             if replica.alive:
                 self.retire(replica, "end of run")
 
+    def snapshot(self, notes: list[str]) -> dict[str, Any]:
+        """What this environment did, as builtins (see ``summary.py`` for the schema)."""
+        return {
+            "name": self.name,
+            "policy": self.policy.describe(),
+            "replicas_started": self.stats.started,
+            "start_failures": self.stats.start_failures,
+            "retired": dict(self.stats.retired),
+            "tests_cold": self.stats.tests_cold,
+            "tests_warm": self.stats.tests_warm,
+            "peak_busy": self.stats.peak_busy,
+            "setup_seconds_total": sum(self.stats.setup_seconds),
+            "notes": notes,
+            "replicas": [
+                {
+                    "id": r.id,
+                    "pid": r.pid,
+                    "setup_seconds": r.setup_seconds,
+                    "tests_run": r.tests_run,
+                    "ended": r.end_reason,
+                }
+                for r in self.replicas
+            ],
+        }
+
     def replica_retired(self, replica: Replica) -> None:
         """A replica asked to stop is gone."""
         replica.mark_dead()
-        self.stats.retired[replica.retire_reason or "end of run"] += 1
+        replica.end_reason = replica.retire_reason or "end of run"
+        self.stats.retired[replica.end_reason] += 1

@@ -8,8 +8,9 @@ from typing import final
 class ReuseEnvError(Exception):
     """Base of every runtime failure raised by pytest-reuse-env."""
 
-    def __init__(self, message: str, *, replica_id: str | None = None,
-                 remote_traceback: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, replica_id: str | None = None, remote_traceback: str | None = None
+    ) -> None:
         super().__init__(message)
         self.replica_id = replica_id
         self.remote_traceback = remote_traceback

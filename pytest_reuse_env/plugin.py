@@ -8,6 +8,7 @@ import pytest
 
 from pytest_reuse_env.config import MARKER_HELP, ReuseSettings, register_options
 from pytest_reuse_env.controller import ReuseController
+from pytest_reuse_env.summary import ReuseSummary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,5 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # Validated in xdist's controller too: a bad ini value is one clean usage error, not one
     # per worker.
     settings = ReuseSettings.from_config(config)
-    if settings.enabled and not is_xdist_controller(config):
-        config.pluginmanager.register(ReuseController(config, settings), "reuse_controller")
+    if not settings.enabled:
+        return
+    summary = None
+    if not hasattr(config, "workerinput"):  # xdist workers hand their figures to the controller
+        summary = ReuseSummary(config, config.getoption("reuse_report"))
+        config.pluginmanager.register(summary, "reuse_summary")
+    if not is_xdist_controller(config):
+        controller = ReuseController(config, settings, summary)
+        config.pluginmanager.register(controller, "reuse_controller")

@@ -50,6 +50,8 @@ FINISHED: Final = "finished"
 #: Keys the replica adds to each serialized report; they become attributes of the report.
 REPORT_REPLICA: Final = "reuse_replica"
 REPORT_WARM: Final = "reuse_warm"
+#: Added by the controller when it replays a report: the environment's name.
+REPORT_ENVIRONMENT: Final = "reuse_environment"
 
 #: Environment variable set inside every replica to its id, so tests and conftests can tell.
 REPLICA_ENV_VAR: Final = "PYTEST_REUSE_REPLICA"

@@ -196,7 +196,10 @@ class ReplicaSession:
             session._setupstate.teardown_exact(item)
         except Exception:
             # A finalizer's failure must not end the replica: report it and keep serving.
-            failure: protocol.FailurePayload = {"pid": os.getpid(), "traceback": traceback.format_exc()}
+            failure: protocol.FailurePayload = {
+                "pid": os.getpid(),
+                "traceback": traceback.format_exc(),
+            }
             self.channel.send((protocol.TEARDOWN_ERROR, failure))
 
     def _teardown_all(self, session: pytest.Session) -> None:
@@ -239,8 +242,11 @@ def serve(channel: Any) -> None:
         }
         config.workeroutput = {}  # type: ignore[attr-defined]
         exit_code = config.hook.pytest_cmdline_main(config=config)
-    except BaseException:  # noqa: BLE001 - every failure must reach the controller as text
-        failure: protocol.FailurePayload = {"pid": os.getpid(), "traceback": traceback.format_exc()}
+    except BaseException:  # every failure must reach the controller as text
+        failure: protocol.FailurePayload = {
+            "pid": os.getpid(),
+            "traceback": traceback.format_exc(),
+        }
         channel.send((protocol.START_FAILED, failure))
         return
     if not replica.ready_sent:

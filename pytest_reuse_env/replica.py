@@ -53,15 +53,17 @@ class ReplicaNode:
     ``_workerinfocache`` the line above a failure's traceback.
     """
 
-    def __init__(self, replica_id: str) -> None:
+    def __init__(self, replica_id: str, label: str) -> None:
         self.gateway = self
-        self.id = replica_id
+        self.replica_id = replica_id
+        #: Shown by the terminal reporter: "r0 cold" for a replica's first test, "r0 warm" after.
+        self.id = f"{replica_id} {label}"
         self.describe(None)
 
     def describe(self, pid: int | None) -> None:
         version = ".".join(map(str, sys.version_info[:3]))
         self._workerinfocache = (
-            f"[{self.id}] replica pid {pid} -- Python {version} {sys.executable}"
+            f"[{self.replica_id}] replica pid {pid} -- Python {version} {sys.executable}"
         )
 
     def __repr__(self) -> str:
@@ -72,11 +74,13 @@ class ReplicaNode:
 class Replica:
     """One replica process, as the controller sees it."""
 
-    def __init__(self, replica_id: str, environment_name: str, events: queue.Queue[Any],
-                 group: execnet.Group) -> None:
+    def __init__(
+        self, replica_id: str, environment_name: str, events: queue.Queue[Any], group: execnet.Group
+    ) -> None:
         self.id = replica_id
         self.environment_name = environment_name
-        self.node = ReplicaNode(replica_id)
+        self.node_cold = ReplicaNode(replica_id, "cold")
+        self.node_warm = ReplicaNode(replica_id, "warm")
         self._events = events
         self._group = group
         self._gateway: Any = None
@@ -102,6 +106,8 @@ class Replica:
         #: Why the environment asked it to stop: "scaledown", "idle", "end of run".
         self.retire_reason: str | None = None
         self.log_path: str | None = None
+        #: How it ended, for the summary: a retire reason, "crash" or "start failure".
+        self.end_reason: str | None = None
         self.tests_run = 0
         self.drained = False
         self.shutdown_sent = False
@@ -129,7 +135,8 @@ class Replica:
     def mark_ready(self, payload: protocol.ReadyPayload) -> None:
         self.state = ReplicaState.STOPPING if self.shutdown_sent else ReplicaState.READY
         self.pid = payload["pid"]
-        self.node.describe(self.pid)
+        self.node_cold.describe(self.pid)
+        self.node_warm.describe(self.pid)
         self.ready_at = time.monotonic()
         self.setup_seconds = payload["setup_seconds"]
         self.nodeids = frozenset(payload["nodeids"])
@@ -232,10 +239,10 @@ class Replica:
         starts = [i for i, line in enumerate(text) if line.startswith("Fatal Python error")]
         if not starts:
             return "".join(text[-lines:]).rstrip()
-        dump = text[starts[-1]:]
+        dump = text[starts[-1] :]
         current = [i for i, line in enumerate(dump) if line.startswith("Current thread")]
         if current:  # the thread that crashed, not execnet's receiver
-            dump = dump[:1] + dump[current[0]:]
+            dump = dump[:1] + dump[current[0] :]
         return "".join(dump[:lines]).rstrip()
 
     def kill(self) -> None:
@@ -263,8 +270,10 @@ class Replica:
                 try:
                     popen.wait(timeout=KILL_WAIT_SECONDS)
                 except subprocess.TimeoutExpired:
-                    sys.stderr.write(f"pytest-reuse-env: replica {self.id} pid {self.pid} "
-                                     "did not die after SIGKILL\n")
+                    sys.stderr.write(
+                        f"pytest-reuse-env: replica {self.id} pid {self.pid} "
+                        "did not die after SIGKILL\n"
+                    )
         self.state = ReplicaState.DEAD
 
     def _popen(self) -> subprocess.Popen[bytes] | None:

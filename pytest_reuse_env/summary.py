@@ -1,0 +1,160 @@
+"""What reuse did, for people and for tools: the terminal section and the JSON report.
+
+The summary is built from two sources, so it works the same under pytest-xdist:
+
+- the reports themselves: every report that came from a replica carries ``reuse_replica`` and
+  ``reuse_warm`` (added on the replica side), which tells who ran each test, cold or warm;
+- environment snapshots (plain dicts from ``Environment.snapshot``): replicas started and
+  retired, their setup times, notes. Inside an xdist worker they travel to xdist's controller in
+  ``config.workeroutput``.
+
+JSON report schema (``--reuse-report=PATH``), version 1::
+
+    {
+      "version": 1,
+      "environments": [{
+        "name": str, "policy": str,             # the policy in its ini form
+        "replicas_started": int, "start_failures": int,
+        "retired": {reason: int},               # "end of run", "scaledown", "idle", "crash"
+        "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
+        "peak_busy": int,                       # most replicas running tests at once
+        "setup_seconds_total": float,           # time replicas spent starting and collecting
+        "setup_seconds_mean": float,            # start + collection + extra setup of a cold test
+        "saved_seconds_estimate": float,        # mean setup x tests that ran warm
+        "notes": [str],                         # starvation and capacity advice
+        "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
+                      "tests_run": int, "ended": str | null}]
+      }],
+      "tests": {nodeid: {"replica": str, "warm": bool, "outcome": str}}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final, final
+
+import pytest
+
+from pytest_reuse_env import protocol
+
+JSON_VERSION: Final = 1
+#: Key under which an xdist worker hands its environment snapshots to xdist's controller.
+WORKEROUTPUT_KEY: Final = "reuse_environments"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+@final
+class ReuseSummary:
+    """Collects what reuse did during the run and writes it at the end."""
+
+    def __init__(self, config: pytest.Config, report_path: str | None) -> None:
+        self.config = config
+        self.report_path = report_path
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.snapshots: list[dict[str, Any]] = []
+        #: Setup-phase durations by (environment, warm): what a cold test pays on top.
+        self.setup_durations: dict[tuple[str, bool], list[float]] = {}
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        replica = getattr(report, protocol.REPORT_REPLICA, None)
+        if replica is None:
+            return
+        warm = bool(getattr(report, protocol.REPORT_WARM, False))
+        if report.when == "setup" and report.passed:
+            environment = getattr(report, protocol.REPORT_ENVIRONMENT, "")
+            self.setup_durations.setdefault((environment, warm), []).append(report.duration)
+        entry = self.tests.setdefault(
+            report.nodeid,
+            {"replica": replica, "warm": warm, "outcome": "passed"},
+        )
+        if report.failed:
+            entry["outcome"] = "failed" if report.when == "call" else "error"
+        elif report.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+
+    def add_snapshots(self, snapshots: list[dict[str, Any]]) -> None:
+        self.snapshots.extend(snapshots)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """xdist's controller: a worker finished; take its environments' snapshots."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.add_snapshots(list(output.get(WORKEROUTPUT_KEY, [])))
+
+    # -- output ------------------------------------------------------------------------------
+
+    def environments(self) -> list[dict[str, Any]]:
+        """Snapshots merged by environment name (xdist workers each hold their own)."""
+        merged: dict[str, dict[str, Any]] = {}
+        for snap in self.snapshots:
+            into = merged.get(snap["name"])
+            if into is None:
+                merged[snap["name"]] = into = {
+                    **snap,
+                    "retired": Counter(snap["retired"]),
+                    "replicas": list(snap["replicas"]),
+                    "notes": list(snap["notes"]),
+                }
+                continue
+            for key in (
+                "replicas_started",
+                "start_failures",
+                "tests_cold",
+                "tests_warm",
+                "peak_busy",
+                "setup_seconds_total",
+            ):
+                into[key] += snap[key]
+            into["retired"].update(snap["retired"])
+            into["replicas"].extend(snap["replicas"])
+            into["notes"].extend(n for n in snap["notes"] if n not in into["notes"])
+        for env in merged.values():
+            starts = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
+            cold = _mean(self.setup_durations.get((env["name"], False), []))
+            warm = _mean(self.setup_durations.get((env["name"], True), []))
+            # A cold replica pays its start and collection, then fixture setup in its first
+            # test beyond what a warm test's setup costs.
+            env["setup_seconds_mean"] = _mean(starts) + max(0.0, cold - warm)
+            env["saved_seconds_estimate"] = env["setup_seconds_mean"] * env["tests_warm"]
+            env["retired"] = dict(env["retired"])
+        return list(merged.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": JSON_VERSION, "environments": self.environments(), "tests": self.tests}
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        environments = self.environments()
+        if not environments:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "reuse")
+        for env in environments:
+            retired = ", ".join(f"{n} {reason}" for reason, n in sorted(env["retired"].items()))
+            tr.write_line(
+                f"{env['name']} ({env['policy']}): {env['replicas_started']} replicas started"
+                f" (setup {env['setup_seconds_mean']:.2f} s each), "
+                f"{env['tests_warm']} tests warm, {env['tests_cold']} cold, "
+                f"peak {env['peak_busy']} busy; retired: {retired or 'none'}; "
+                f"saved ~{env['saved_seconds_estimate']:.1f} s of setup"
+            )
+            if env["start_failures"]:
+                tr.write_line(f"  {env['start_failures']} replicas failed to start", red=True)
+            for note in env["notes"]:
+                tr.write_line(f"  note: {note}", yellow=True)
+        if self.report_path:
+            tr.write_line(f"reuse report written to {self.report_path}")
+
+    @pytest.hookimpl(trylast=True)  # after the controller has added its snapshots
+    def pytest_sessionfinish(self) -> None:
+        if self.report_path:
+            path = Path(self.report_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
