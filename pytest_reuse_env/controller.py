@@ -83,6 +83,7 @@ class ReuseController:
         self.items: dict[str, pytest.Item] = {}
         self.completed: set[str] = set()
         self.teardown_errors: list[tuple[str, str]] = []
+        self.prewarm_errors: set[str] = set()
         self._ids = itertools.count()
         self._cancelled = False
         # Inside an xdist worker, xdist owns the loop and gives one test at a time.
@@ -146,6 +147,7 @@ class ReuseController:
                 "sys_path": list(sys.path),
                 "basetemp": str(basetemp),
                 "log_path": str(root / f"replica-{replica_id}.log"),
+                "prewarm": list(environment.policy.prewarm),
                 "option_overrides": overrides,
             }
         )
@@ -243,6 +245,10 @@ class ReuseController:
         environment = self._environment_of(replica)
         if name == protocol.READY:
             replica.mark_ready(payload)
+            for error in payload["prewarm_errors"]:
+                if error not in self.prewarm_errors:
+                    self.prewarm_errors.add(error)
+                    self._warn(f"replica {replica.id}: {error}")
             for nodeid in environment.replica_ready(replica):
                 self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
         elif name == protocol.LOGSTART:
@@ -392,11 +398,14 @@ class ReuseController:
 
     def _teardown_error(self, replica: Replica, text: str) -> None:
         self.teardown_errors.append((replica.id, text))
-        message = f"fixture teardown failed in replica {replica.id} between tests:\n{text}"
+        self._warn(f"fixture teardown failed in replica {replica.id} between tests:\n{text}")
+
+    def _warn(self, message: str) -> None:
+        """A warning in pytest's warnings summary, about replicas rather than one test."""
         self.config.hook.pytest_warning_recorded.call_historic(
             kwargs={
                 "warning_message": warnings.WarningMessage(
-                    ReuseEnvWarning(message), ReuseEnvWarning, __file__, 0
+                    ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
                 ),
                 "when": "runtest",
                 "nodeid": "",

@@ -195,8 +195,6 @@ class Environment:
                     self.retire(replica, "end of run")
                 elif replica.in_flight:
                     replica.drain()
-        busy = sum(1 for r in self.replicas if r.alive and r.in_flight)
-        self.stats.peak_busy = max(self.stats.peak_busy, busy)
 
     def cancel(self) -> list[str]:
         """Stop handing out work (``-x``): returns the nodeids that will not run."""
@@ -223,6 +221,8 @@ class Environment:
 
     def test_started(self) -> None:
         self.last_activity = self._clock()
+        busy = sum(1 for r in self.replicas if r.current is not None)
+        self.stats.peak_busy = max(self.stats.peak_busy, busy)
 
     def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
         replica.test_finished(nodeid)

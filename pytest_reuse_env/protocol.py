@@ -66,6 +66,7 @@ class StartPayload(TypedDict):
     sys_path: list[str]
     basetemp: str
     log_path: str
+    prewarm: list[str]
     option_overrides: dict[str, Any]
 
 
@@ -74,6 +75,7 @@ class ReadyPayload(TypedDict):
     nodeids: list[str]
     collect_errors: list[str]
     setup_seconds: float
+    prewarm_errors: list[str]
 
 
 class FailurePayload(TypedDict):

@@ -82,11 +82,13 @@ class ReplicaSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.session = session
+        prewarm_errors = self._prewarm(session, self.start["prewarm"])
         ready: protocol.ReadyPayload = {
             "pid": os.getpid(),
             "nodeids": list(self.items),
             "collect_errors": self.collect_errors,
             "setup_seconds": time.monotonic() - self.started,
+            "prewarm_errors": prewarm_errors,
         }
         self.channel.send((protocol.READY, ready))
         self.ready_sent = True
@@ -127,6 +129,29 @@ class ReplicaSession:
             "location": location,
         }
         self.channel.send((protocol.WARNING, payload))
+
+    def _prewarm(self, session: pytest.Session, names: list[str]) -> list[str]:
+        """Set up the named session fixtures now, before any test arrives.
+
+        The fixture is requested through an item that uses it, with only the session on the
+        setup stack, so it is cached and finalized at session scope exactly as if that item had
+        requested it. A fixture that fails stays failed in its cache: the first test that uses
+        it reports the error, as plain pytest would.
+        """
+        errors: list[str] = []
+        for name in names:
+            item = next((i for i in self.items.values() if name in _fixturenames(i)), None)
+            if item is None:
+                errors.append(f"prewarm fixture {name!r} is not used by any collected test")
+                continue
+            session._setupstate.setup(session)  # type: ignore[arg-type]
+            try:
+                item._request.getfixturevalue(name)  # type: ignore[attr-defined]
+            except Exception:  # reported again by the first test that uses it
+                errors.append(f"prewarm fixture {name!r} failed:\n{traceback.format_exc()}")
+            finally:
+                item._initrequest()  # type: ignore[attr-defined]
+        return errors
 
     # -- serve loop --------------------------------------------------------------------------
 
@@ -208,6 +233,11 @@ class ReplicaSession:
     def _config(self) -> pytest.Config:
         assert self.session is not None
         return self.session.config
+
+
+def _fixturenames(item: pytest.Item) -> list[str]:
+    names: list[str] = getattr(item, "fixturenames", [])
+    return names
 
 
 def serve(channel: Any) -> None:

@@ -45,6 +45,10 @@ JSON_VERSION: Final = 1
 WORKEROUTPUT_KEY: Final = "reuse_environments"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -139,14 +143,16 @@ class ReuseSummary:
         for env in environments:
             retired = ", ".join(f"{n} {reason}" for reason, n in sorted(env["retired"].items()))
             tr.write_line(
-                f"{env['name']} ({env['policy']}): {env['replicas_started']} replicas started"
+                f"{env['name']} ({env['policy']}): "
+                f"{_count(env['replicas_started'], 'replica')} started"
                 f" (setup {env['setup_seconds_mean']:.2f} s each), "
-                f"{env['tests_warm']} tests warm, {env['tests_cold']} cold, "
+                f"{_count(env['tests_warm'], 'test')} warm, {env['tests_cold']} cold, "
                 f"peak {env['peak_busy']} busy; retired: {retired or 'none'}; "
                 f"saved ~{env['saved_seconds_estimate']:.1f} s of setup"
             )
             if env["start_failures"]:
-                tr.write_line(f"  {env['start_failures']} replicas failed to start", red=True)
+                failed = _count(env["start_failures"], "replica")
+                tr.write_line(f"  {failed} failed to start", red=True)
             for note in env["notes"]:
                 tr.write_line(f"  note: {note}", yellow=True)
         if self.report_path:
