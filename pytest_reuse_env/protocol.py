@@ -7,6 +7,7 @@ sides can use it.
 Controller to replica, in the order a replica sees them::
 
     START    StartPayload        once, first: how to build the replica's pytest session
+    ATTACH   AttachPayload       instead of START, to a persistent replica already serving
     RUN      list[str]           nodeids appended to the replica's queue
     DRAIN    None                run what you hold without waiting for a next item
     CANCEL   None                drop queued items that have not started (``-x``, ``--maxfail``)
@@ -14,7 +15,7 @@ Controller to replica, in the order a replica sees them::
 
 Replica to controller::
 
-    READY          ReadyPayload   collected; serving
+    READY          ReadyPayload   collected and serving (again, after each ATTACH)
     START_FAILED   FailurePayload the session could not be built (traceback included)
     LOGSTART       {"nodeid", "location"}
     REPORT         serialized TestReport (pytest_report_to_serializable) plus REPORT_EXTRA keys
@@ -31,6 +32,7 @@ from typing import Any, Final, TypedDict
 
 # controller -> replica
 START: Final = "start"
+ATTACH: Final = "attach"
 RUN: Final = "run"
 DRAIN: Final = "drain"
 CANCEL: Final = "cancel"
@@ -76,6 +78,12 @@ class ReadyPayload(TypedDict):
     collect_errors: list[str]
     setup_seconds: float
     prewarm_errors: list[str]
+    tests_run: int
+    changed_files: list[str]
+
+
+class AttachPayload(TypedDict):
+    controller_pid: int
 
 
 class FailurePayload(TypedDict):

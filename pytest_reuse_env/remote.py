@@ -14,12 +14,15 @@ Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
 import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, final
 
 import pytest
@@ -31,6 +34,12 @@ if TYPE_CHECKING:
 
 #: Put in the inbox by execnet when the controller's channel closes.
 CHANNEL_CLOSED: Final = ("channel_closed", None)
+
+
+class ClientGone(Exception):
+    """Raised into a test that was running for a client that disconnected (persistent mode)."""
+
+
 #: How long one wait for the next message lasts before the loop looks around again.
 POLL_SECONDS: Final = 1.0
 
@@ -55,8 +64,29 @@ class KeepCollectors:
 class ReplicaSession:
     """The pytest plugin that turns a pytest session into a replica's serve loop."""
 
-    def __init__(self, channel: Any, inbox: queue.Queue[Any], start: protocol.StartPayload):
+    def __init__(
+        self,
+        channel: Any,
+        inbox: queue.Queue[Any],
+        start: protocol.StartPayload,
+        *,
+        persistent: bool = False,
+        on_idle: Callable[[], bool] | None = None,
+        changed_files: Callable[[], list[str]] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.channel = channel
+        #: Persistent (scope="global"): losing the client means going idle, not exiting.
+        self.persistent = persistent
+        #: Asked while idle with no client: True means "retire now" (idle_ttl, scaledown).
+        self._on_idle = on_idle
+        #: Project files changed since they were imported (persistent replicas only).
+        self._changed_files = changed_files
+        #: Called once collection and pre-warming are done (the import snapshot is taken).
+        self._on_ready = on_ready
+        #: True while a test runs: a disconnect then aborts it with ClientGone.
+        self.running = False
+        self.prewarm_errors: list[str] = []
         self.inbox = inbox
         self.start = start
         self.replica_id = start["replica_id"]
@@ -82,31 +112,47 @@ class ReplicaSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.session = session
-        prewarm_errors = self._prewarm(session, self.start["prewarm"])
-        ready: protocol.ReadyPayload = {
-            "pid": os.getpid(),
-            "nodeids": list(self.items),
-            "collect_errors": self.collect_errors,
-            "setup_seconds": time.monotonic() - self.started,
-            "prewarm_errors": prewarm_errors,
-        }
-        self.channel.send((protocol.READY, ready))
+        self.prewarm_errors = self._prewarm(session, self.start["prewarm"])
+        if self._on_ready is not None:
+            self._on_ready()
+        self._send_ready()
         self.ready_sent = True
         self.serve(session)
         return True
 
+    def _send_ready(self) -> None:
+        """READY: to the first client after collection, and to every client that attaches."""
+        ready: protocol.ReadyPayload = {
+            "pid": os.getpid(),
+            "nodeids": list(self.items),
+            "collect_errors": self.collect_errors,
+            "setup_seconds": 0.0 if self.ready_sent else time.monotonic() - self.started,
+            "prewarm_errors": [] if self.ready_sent else self.prewarm_errors,
+            "tests_run": self.tests_run,
+            "changed_files": self._changed_files() if self._changed_files else [],
+        }
+        self.send((protocol.READY, ready))
+
+    def send(self, message: protocol.Message) -> None:
+        try:
+            self.channel.send(message)
+        except (OSError, EOFError, ValueError):
+            if not self.persistent:
+                raise
+            # The client is gone; its close event is in the inbox. Nobody to tell.
+
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        self.channel.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
+        self.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         config = self._config()
         data = config.hook.pytest_report_to_serializable(config=config, report=report)
         data[protocol.REPORT_REPLICA] = self.replica_id
         data[protocol.REPORT_WARM] = self.tests_run > 0
-        self.channel.send((protocol.REPORT, data))
+        self.send((protocol.REPORT, data))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        self.channel.send((protocol.LOGFINISH, {"nodeid": nodeid, "location": location}))
+        self.send((protocol.LOGFINISH, {"nodeid": nodeid, "location": location}))
 
     def pytest_warning_recorded(
         self,
@@ -128,7 +174,7 @@ class ReplicaSession:
             "nodeid": nodeid,
             "location": location,
         }
-        self.channel.send((protocol.WARNING, payload))
+        self.send((protocol.WARNING, payload))
 
     def _prewarm(self, session: pytest.Session, names: list[str]) -> list[str]:
         """Set up the named session fixtures now, before any test arrives.
@@ -164,20 +210,26 @@ class ReplicaSession:
                 continue
             if self.shutting_down and not self.pending:
                 break
-            self._take_messages(block=True)
+            if not self._take_messages(block=True) and self._idle_expired():
+                self.final = self.shutting_down = True
         self._teardown_all(session)
 
-    def _take_messages(self, *, block: bool) -> None:
+    def _idle_expired(self) -> bool:
+        return bool(self._on_idle is not None and not self.pending and self._on_idle())
+
+    def _take_messages(self, *, block: bool) -> bool:
+        """Handle waiting messages (waiting up to POLL_SECONDS for one if ``block``);
+        False when there were none."""
         try:
             message = self.inbox.get(timeout=POLL_SECONDS) if block else self.inbox.get_nowait()
         except queue.Empty:
-            return
+            return False
         while True:
             self._handle(message)
             try:
                 message = self.inbox.get_nowait()
             except queue.Empty:
-                return
+                return True
 
     def _handle(self, message: tuple[str, Any]) -> None:
         name, payload = message
@@ -190,16 +242,23 @@ class ReplicaSession:
             self.pending.clear()
         elif name == protocol.SHUTDOWN:
             self.final = self.shutting_down = True
-        elif message == CHANNEL_CLOSED:
-            # The controller is gone: nobody will read results, so do not run more.
+        elif name == protocol.ATTACH:
             self.pending.clear()
-            self.final = self.shutting_down = True
+            self.final = False
+            self._send_ready()
+        elif message == CHANNEL_CLOSED:
+            # The client is gone: nobody will read results, so run nothing more for it.
+            self.pending.clear()
+            if self.persistent:
+                self.final = False  # idle, warm, waiting for the next client
+            else:
+                self.final = self.shutting_down = True
 
     def _run_next(self, session: pytest.Session) -> None:
         nodeid = self.pending.popleft()
         item = self.items.get(nodeid)
         if item is None:
-            self.channel.send((protocol.UNKNOWN_NODEID, {"nodeid": nodeid}))
+            self.send((protocol.UNKNOWN_NODEID, {"nodeid": nodeid}))
             return
         nextitem: Any
         if self.pending and self.pending[0] in self.items:
@@ -212,7 +271,15 @@ class ReplicaSession:
         # Running the same item object again must not accumulate the previous run's state.
         item._report_sections = []
         item.user_properties = []
-        item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        try:
+            self.running = True
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        except ClientGone:
+            pass  # the client went away between phases: the test is abandoned, not reported
+        finally:
+            with _signals_blocked():
+                self.running = False
+        self.prewarm_errors: list[str] = []
         self.tests_run += 1
 
     def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
@@ -225,7 +292,7 @@ class ReplicaSession:
                 "pid": os.getpid(),
                 "traceback": traceback.format_exc(),
             }
-            self.channel.send((protocol.TEARDOWN_ERROR, failure))
+            self.send((protocol.TEARDOWN_ERROR, failure))
 
     def _teardown_all(self, session: pytest.Session) -> None:
         self._teardown_to(session, None)
@@ -240,22 +307,34 @@ def _fixturenames(item: pytest.Item) -> list[str]:
     return names
 
 
-def serve(channel: Any) -> None:
-    """Entry point, called from the bootstrap source the controller sends with remote_exec."""
-    name, start = channel.receive()
-    assert name == protocol.START, name
-    # The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
-    # not the user's terminal; the controller quotes its tail when the replica crashes.
-    log_fd = os.open(start["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+ABORT_SIGNAL: Final = signal.SIGUSR1
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Keep the abort signal out while the "a test is running" flag changes."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {ABORT_SIGNAL})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABORT_SIGNAL})
+
+
+def install_abort_handler(replica: ReplicaSession) -> None:
+    """Let another thread abort the running test with ``os.kill(os.getpid(), ABORT_SIGNAL)``."""
+
+    def abort(signum: int, frame: object) -> None:
+        if replica.running:
+            raise ClientGone("the pytest run this test was running for disconnected")
+
+    signal.signal(ABORT_SIGNAL, abort)
+
+
+def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSession) -> None:
+    """Build the replica's pytest session from ``start`` and serve until told to stop."""
     os.chdir(start["invocation_dir"])
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
-    inbox: queue.Queue[Any] = queue.Queue()
-    # Channel callbacks run on execnet's receiver thread: only enqueue.
-    channel.setcallback(inbox.put, endmarker=CHANNEL_CLOSED)
-    replica = ReplicaSession(channel, inbox, start)
     exit_code: object = None
     try:
         from _pytest.config import _prepareconfig
@@ -277,13 +356,33 @@ def serve(channel: Any) -> None:
             "pid": os.getpid(),
             "traceback": traceback.format_exc(),
         }
-        channel.send((protocol.START_FAILED, failure))
+        replica.send((protocol.START_FAILED, failure))
         return
     if not replica.ready_sent:
         lines = [f"the replica's pytest session ended with exit code {exit_code} before serving"]
         lines += replica.collect_errors
         failure = {"pid": os.getpid(), "traceback": "\n".join(lines)}
-        channel.send((protocol.START_FAILED, failure))
+        replica.send((protocol.START_FAILED, failure))
         return
     finished: protocol.FinishedPayload = {"tests_run": replica.tests_run}
-    channel.send((protocol.FINISHED, finished))
+    replica.send((protocol.FINISHED, finished))
+
+
+def redirect_stderr(log_path: str) -> None:
+    """The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
+    not the user's terminal; the controller quotes its tail when the replica crashes."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def serve(channel: Any) -> None:
+    """Entry point of a run-scoped replica: the bootstrap the controller sends with
+    execnet's remote_exec calls it with the gateway's channel."""
+    name, start = channel.receive()
+    assert name == protocol.START, name
+    redirect_stderr(start["log_path"])
+    inbox: queue.Queue[Any] = queue.Queue()
+    # Channel callbacks run on execnet's receiver thread: only enqueue.
+    channel.setcallback(inbox.put, endmarker=CHANNEL_CLOSED)
+    run_session(channel, start, ReplicaSession(channel, inbox, start))
