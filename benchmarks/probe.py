@@ -1,15 +1,14 @@
 """What of pytest-reuse-env this interpreter can run, and how to switch it on and off.
 
 The plugin is measured as installed (the ``reuse_env`` pytest11 entry point, loaded with
-``-p reuse_env``) or, when it is not installed, from this checkout's source
-(``-p pytest_reuse_env.plugin`` with the checkout on ``PYTHONPATH``). A short ``pytest --help``
+``-p reuse_env``) or, when it is not installed, from this checkout's source, through a
+temporary entry point on ``PYTHONPATH``. A short ``pytest --help``
 probe decides whether it loads and knows ``--reuse``; if not, every plugin contender reports
 "not available" with the probe's error, and the baselines run without the plugin.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -25,17 +24,17 @@ PROBE_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class PluginSetup:
-    """How contenders load the plugin (``on_args``) or keep it out (``off_args``)."""
+    """How contenders load the plugin (``on_args``) or keep it out (``off_args``).
+
+    ``env`` applies to every contender: with the plugin from source, the baselines see it too and
+    turn it off with ``--reuse=off``, as they would with it installed.
+    """
 
     on_args: tuple[str, ...]
     off_args: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     origin: str = ""
     unavailable: str | None = None
-
-
-def installed() -> bool:
-    return any(ep.name == ENTRY_POINT for ep in importlib.metadata.entry_points(group="pytest11"))
 
 
 def last_error_line(*texts: str) -> str:
@@ -79,32 +78,40 @@ def probe_help(args: tuple[str, ...], env: dict[str, str]) -> str | None:
     return None
 
 
-def detect() -> PluginSetup:
-    if installed():
-        on = ("-p", ENTRY_POINT)
-        problem = probe_help(on, {})
-        if problem is None:
-            return PluginSetup(on_args=on, off_args=("--reuse=off",), origin="installed")
-        # Installed but broken: keep it out of the baselines entirely.
-        return PluginSetup(
-            on_args=on,
-            off_args=("-p", f"no:{ENTRY_POINT}"),
-            origin="installed",
-            unavailable=problem,
-        )
-    env = {
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
-    }
-    on = ("-p", SOURCE_MODULE)
-    problem = probe_help(on, env)
-    if problem is None:
-        return PluginSetup(on_args=on, off_args=(), env=env, origin="source checkout")
+def source_shim(directory: Path) -> dict[str, str]:
+    """Environment that makes this checkout's plugin loadable as ``-p reuse_env`` uninstalled.
+
+    A minimal ``.dist-info`` on ``PYTHONPATH`` declares the same pytest11 entry point as
+    pyproject.toml, so pytest, and every replica the plugin starts, loads it as if installed.
+    """
+    info = directory / "pytest_reuse_env_bench_shim-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pytest-reuse-env-bench-shim\nVersion: 0\n"
+    )
+    (info / "entry_points.txt").write_text(f"[pytest11]\n{ENTRY_POINT} = {SOURCE_MODULE}\n")
+    path = [str(directory), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
+def detect(scratch: Path) -> PluginSetup:
+    """Find the plugin; ``scratch`` is a directory that lives as long as the benchmarks.
+
+    Probed in subprocesses run from an empty directory: the harness's own ``sys.path`` (which
+    holds the checkout, and any ``.egg-info`` in it) is not what a contender sees.
+    """
+    on = ("-p", ENTRY_POINT)
+    installed_problem = probe_help(on, {})
+    if installed_problem is None:
+        return PluginSetup(on_args=on, off_args=("--reuse=off",), origin="installed")
+    env = source_shim(scratch)
+    source_problem = probe_help(on, env)
+    if source_problem is None:
+        return PluginSetup(on_args=on, off_args=("--reuse=off",), env=env, origin="source checkout")
+    # Baselines then run without the shim and with the plugin blocked, should it be installed.
     return PluginSetup(
         on_args=on,
-        off_args=(),
-        env=env,
-        origin="source checkout",
-        unavailable=f"not installed, and from source: {problem}",
+        off_args=("-p", f"no:{ENTRY_POINT}"),
+        origin="unavailable",
+        unavailable=f"installed: {installed_problem}; from source: {source_problem}",
     )

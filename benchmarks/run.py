@@ -48,7 +48,7 @@ class Harness:
 
     def run_once(self, scenario: Scenario, result: ContenderResult, cwd: Path) -> RunResult:
         contender = result.contender
-        env = {**(self.plugin.env if contender.needs_plugin else {}), **contender.env}
+        env = {**self.plugin.env, **contender.env}
         return run_pytest(
             contender.args,
             cwd=cwd,
@@ -146,6 +146,8 @@ class Harness:
         for result in results.values():
             if result.error:
                 outcome.errors.append(f"{result.contender.name}: {result.error}")
+            elif result.usable and 0 < len(result.runs) < self.rounds:
+                result.notes.append(f"{len(result.runs)} of {self.rounds} rounds (time budget)")
         if reference is not None and len(reference) != scenario.tests:
             outcome.errors.append(
                 f"the reference ran {len(reference)} tests, expected {scenario.tests}"
@@ -182,8 +184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=270.0,
-        help="seconds after which remaining runs are skipped (default 270)",
+        default=240.0,
+        help="seconds after which remaining runs are skipped (default 240)",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -193,7 +195,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    plugin = probe.detect()
+    with tempfile.TemporaryDirectory(prefix="reuse-bench-") as scratch:
+        return benchmark(args, probe.detect(Path(scratch)))
+
+
+def benchmark(args: argparse.Namespace, plugin: probe.PluginSetup) -> int:
     print(
         f"plugin: {plugin.origin} ({' '.join(plugin.on_args)})"
         + (f" -- not available: {plugin.unavailable}" if plugin.unavailable else ""),

@@ -172,7 +172,7 @@ def expensive_setup(plugin: PluginSetup) -> Scenario:
         files=expensive_suite(EXPENSIVE_TESTS),
         tests=EXPENSIVE_TESTS,
         contenders=contenders,
-        timeout=60,
+        timeout=45,
         verdict=verdict,
     )
 
@@ -207,7 +207,7 @@ def per_test_overhead(plugin: PluginSetup) -> Scenario:
         files=trivial_suite(TRIVIAL_TESTS),
         tests=TRIVIAL_TESTS,
         contenders=contenders,
-        timeout=60,
+        timeout=45,
         verdict=verdict,
     )
 
@@ -260,7 +260,7 @@ def async_io(plugin: PluginSetup) -> Scenario:
         files=async_suite(ASYNC_TESTS, ASYNC_SLEEP),
         tests=ASYNC_TESTS,
         contenders=tuple(contenders),
-        timeout=60,
+        timeout=45,
         run_check=run_check,
     )
 
@@ -309,7 +309,7 @@ def scale_up(plugin: PluginSetup) -> Scenario:
         files=expensive_suite(SCALE_TESTS, files=3, sleep=SCALE_SLEEP),
         tests=SCALE_TESTS,
         contenders=contenders,
-        timeout=60,
+        timeout=45,
         verdict=verdict,
     )
 
@@ -341,7 +341,7 @@ def memory(plugin: PluginSetup) -> Scenario:
         files=expensive_suite(MEMORY_TESTS),
         tests=MEMORY_TESTS,
         contenders=contenders,
-        timeout=60,
+        timeout=45,
         sample_memory=True,
         verdict=verdict,
     )

@@ -279,7 +279,6 @@ class ReplicaSession:
         finally:
             with _signals_blocked():
                 self.running = False
-        self.prewarm_errors: list[str] = []
         self.tests_run += 1
 
     def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
