@@ -1,0 +1,567 @@
+"""The registry of warm replicas that outlive a pytest run (``scope="global"``).
+
+A registry is one private directory, normally ``<project cache dir>/reuse/``::
+
+    reuse/                 0700, owned by the user; anything looser is refused
+        registry.json      the records, rewritten whole (temp file + os.replace, mode 0600)
+        registry.lock      a filelock.FileLock held for every read-modify-write
+        token              32 random bytes as hex (mode 0600): the replicas' shared secret
+        sockets/           0700: each replica's Unix socket
+        logs/              each replica's log file
+
+Rules:
+
+- Every read-modify-write happens in :meth:`Registry.transaction`, under the file lock with a
+  bounded wait (``lock_timeout``). The lock is an OS lock (flock): it dies with its holder, so a
+  killed process never leaves the registry locked.
+- Each transaction first prunes: records whose process is gone (no such pid, a zombie, or a pid
+  reused by a process with another create time) are removed along with their socket file, and a
+  lease whose owner is gone the same way is freed (back to ``idle``; the replica itself abandons
+  a dead client's work, the registry only frees the lease).
+- A ``starting`` record carries the pid and create time of the process *starting* the replica
+  until the replica registers with ``update(pid=..., create_time=..., state="idle")``: if the
+  starter dies first, prune drops the reservation.
+- A corrupt ``registry.json`` (truncated, not JSON, wrong shape) is moved aside to
+  ``registry.json.corrupt-<timestamp>`` and the registry starts empty; the message is kept in
+  :attr:`Registry.last_recovery`. Corruption never raises. The replicas it listed are not
+  reachable through the registry any more and end on their own idle timeout.
+- An unusable directory (looser permissions, another owner, not writable, lock held too long)
+  raises :class:`RegistryError` naming the path and the problem, so the caller can fall back to
+  ``scope="run"``.
+
+This module does not import pytest and imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias, final, get_args
+
+import filelock
+import psutil
+
+__all__ = [
+    "CREATE_TIME_TOLERANCE",
+    "MAX_SOCKET_PATH_BYTES",
+    "Registry",
+    "RegistryError",
+    "ReplicaRecord",
+    "ReplicaState",
+    "new_replica_id",
+    "process_gone",
+]
+
+ReplicaState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
+_STATES: Final[frozenset[str]] = frozenset(get_args(ReplicaState))
+
+#: Usable bytes of ``sockaddr_un.sun_path`` (its size minus the terminating NUL).
+MAX_SOCKET_PATH_BYTES: Final[int] = 103 if sys.platform == "darwin" else 107
+
+#: Create times may differ by this much and still name the same process: psutil derives them
+#: from the boot time, which moves when the wall clock is stepped.
+CREATE_TIME_TOLERANCE: Final[float] = 1.0
+
+_FORMAT_VERSION: Final[int] = 1
+_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_TOKEN = re.compile(r"[0-9a-f]{64}")
+
+
+class RegistryError(Exception):
+    """The registry cannot be used: the message names the path and the problem."""
+
+
+def new_replica_id() -> str:
+    """A fresh replica id: ``g-`` and 8 random hex digits."""
+    return f"g-{secrets.token_hex(4)}"
+
+
+@final
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """One replica that outlives runs, as the registry stores it.
+
+    Times named ``*_at``/``last_used`` are wall-clock seconds (they are compared across
+    processes); ``create_time`` and ``lease_owner_started`` are psutil create times, kept to tell
+    a live process from another one that reused its pid.
+    """
+
+    replica_id: str
+    #: Environment key (a hash of the policy and the fingerprint): opaque here.
+    environment: str
+    #: The policy in human form, for ``--reuse-status``.
+    policy: str
+    #: The fingerprint components, for ``--reuse-status``: opaque here.
+    fingerprint: dict[str, str] = field(hash=False)
+    pid: int
+    socket: str
+    log: str
+    state: ReplicaState
+    #: Pid of the pytest process holding the lease, None unless ``state == "leased"``.
+    lease_owner: int | None
+    lease_owner_started: float | None
+    started_at: float
+    #: When the last test finished or the lease was released.
+    last_used: float
+    tests_served: int
+    create_time: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> ReplicaRecord:
+        """Check the shape of ``data`` strictly; raise ValueError naming the first problem."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record must be an object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != names:
+            missing, extra = sorted(names - set(data)), sorted(set(data) - names)
+            raise ValueError(f"record fields differ: missing {missing}, unexpected {extra}")
+        _check_type(data, "replica_id", str)
+        if not _REPLICA_ID.fullmatch(data["replica_id"]):
+            raise ValueError(f"bad replica id {data['replica_id']!r}")
+        for name in ("environment", "policy", "socket", "log", "state"):
+            _check_type(data, name, str)
+        if data["state"] not in _STATES:
+            raise ValueError(f"unknown state {data['state']!r}")
+        fingerprint = data["fingerprint"]
+        if not isinstance(fingerprint, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fingerprint.items()
+        ):
+            raise ValueError("fingerprint must map strings to strings")
+        for name in ("pid", "tests_served"):
+            _check_type(data, name, int)
+        for name in ("started_at", "last_used", "create_time"):
+            _check_type(data, name, float)
+        if data["lease_owner"] is not None:
+            _check_type(data, "lease_owner", int)
+        if data["lease_owner_started"] is not None:
+            _check_type(data, "lease_owner_started", float)
+        values = dict(data)
+        for name in ("started_at", "last_used", "create_time", "lease_owner_started"):
+            if values[name] is not None:
+                values[name] = float(values[name])
+        values["fingerprint"] = dict(fingerprint)
+        return cls(**values)
+
+
+def _check_type(data: dict[str, Any], name: str, kind: type) -> None:
+    value = data[name]
+    # bool is an int subclass; a float field accepts ints (JSON writes 2.0 as 2.0, but be lenient).
+    ok = not isinstance(value, bool) and (
+        isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+    )
+    if not ok:
+        raise ValueError(f"field {name} must be {kind.__name__}, got {value!r}")
+
+
+def _create_time(pid: int) -> float | None:
+    """The psutil create time of ``pid``, or None if there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+
+
+def process_gone(pid: int, create_time: float | None) -> str | None:
+    """Why process ``pid`` (started at ``create_time``) no longer runs, or None if it does."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return f"process {pid} has exited (zombie)"
+        started = process.create_time()
+    except psutil.NoSuchProcess:
+        return f"process {pid} is gone"
+    except psutil.AccessDenied:
+        # Someone else's process: ours would be readable.
+        return f"process {pid} is gone (pid now used by another user's process)"
+    if create_time is not None and abs(started - create_time) > CREATE_TIME_TOLERANCE:
+        return f"process {pid} is gone (pid reused by a process started at {started:.2f})"
+    return None
+
+
+def _os_error(path: Path | str, action: str, error: OSError) -> RegistryError:
+    reason = os.strerror(error.errno) if error.errno is not None else str(error)
+    return RegistryError(f"cannot {action} {path}: {reason}")
+
+
+def _private_directory(path: Path) -> None:
+    """Create ``path`` with mode 0700, or check that the existing one is 0700 and ours."""
+    try:
+        try:
+            os.makedirs(path, mode=0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, 0o700)  # makedirs' mode is filtered by the umask
+        info = os.lstat(path)
+    except OSError as error:
+        raise _os_error(path, "create the registry directory", error) from None
+    _check_private(path, info, 0o700, "directory")
+
+
+def _check_private(path: Path, info: os.stat_result, mode: int, kind: str) -> None:
+    expected = stat.S_ISDIR if kind == "directory" else stat.S_ISREG
+    if stat.S_ISLNK(info.st_mode) or not expected(info.st_mode):
+        raise RegistryError(f"refusing to use {path}: it is not a {kind} (or is a symlink)")
+    if info.st_uid != os.geteuid():
+        raise RegistryError(
+            f"refusing to use {path}: it is owned by uid {info.st_uid}, not by you "
+            f"(uid {os.geteuid()})"
+        )
+    actual = stat.S_IMODE(info.st_mode)
+    if actual & 0o077:
+        raise RegistryError(
+            f"refusing to use {path}: its mode is {actual:04o}, it must be {mode:04o} "
+            f"(no access for group or others); fix with: chmod {mode:o} {path}"
+        )
+
+
+@final
+class Registry:
+    """Records of replicas that outlive runs, shared by every pytest run of one project.
+
+    Construction creates and checks the directory (raising :class:`RegistryError` if it cannot
+    be used); every method takes the lock itself. Thread-safe; transactions do not nest.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        self.directory = Path(os.path.abspath(directory))
+        self.records_path = self.directory / "registry.json"
+        self.lock_path = self.directory / "registry.lock"
+        self.token_path = self.directory / "token"
+        self.sockets_directory = self.directory / "sockets"
+        self.logs_directory = self.directory / "logs"
+        self._clock = clock
+        self._lock_timeout = lock_timeout
+        #: What the last recovery from a corrupt registry.json did, for the caller to show.
+        self.last_recovery: str | None = None
+        #: What the most recent transaction's prune cleaned.
+        self.last_pruned: tuple[str, ...] = ()
+        self._token: str | None = None
+        self._local = threading.local()
+        _private_directory(self.directory)
+        _private_directory(self.sockets_directory)
+        _private_directory(self.logs_directory)
+        self._lock = filelock.FileLock(self.lock_path, timeout=lock_timeout, mode=0o600)
+
+    # -- locking and storage ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if getattr(self._local, "held", False):
+            raise RuntimeError("registry transactions do not nest")
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise RegistryError(
+                f"registry lock held for more than {self._lock_timeout:g} s by another "
+                f"process: {self.lock_path}"
+            ) from None
+        except OSError as error:
+            raise _os_error(self.lock_path, "lock", error) from None
+        self._local.held = True
+        try:
+            yield
+        finally:
+            self._local.held = False
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[dict[str, ReplicaRecord]]:
+        """Yield the records by id, pruned, under the lock; write them back if the block succeeds.
+
+        The file is rewritten only when the records differ from what was read.
+        """
+        with self._locked():
+            stored = self._read()
+            records = dict(stored)
+            self.last_pruned = tuple(self._prune(records))
+            yield records
+            if records != stored or not self.records_path.exists():
+                self._write(records)
+
+    def _read(self) -> dict[str, ReplicaRecord]:
+        try:
+            data = self.records_path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise _os_error(self.records_path, "read", error) from None
+        try:
+            return self._parse(data)
+        except (ValueError, UnicodeDecodeError) as problem:
+            self._set_aside(problem)
+            return {}
+
+    @staticmethod
+    def _parse(data: bytes) -> dict[str, ReplicaRecord]:
+        document = json.loads(data.decode("utf-8"))
+        if not isinstance(document, dict) or document.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"not a version {_FORMAT_VERSION} registry document")
+        replicas = document.get("replicas")
+        if not isinstance(replicas, list):
+            raise ValueError("'replicas' must be a list")
+        records: dict[str, ReplicaRecord] = {}
+        for item in replicas:
+            record = ReplicaRecord.from_json(item)
+            if record.replica_id in records:
+                raise ValueError(f"replica id {record.replica_id} appears twice")
+            records[record.replica_id] = record
+        return records
+
+    def _set_aside(self, problem: Exception) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self._clock()))
+        target = self.records_path.with_name(f"{self.records_path.name}.corrupt-{stamp}")
+        suffix = 1
+        while target.exists():
+            target = self.records_path.with_name(
+                f"{self.records_path.name}.corrupt-{stamp}-{suffix}"
+            )
+            suffix += 1
+        try:
+            os.replace(self.records_path, target)
+        except OSError as error:
+            raise _os_error(self.records_path, "move aside the corrupt", error) from None
+        self.last_recovery = (
+            f"the replica registry {self.records_path} was unreadable ({problem}); moved it to "
+            f"{target.name} and started empty: replicas it listed will not be reused and stop "
+            "on their idle timeout"
+        )
+
+    def _write(self, records: dict[str, ReplicaRecord]) -> None:
+        document = {
+            "version": _FORMAT_VERSION,
+            "replicas": [record.to_json() for record in records.values()],
+        }
+        data = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
+        try:
+            handle, temporary = tempfile.mkstemp(
+                dir=self.directory, prefix=".registry-", suffix=".tmp"
+            )
+            try:
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+                os.replace(temporary, self.records_path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        except OSError as error:
+            raise _os_error(self.records_path, "write", error) from None
+
+    # -- liveness -------------------------------------------------------------------------------
+
+    def _prune(self, records: dict[str, ReplicaRecord]) -> list[str]:
+        cleaned = []
+        for replica_id, record in list(records.items()):
+            reason = process_gone(record.pid, record.create_time)
+            if reason is not None:
+                del records[replica_id]
+                self._unlink_socket(record.socket)
+                cleaned.append(f"removed record of replica {replica_id}: {reason}")
+                continue
+            if record.state == "leased" and record.lease_owner is not None:
+                reason = process_gone(record.lease_owner, record.lease_owner_started)
+                if reason is not None:
+                    records[replica_id] = dataclasses.replace(
+                        record, state="idle", lease_owner=None, lease_owner_started=None
+                    )
+                    cleaned.append(f"freed the lease on replica {replica_id}: its holder {reason}")
+        return cleaned
+
+    def _unlink_socket(self, socket: str) -> None:
+        # Only inside our own socket directories: the path comes from a file on disk.
+        path = Path(socket)
+        if path.parent not in (self.sockets_directory, self._fallback_socket_directory()):
+            return
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            path.unlink()
+
+    # -- public operations ----------------------------------------------------------------------
+
+    def records(self) -> list[ReplicaRecord]:
+        """Every record of a live replica, oldest first."""
+        with self.transaction() as records:
+            return sorted(records.values(), key=lambda record: record.started_at)
+
+    def prune(self) -> list[str]:
+        """Clean what dead processes left; return one sentence per thing cleaned."""
+        with self.transaction():
+            return list(self.last_pruned)
+
+    def add(self, record: ReplicaRecord) -> None:
+        """Add ``record``; RegistryError if its id is taken."""
+        ReplicaRecord.from_json(record.to_json())
+        with self.transaction() as records:
+            if record.replica_id in records:
+                raise RegistryError(f"replica id {record.replica_id} is already registered")
+            records[record.replica_id] = record
+
+    def remove(self, replica_id: str) -> ReplicaRecord | None:
+        """Drop the record (and its socket file if the process is gone); return it if it existed."""
+        with self.transaction() as records:
+            record = records.pop(replica_id, None)
+        if record is not None and process_gone(record.pid, record.create_time) is not None:
+            self._unlink_socket(record.socket)
+        return record
+
+    def update(self, replica_id: str, /, **changes: Any) -> ReplicaRecord | None:
+        """Replace fields of one record; return the new record, None if it is gone."""
+        if "replica_id" in changes:
+            raise ValueError("a replica's id cannot change")
+        with self.transaction() as records:
+            record = records.get(replica_id)
+            if record is None:
+                return None
+            updated = ReplicaRecord.from_json(dataclasses.replace(record, **changes).to_json())
+            records[replica_id] = updated
+            return updated
+
+    def count(self, environment: str) -> int:
+        """Live replicas of ``environment`` that are starting, idle or leased (not retiring)."""
+        with self.transaction() as records:
+            return _count(records, environment)
+
+    def reserve(self, environment: str, max_replicas: int, record: ReplicaRecord) -> bool:
+        """Add a ``starting`` record only if fewer than ``max_replicas`` count; atomically."""
+        if record.state != "starting" or record.environment != environment:
+            raise ValueError("reserve() takes a 'starting' record of that environment")
+        ReplicaRecord.from_json(record.to_json())
+        with self.transaction() as records:
+            if record.replica_id in records:
+                raise RegistryError(f"replica id {record.replica_id} is already registered")
+            if _count(records, environment) >= max_replicas:
+                return False
+            records[record.replica_id] = record
+            return True
+
+    def lease(self, environment: str, owner_pid: int) -> ReplicaRecord | None:
+        """Lease the most recently used idle replica of ``environment`` to ``owner_pid``."""
+        owner_started = _create_time(owner_pid)
+        if owner_started is None:
+            raise RegistryError(f"cannot lease a replica to process {owner_pid}: it is not running")
+        with self.transaction() as records:
+            idle = [
+                record
+                for record in records.values()
+                if record.environment == environment and record.state == "idle"
+            ]
+            if not idle:
+                return None
+            chosen = max(idle, key=lambda record: (record.last_used, record.started_at))
+            leased = dataclasses.replace(
+                chosen, state="leased", lease_owner=owner_pid, lease_owner_started=owner_started
+            )
+            records[chosen.replica_id] = leased
+            return leased
+
+    def release(self, replica_id: str, *, tests_served_delta: int) -> ReplicaRecord | None:
+        """End the lease: idle again (unless retiring), ``last_used`` = now; None if it is gone."""
+        with self.transaction() as records:
+            record = records.get(replica_id)
+            if record is None:
+                return None
+            released = dataclasses.replace(
+                record,
+                state="idle" if record.state == "leased" else record.state,
+                lease_owner=None,
+                lease_owner_started=None,
+                last_used=self._clock(),
+                tests_served=record.tests_served + tests_served_delta,
+            )
+            records[replica_id] = released
+            return released
+
+    # -- files of one replica -------------------------------------------------------------------
+
+    def socket_path(self, replica_id: str) -> str:
+        """Where the replica listens: ``sockets/<id>.sock``, or under /tmp if that is too long."""
+        name = f"{_checked_id(replica_id)}.sock"
+        path = os.path.join(self.sockets_directory, name)
+        if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES:
+            return path
+        fallback = self._fallback_socket_directory()
+        path = os.path.join(fallback, name)
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+            raise RegistryError(
+                f"no socket path short enough for replica {replica_id}: {path} is longer than "
+                f"{MAX_SOCKET_PATH_BYTES} bytes; set TMPDIR to a shorter directory"
+            )
+        _private_directory(fallback.parent)
+        _private_directory(fallback)
+        return path
+
+    def _fallback_socket_directory(self) -> Path:
+        digest = hashlib.blake2b(os.fsencode(self.directory), digest_size=6).hexdigest()
+        return Path(tempfile.gettempdir()) / f"pytest-reuse-{os.geteuid()}" / digest
+
+    def log_path(self, replica_id: str) -> str:
+        return os.path.join(self.logs_directory, f"{_checked_id(replica_id)}.log")
+
+    def token(self) -> str:
+        """The registry's secret (64 hex digits), created on first use, mode 0600."""
+        if self._token is None:
+            with self._locked():
+                self._token = self._read_or_create_token()
+        return self._token
+
+    def _read_or_create_token(self) -> str:
+        try:
+            info = os.lstat(self.token_path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise _os_error(self.token_path, "read", error) from None
+        else:
+            _check_private(self.token_path, info, 0o600, "file")
+            try:
+                text = self.token_path.read_text("ascii").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise RegistryError(f"cannot read {self.token_path}: {error}") from None
+            if _TOKEN.fullmatch(text):
+                return text
+            self.last_recovery = f"the registry token {self.token_path} was malformed: replaced"
+        text = secrets.token_hex(32)
+        try:
+            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".token-")
+            with os.fdopen(handle, "w", encoding="ascii") as stream:
+                stream.write(text + "\n")
+            os.replace(temporary, self.token_path)
+        except OSError as error:
+            raise _os_error(self.token_path, "write", error) from None
+        return text
+
+
+def _count(records: dict[str, ReplicaRecord], environment: str) -> int:
+    return sum(
+        1
+        for record in records.values()
+        if record.environment == environment and record.state != "retiring"
+    )
+
+
+def _checked_id(replica_id: str) -> str:
+    if not _REPLICA_ID.fullmatch(replica_id):
+        raise ValueError(f"bad replica id {replica_id!r}: letters, digits, '_', '.', '-' only")
+    return replica_id
