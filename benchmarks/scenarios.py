@@ -327,12 +327,15 @@ def memory(plugin: PluginSetup) -> Scenario:
     )
 
     def verdict(results: dict[str, ContenderResult]) -> None:
+        plain = results["plain pytest"].peak_rss
         for result in results.values():
-            if result.peak_rss is not None:
-                result.notes.append(
-                    f"peak RSS {result.peak_rss / 2**20:.0f} MiB summed over "
-                    f"{max(r.peak_processes for r in result.runs)} process(es)"
-                )
+            if result.peak_rss is None:
+                continue
+            processes = max(r.peak_processes for r in result.runs)
+            note = f"peak RSS {result.peak_rss / 2**20:.0f} MiB summed over {processes} process(es)"
+            if plain and result.contender.name != "plain pytest":
+                note += f", {result.peak_rss / plain:.2f}x plain pytest's"
+            result.notes.append(note)
 
     return Scenario(
         name="memory",
