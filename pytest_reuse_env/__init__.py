@@ -1,4 +1,9 @@
-"""pytest-reuse-env: run marked tests in warm, reusable replica processes."""
+"""pytest-reuse-env: run marked tests in warm, reusable replica processes.
+
+PYTEST_DONT_REWRITE: replicas import this package before their pytest session starts, and
+pytest would otherwise warn that it cannot rewrite its asserts (an error under
+``filterwarnings = error``).
+"""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Final, final
 
 import pytest
 
+from pytest_reuse_env.fingerprint import DEFAULT_ENV_VARS
 from pytest_reuse_env.policy import PolicyError, ReusePolicy, parse_field
 
 __all__ = [
@@ -84,6 +85,15 @@ def register_options(parser: pytest.Parser) -> None:
         default=[],
     )
     parser.addini(
+        "reuse_env_vars",
+        "environment variables whose values a warm replica (scope=global) must share with the "
+        "run that uses it; a trailing * matches a prefix (default: PATH PYTHONPATH "
+        "PYTHONHASHSEED PYTEST_ADDOPTS PYTEST_PLUGINS VIRTUAL_ENV LANG LC_ALL TZ "
+        "PYTEST_REUSE_ENV_*)",
+        type="args",
+        default=[],
+    )
+    parser.addini(
         "reuse_max_restarts",
         "replica crashes an environment survives before its remaining tests are reported as "
         "not run: an int >= 0 (default: 4 x the policy's max replicas)",
@@ -113,6 +123,24 @@ def register_options(parser: pytest.Parser) -> None:
         dest="reuse",
         help="'off' runs plain pytest: reuse markers and reuse_* ini keys are ignored "
         "(default: on)",
+    )
+    group.addoption(
+        "--reuse-status",
+        action="store_true",
+        default=False,
+        help="list this project's warm replicas (scope=global) and exit",
+    )
+    group.addoption(
+        "--reuse-stop",
+        action="store_true",
+        default=False,
+        help="stop this project's warm replicas (their finalizers run) and exit",
+    )
+    group.addoption(
+        "--reuse-fresh",
+        action="store_true",
+        default=False,
+        help="stop this project's warm replicas before the run, so it starts cold",
     )
     group.addoption(
         "--reuse-report",
@@ -159,6 +187,8 @@ class ReuseSettings:
     """Replica crashes an environment survives (``reuse_max_restarts``); None: 4 x max."""
     start_timeout: float = DEFAULT_START_TIMEOUT
     """Seconds a replica may take to become ready (``reuse_start_timeout``)."""
+    env_vars: tuple[str, ...] = DEFAULT_ENV_VARS
+    """Variables a warm replica must share with the run (``reuse_env_vars``)."""
 
     def __post_init__(self) -> None:
         # A read-only copy: the caller's dict may change later, the settings must not.
@@ -182,6 +212,7 @@ class ReuseSettings:
             apply_all=_apply_all(config, default, named),
             max_restarts=_max_restarts(config),
             start_timeout=_start_timeout(config),
+            env_vars=tuple(config.getini("reuse_env_vars")) or DEFAULT_ENV_VARS,
         )
 
     def known_names(self) -> list[str]:

@@ -15,9 +15,7 @@ Two ways to drive it:
 
 from __future__ import annotations
 
-import itertools
 import queue
-import sys
 import time
 import warnings
 from typing import Any, Final, final
@@ -26,8 +24,10 @@ import execnet
 import pytest
 
 from pytest_reuse_env import protocol, scaling
+from pytest_reuse_env.commands import stop_all
 from pytest_reuse_env.config import ReuseSettings, resolve_policies
 from pytest_reuse_env.environment import Environment
+from pytest_reuse_env.launcher import ReplicaLauncher
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.replica import CHANNEL_CLOSED, Replica, ReplicaState
 from pytest_reuse_env.reporting import (
@@ -41,29 +41,6 @@ from pytest_reuse_env.summary import WORKEROUTPUT_KEY, ReuseSummary
 POLL_SECONDS: Final = 0.5
 #: How long the end of the run waits for replicas to finish their finalizers.
 SHUTDOWN_SECONDS: Final = 60.0
-
-#: Options that a replica must not inherit: selection, stopping and reporting are the
-#: controller's, and xdist must not start inside a replica.
-REPLICA_OPTION_OVERRIDES: Final[dict[str, Any]] = {
-    "keyword": "",
-    "markexpr": "",
-    "lf": False,
-    "failedfirst": False,
-    "newfirst": False,
-    "stepwise": False,
-    "stepwise_skip": False,
-    "maxfail": 0,
-    "deselect": [],
-    "xmlpath": None,
-    "usepdb": False,
-    "trace": False,
-    "collectonly": False,
-    "numprocesses": None,
-    "maxprocesses": None,
-    "dist": "no",
-    "tx": [],
-    "looponfail": False,
-}
 
 
 @final
@@ -84,8 +61,16 @@ class ReuseController:
         self.completed: set[str] = set()
         self.teardown_errors: list[tuple[str, str]] = []
         self.prewarm_errors: set[str] = set()
-        self._ids = itertools.count()
         self._cancelled = False
+        self.launcher = ReplicaLauncher(
+            config,
+            self.events,
+            self.group,
+            start_timeout=settings.start_timeout,
+            env_vars=settings.env_vars,
+        )
+        #: Persistent replicas released warm at the end of the run, for the closing line.
+        self.kept_warm: list[Replica] = []
         # Inside an xdist worker, xdist owns the loop and gives one test at a time.
         self.feeding_one_at_a_time = hasattr(config, "workerinput")
 
@@ -93,6 +78,9 @@ class ReuseController:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         policies = resolve_policies(session.items, self.settings)
+        if self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:
+            for line in stop_all(self.launcher.registry):
+                self._verbose(f"reuse: {line}")
         if self.config.option.collectonly or not policies:
             return
         for item in session.items:
@@ -113,14 +101,19 @@ class ReuseController:
             max_restarts = self.settings.max_restarts
             if max_restarts is None:
                 max_restarts = 4 * policy.max_replicas
+            key = None
+            if policy.scope == "global" and self.launcher.registry is not None:
+                key = self.launcher.environment_key(policy)
             environment = Environment(
                 name,
                 policy,
                 self._launch,
                 max_restarts=max_restarts,
-                # A run's whole work is known up front unless xdist hands it out piecemeal.
-                closing=not self.feeding_one_at_a_time,
+                # A run's whole work is known up front unless xdist hands it out piecemeal;
+                # persistent replicas are drained, never shut down, when it is done.
+                closing=not self.feeding_one_at_a_time and key is None,
                 serial=self.feeding_one_at_a_time,
+                key=key,
             )
             self.environments[policy] = environment
         return environment
@@ -133,25 +126,8 @@ class ReuseController:
                 return name
         return f"env{len(self.environments)}"
 
-    def _launch(self, environment: Environment) -> Replica:
-        replica_id = f"r{next(self._ids)}"
-        replica = Replica(replica_id, environment.name, self.events, self.group)
-        root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        basetemp = root / f"replica-{replica_id}"
-        overrides = dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp))
-        replica.start(
-            {
-                "replica_id": replica_id,
-                "args": [str(a) for a in self.config.invocation_params.args],
-                "invocation_dir": str(self.config.invocation_params.dir),
-                "sys_path": list(sys.path),
-                "basetemp": str(basetemp),
-                "log_path": str(root / f"replica-{replica_id}.log"),
-                "prewarm": list(environment.policy.prewarm),
-                "option_overrides": overrides,
-            }
-        )
-        return replica
+    def _launch(self, environment: Environment) -> Replica | None:
+        return self.launcher.launch(environment.name, environment.policy, environment.key)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -245,6 +221,11 @@ class ReuseController:
         environment = self._environment_of(replica)
         if name == protocol.READY:
             replica.mark_ready(payload)
+            stale = self._stale_reason(environment, replica, payload)
+            if stale is not None:
+                self._verbose(f"reuse: replica {replica.id} is stale ({stale}); starting afresh")
+                environment.retire(replica, f"stale: {stale}")
+                return
             for error in payload["prewarm_errors"]:
                 if error not in self.prewarm_errors:
                     self.prewarm_errors.add(error)
@@ -286,6 +267,29 @@ class ReuseController:
         elif name == CHANNEL_CLOSED:
             self._replica_closed(environment, replica)
 
+    def _stale_reason(
+        self, environment: Environment, replica: Replica, ready: protocol.ReadyPayload
+    ) -> str | None:
+        """Why a warm replica may not serve this run, or None."""
+        if not replica.attached:
+            return None
+        changed = ready["changed_files"]
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            return f"{changed[0]} changed{more}"
+        mine = [n for n, env in self.routes.items() if env is environment]
+        missing = [n for n in mine if n not in replica.nodeids]
+        if missing:
+            return f"it did not collect {missing[0]}: a new or renamed test"
+        return None
+
+    def _verbose(self, line: str) -> None:
+        """A line for ``-v`` users: why a replica was retired or started."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and self.config.option.verbose > 0:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
     def _environment_of(self, replica: Replica) -> Environment:
         for environment in self.environments.values():
             if replica in environment.replicas:
@@ -298,6 +302,8 @@ class ReuseController:
         )
         replica.current_phases.append(report.when or "")
         replica.current_warm = bool(data.get(protocol.REPORT_WARM))
+        if report.when == "setup" and not replica.current_warm and replica.setup_seconds:
+            replica.setup_seconds += report.duration  # a cold replica's first fixture setup
         self._label(report, replica)
         self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
 
@@ -309,8 +315,13 @@ class ReuseController:
             environment.replica_retired(replica)
             return
         was_ready = replica.ready_at is not None
-        how = replica.exit_description()
-        replica.terminate(wait=0.5)
+        if replica.start_failure is not None:
+            # It said why it failed and may still be running: end it, then say how it ended.
+            replica.terminate(wait=2.0)
+            how = replica.exit_description(wait=0)
+        else:
+            how = replica.exit_description()
+            replica.terminate(wait=0.5)
         current, location = replica.current, replica.current_location
         phases = list(replica.current_phases)
         environment.replica_gone(replica, started=was_ready)
@@ -425,6 +436,22 @@ class ReuseController:
         elif self.summary is not None:
             self.summary.add_snapshots(snapshots)
 
+    def _closing_line(self) -> None:
+        """After pytest's own last line: what stays running, for how long, how to stop it."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        ttls = sorted({r.environment_name for r in self.kept_warm})
+        idle = max(
+            env.policy.idle_ttl_seconds for env in self.environments.values() if env.name in ttls
+        )
+        count = len(self.kept_warm)
+        reporter.write_line(
+            f"reuse: {count} replica{'s' if count != 1 else ''} stay warm for the next run "
+            f"(each ends after {idle:g} s without a test); stop them now with "
+            "'pytest --reuse-stop'"
+        )
+
     def _notes(self, environment: Environment) -> list[str]:
         notes = []
         if not self.feeding_one_at_a_time:
@@ -442,9 +469,12 @@ class ReuseController:
         return notes
 
     def shutdown(self, wait: float) -> None:
-        """Ask every replica to finish, wait (bounded) for them, then kill what is left."""
+        """Ask every replica to finish, wait (bounded) for them, then kill what is left;
+        persistent replicas are released warm instead."""
         for environment in self.environments.values():
-            environment.shutdown()
+            for replica in environment.shutdown():
+                self.launcher.release(replica)
+                self.kept_warm.append(replica)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and any(
             r.state is not ReplicaState.DEAD
@@ -468,6 +498,8 @@ class ReuseController:
                     replica.terminate(wait=1.0)
 
     def pytest_unconfigure(self) -> None:
+        if self.kept_warm:
+            self._closing_line()
         # Ctrl-C or an internal error may skip sessionfinish: never leave a process behind.
         for environment in self.environments.values():
             for replica in environment.replicas:

@@ -24,21 +24,13 @@ class EnvironmentStats:
     """What the environment did, for the terminal summary and the JSON report."""
 
     started: int = 0
+    attached: int = 0
     start_failures: int = 0
     retired: Counter[str] = field(default_factory=Counter)
     tests_cold: int = 0
     tests_warm: int = 0
-    setup_seconds: list[float] = field(default_factory=list)
+    ready: int = 0
     peak_busy: int = 0
-
-    @property
-    def mean_setup_seconds(self) -> float:
-        return sum(self.setup_seconds) / len(self.setup_seconds) if self.setup_seconds else 0.0
-
-    @property
-    def saved_seconds(self) -> float:
-        """Setup time a fresh process per test would have paid on the tests that ran warm."""
-        return self.mean_setup_seconds * self.tests_warm
 
 
 @final
@@ -49,11 +41,12 @@ class Environment:
         self,
         name: str,
         policy: ReusePolicy,
-        launch: Callable[[Environment], Replica],
+        launch: Callable[[Environment], Replica | None],
         *,
         max_restarts: int,
         closing: bool,
         serial: bool = False,
+        key: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -65,6 +58,10 @@ class Environment:
         self.closing = closing
         #: Fed one test at a time (inside an xdist worker): one replica is all it can use.
         self.serial = serial
+        #: Registry key of a persistent (scope="global") environment; None for scope="run".
+        self.key = key
+        #: Since when the environment has wanted a replica that max (across runs) forbids.
+        self.waiting_since: float | None = None
         self._clock = clock
         self.queue: deque[str] = deque()
         self.replicas: list[Replica] = []
@@ -106,7 +103,7 @@ class Environment:
 
     @property
     def ever_ready(self) -> bool:
-        return bool(self.stats.setup_seconds)
+        return self.stats.ready > 0
 
     # -- work --------------------------------------------------------------------------------
 
@@ -128,7 +125,8 @@ class Environment:
         for action in scaling.decide(self.state(now), self.limits, now):
             if isinstance(action, scaling.StartReplicas):
                 for _ in range(action.count):
-                    self._start_replica()
+                    if not self._start_replica():
+                        break
             else:
                 replica = next(r for r in self.live if r.id == action.replica_id)
                 if action.reason == "scaledown":
@@ -162,16 +160,31 @@ class Environment:
         now = self._clock()
         return scaling.next_deadline(self.state(now), self.limits, now)
 
-    def _start_replica(self) -> None:
+    @property
+    def persistent(self) -> bool:
+        return self.key is not None
+
+    def _start_replica(self) -> bool:
+        """Start (or attach) one replica; False when none may be had now."""
         replica = self._launch(self)
+        if replica is None:
+            if self.waiting_since is None:
+                self.waiting_since = self._clock()
+            return False
+        self.waiting_since = None
         replica.started_at = self._clock()
         self.replicas.append(replica)
-        self.stats.started += 1
+        if replica.attached:
+            self.stats.attached += 1
+        else:
+            self.stats.started += 1
+        return True
 
     def warm_up(self, count: int) -> None:
         """Start replicas before any work arrives, so the first test finds one ready."""
         while len(self.live) < min(count, self.limits.max_replicas):
-            self._start_replica()
+            if not self._start_replica():
+                break
 
     def retire(self, replica: Replica, reason: str) -> None:
         """Ask a replica to finish what it holds and exit; counted when it is gone."""
@@ -211,8 +224,7 @@ class Environment:
     def replica_ready(self, replica: Replica) -> list[str]:
         """A replica collected; returns queued nodeids it did not collect (they cannot run)."""
         replica.idle_since = self._clock()
-        if replica.setup_seconds is not None:
-            self.stats.setup_seconds.append(replica.setup_seconds)
+        self.stats.ready += 1
         missing = [n for n in self.queue if n not in replica.nodeids]
         if missing:
             # The replica's collection differs from the controller's: those tests cannot run.
@@ -260,12 +272,19 @@ class Environment:
         self.queue.clear()
         return lost
 
-    def shutdown(self) -> None:
-        """End of the run: ask every live replica to finish and exit."""
+    def shutdown(self) -> list[Replica]:
+        """End of the run: ask every live run-scoped replica to finish and exit; returns the
+        persistent ones, which the caller releases (they stay warm)."""
         self.stopped = True
+        keep = []
         for replica in self.replicas:
-            if replica.alive:
+            if not replica.alive:
+                continue
+            if replica.persistent and not replica.shutdown_sent and not replica.in_flight:
+                keep.append(replica)
+            else:
                 self.retire(replica, "end of run")
+        return keep
 
     def snapshot(self, notes: list[str]) -> dict[str, Any]:
         """What this environment did, as builtins (see ``summary.py`` for the schema)."""
@@ -273,12 +292,15 @@ class Environment:
             "name": self.name,
             "policy": self.policy.describe(),
             "replicas_started": self.stats.started,
+            "replicas_attached": self.stats.attached,
             "start_failures": self.stats.start_failures,
             "retired": dict(self.stats.retired),
             "tests_cold": self.stats.tests_cold,
             "tests_warm": self.stats.tests_warm,
             "peak_busy": self.stats.peak_busy,
-            "setup_seconds_total": sum(self.stats.setup_seconds),
+            "setup_seconds_total": sum(
+                r.setup_seconds or 0.0 for r in self.replicas if not r.attached
+            ),
             "notes": notes,
             "replicas": [
                 {
@@ -296,4 +318,5 @@ class Environment:
         """A replica asked to stop is gone."""
         replica.mark_dead()
         replica.end_reason = replica.retire_reason or "end of run"
-        self.stats.retired[replica.end_reason] += 1
+        # "stale: conftest.py changed" counts as "stale"; the replica keeps the detail.
+        self.stats.retired[replica.end_reason.split(":")[0]] += 1

@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 
+from pytest_reuse_env.commands import status_lines, stop_all
 from pytest_reuse_env.config import MARKER_HELP, ReuseSettings, register_options
 from pytest_reuse_env.controller import ReuseController
+from pytest_reuse_env.launcher import registry_directory
+from pytest_reuse_env.registry import Registry, RegistryError
 from pytest_reuse_env.summary import ReuseSummary
 
 
@@ -24,6 +27,33 @@ def is_replica(config: pytest.Config) -> bool:
 def is_xdist_controller(config: pytest.Config) -> bool:
     """True in the process that runs ``pytest -n N``: its workers run the tests, not it."""
     return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--reuse-status`` and ``--reuse-stop`` do their job and end the run."""
+    if config.getoption("reuse_status") or config.getoption("reuse_stop"):
+        from _pytest.main import wrap_session
+
+        return wrap_session(config, _run_command)
+    return None
+
+
+def _run_command(config: pytest.Config, session: pytest.Session) -> int:
+    try:
+        registry: Registry | None = Registry(registry_directory(config))
+        problem = None
+    except RegistryError as exc:
+        registry, problem = None, str(exc)
+    writer = config.get_terminal_writer()
+    if config.getoption("reuse_stop"):
+        lines = stop_all(registry)
+        for line in lines or ["reuse: no warm replicas to stop"]:
+            writer.line(line)
+    else:
+        for line in status_lines(registry, problem):
+            writer.line(line)
+    return 0
 
 
 @pytest.hookimpl(trylast=True)

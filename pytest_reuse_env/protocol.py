@@ -76,6 +76,8 @@ class ReadyPayload(TypedDict):
     pid: int
     nodeids: list[str]
     collect_errors: list[str]
+    #: What becoming warm cost this replica: start, collection, pre-warming, and the setup
+    #: phase of its first test (0 until it has run one). The same on every attach.
     setup_seconds: float
     prewarm_errors: list[str]
     tests_run: int

@@ -5,8 +5,9 @@ the controller's arguments (same rootdir, ini, plugins and collection-shaping op
 once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, package, module
 and class fixtures set up between them.
 
-This module imports only the standard library, pytest and the package's ``protocol`` module (the
-replica must be able to import the project's tests anyway, and they may import this package).
+This module imports only the standard library, pytest, psutil and the package's ``protocol``
+module (the replica must be able to import the project's tests anyway, and they may import
+this package).
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -25,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, final
 
+import psutil
 import pytest
 
 from pytest_reuse_env import protocol
@@ -87,10 +89,11 @@ class ReplicaSession:
         #: True while a test runs: a disconnect then aborts it with ClientGone.
         self.running = False
         self.prewarm_errors: list[str] = []
+        self.ready_at: float | None = None
+        self.first_setup_seconds = 0.0
         self.inbox = inbox
         self.start = start
         self.replica_id = start["replica_id"]
-        self.started = time.monotonic()
         self.items: dict[str, pytest.Item] = {}
         self.collect_errors: list[str] = []
         self.ready_sent = False
@@ -126,12 +129,19 @@ class ReplicaSession:
             "pid": os.getpid(),
             "nodeids": list(self.items),
             "collect_errors": self.collect_errors,
-            "setup_seconds": 0.0 if self.ready_sent else time.monotonic() - self.started,
+            "setup_seconds": self.setup_cost(),
             "prewarm_errors": [] if self.ready_sent else self.prewarm_errors,
             "tests_run": self.tests_run,
             "changed_files": self._changed_files() if self._changed_files else [],
         }
         self.send((protocol.READY, ready))
+
+    def setup_cost(self) -> float:
+        """Seconds from process start (interpreter start-up and imports included) to ready,
+        plus the setup phase of the first test."""
+        if self.ready_at is None:
+            self.ready_at = time.time() - psutil.Process().create_time()
+        return self.ready_at + self.first_setup_seconds
 
     def send(self, message: protocol.Message) -> None:
         try:
@@ -149,6 +159,8 @@ class ReplicaSession:
         data = config.hook.pytest_report_to_serializable(config=config, report=report)
         data[protocol.REPORT_REPLICA] = self.replica_id
         data[protocol.REPORT_WARM] = self.tests_run > 0
+        if self.tests_run == 0 and report.when == "setup":
+            self.first_setup_seconds = report.duration
         self.send((protocol.REPORT, data))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:

@@ -1,8 +1,9 @@
-"""The controller's handle of one replica: start, send work, observe, stop.
+"""The controller's handle of one replica: its state, the work it holds, and how it ended.
 
-A replica is an execnet popen gateway running ``pytest_reuse_env.remote.serve``. Everything the
-replica says arrives on execnet's receiver thread and is only put on the controller's event
-queue; the controller's loop handles it on the main thread.
+How the process is reached (an execnet popen gateway, or a detached replica over a Unix socket)
+is the link's business (``transport.py``). Everything the replica says arrives on a reader thread
+and is only put on the controller's event queue; the controller's loop handles it on the main
+thread.
 """
 
 from __future__ import annotations
@@ -10,32 +11,16 @@ from __future__ import annotations
 import enum
 import os
 import queue
-import signal
-import subprocess
 import sys
 import time
 from collections import deque
 from typing import Any, Final, final
 
-import execnet
-
 from pytest_reuse_env import protocol
+from pytest_reuse_env.transport import END, EXIT_WAIT_SECONDS, Link
 
-#: Delivered by execnet when the replica's channel closes, for whatever reason.
-CHANNEL_CLOSED: Final = "channel_closed"
-
-#: Bounded waits of the "ask, wait, kill" teardown, in seconds.
-EXIT_WAIT_SECONDS: Final = 5.0
-KILL_WAIT_SECONDS: Final = 5.0
-
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BOOTSTRAP = f"""
-import sys
-if {_PACKAGE_PARENT!r} not in sys.path:
-    sys.path.insert(0, {_PACKAGE_PARENT!r})
-from pytest_reuse_env.remote import serve
-serve(channel)
-"""
+#: Delivered when the replica's link closes, for whatever reason.
+CHANNEL_CLOSED: Final = END[0]
 
 
 class ReplicaState(enum.Enum):
@@ -75,16 +60,24 @@ class Replica:
     """One replica process, as the controller sees it."""
 
     def __init__(
-        self, replica_id: str, environment_name: str, events: queue.Queue[Any], group: execnet.Group
+        self,
+        replica_id: str,
+        environment_name: str,
+        events: queue.Queue[Any],
+        link: Link,
+        *,
+        persistent: bool = False,
     ) -> None:
         self.id = replica_id
         self.environment_name = environment_name
         self.node_cold = ReplicaNode(replica_id, "cold")
         self.node_warm = ReplicaNode(replica_id, "warm")
         self._events = events
-        self._group = group
-        self._gateway: Any = None
-        self._channel: Any = None
+        self.link = link
+        #: A detached replica (scope="global"): the end of the run only disconnects it.
+        self.persistent = persistent
+        #: Attached warm from the registry rather than started by this run.
+        self.attached = False
         self.state = ReplicaState.STARTING
         self.pid: int | None = None
         self.started_at = time.monotonic()
@@ -120,14 +113,18 @@ class Replica:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, payload: protocol.StartPayload) -> None:
-        """Spawn the process and send it what it needs to build its session (returns at once)."""
-        self._gateway = self._group.makegateway(f"popen//id={self.id}")
-        self.pid = self._gateway._io.popen.pid
+        """Start the process (or connect to a new daemon) and send it START; returns at once."""
         self.log_path = payload["log_path"]
-        self._channel = self._gateway.remote_exec(_BOOTSTRAP)
-        # Channel callbacks run on execnet's receiver thread: only enqueue.
-        self._channel.setcallback(self._enqueue, endmarker=(CHANNEL_CLOSED, None))
-        self._channel.send((protocol.START, payload))
+        self.link.open((protocol.START, payload), self._enqueue)
+        self.pid = self.link.pid
+
+    def attach(self, log_path: str) -> None:
+        """Connect to a warm replica found in the registry; it answers READY."""
+        self.attached = True
+        self.log_path = log_path
+        attach: protocol.AttachPayload = {"controller_pid": os.getpid()}
+        self.link.open((protocol.ATTACH, attach), self._enqueue)
+        self.pid = self.link.pid
 
     def _enqueue(self, message: protocol.Message) -> None:
         self._events.put((self, message))
@@ -155,14 +152,8 @@ class Replica:
     # -- messages ----------------------------------------------------------------------------
 
     def send(self, name: str, payload: Any = None) -> bool:
-        """Send a message; False when the channel is already gone (the close event follows)."""
-        if self._channel is None or self._channel.isclosed():
-            return False
-        try:
-            self._channel.send((name, payload))
-        except (OSError, EOFError, ValueError):
-            return False
-        return True
+        """Send a message; False when the link is already gone (the close event follows)."""
+        return self.link.send((name, payload))
 
     def run(self, nodeids: list[str]) -> None:
         self.in_flight.extend(nodeids)
@@ -209,20 +200,7 @@ class Replica:
 
     def exit_description(self, wait: float = EXIT_WAIT_SECONDS) -> str:
         """How the process ended: "exit code 3" or "signal SIGKILL (9)"; waits at most ``wait``."""
-        popen = self._popen()
-        if popen is None:
-            return "unknown exit status"
-        try:
-            code = popen.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            return "still running"
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = "unknown signal"
-            return f"signal {name} ({-code})"
-        return f"exit code {code}"
+        return self.link.exit_description(wait)
 
     def log_tail(self, lines: int = 15) -> str:
         """What the replica last wrote to its stderr log ("" if nothing).
@@ -246,38 +224,18 @@ class Replica:
         return "".join(dump[:lines]).rstrip()
 
     def kill(self) -> None:
-        """SIGKILL the process now; its channel closes and the controller handles the rest."""
-        popen = self._popen()
-        if popen is not None and popen.poll() is None:
-            popen.kill()
+        """SIGKILL the process now; its link closes and the controller handles the rest."""
+        self.link.kill()
 
     def mark_dead(self) -> None:
         self.state = ReplicaState.DEAD
 
     def terminate(self, wait: float = EXIT_WAIT_SECONDS) -> None:
-        """Ask (gateway exit), wait up to ``wait`` seconds, then kill, and reap by pid."""
-        popen = self._popen()
-        if self._gateway is not None:
-            try:
-                self._gateway.exit()
-            except (OSError, EOFError, ValueError):
-                pass
-        if popen is not None:
-            try:
-                popen.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                try:
-                    popen.wait(timeout=KILL_WAIT_SECONDS)
-                except subprocess.TimeoutExpired:
-                    sys.stderr.write(
-                        f"pytest-reuse-env: replica {self.id} pid {self.pid} "
-                        "did not die after SIGKILL\n"
-                    )
+        """Ask, wait up to ``wait`` seconds, then kill, by pid."""
+        self.link.terminate(wait)
         self.state = ReplicaState.DEAD
 
-    def _popen(self) -> subprocess.Popen[bytes] | None:
-        if self._gateway is None:
-            return None
-        popen: subprocess.Popen[bytes] | None = getattr(self._gateway._io, "popen", None)
-        return popen
+    def release(self) -> None:
+        """End of the run for a persistent replica: disconnect, leaving it warm."""
+        self.link.release()
+        self.state = ReplicaState.DEAD

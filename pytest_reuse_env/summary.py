@@ -14,16 +14,17 @@ JSON report schema (``--reuse-report=PATH``), version 1::
       "version": 1,
       "environments": [{
         "name": str, "policy": str,             # the policy in its ini form
-        "replicas_started": int, "start_failures": int,
+        "replicas_started": int, "replicas_attached": int,   # attached: warm, from a past run
+        "start_failures": int,
         "retired": {reason: int},               # "end of run", "scaledown", "idle", "crash"
         "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
         "peak_busy": int,                       # most replicas running tests at once
         "setup_seconds_total": float,           # time replicas spent starting and collecting
-        "setup_seconds_mean": float,            # start + collection + extra setup of a cold test
+        "setup_seconds_mean": float,            # start, collection, pre-warm, first test's setup
         "saved_seconds_estimate": float,        # mean setup x tests that ran warm
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
-                      "tests_run": int, "ended": str | null}]
+                      "tests_run": int, "ended": str | null, "attached": bool}]
       }],
       "tests": {nodeid: {"replica": str, "warm": bool, "outcome": str}}
     }
@@ -62,8 +63,6 @@ class ReuseSummary:
         self.report_path = report_path
         self.tests: dict[str, dict[str, Any]] = {}
         self.snapshots: list[dict[str, Any]] = []
-        #: Setup-phase durations by (environment, warm): what a cold test pays on top.
-        self.setup_durations: dict[tuple[str, bool], list[float]] = {}
 
     # -- sources -----------------------------------------------------------------------------
 
@@ -72,9 +71,6 @@ class ReuseSummary:
         if replica is None:
             return
         warm = bool(getattr(report, protocol.REPORT_WARM, False))
-        if report.when == "setup" and report.passed:
-            environment = getattr(report, protocol.REPORT_ENVIRONMENT, "")
-            self.setup_durations.setdefault((environment, warm), []).append(report.duration)
         entry = self.tests.setdefault(
             report.nodeid,
             {"replica": replica, "warm": warm, "outcome": "passed"},
@@ -121,12 +117,10 @@ class ReuseSummary:
             into["replicas"].extend(snap["replicas"])
             into["notes"].extend(n for n in snap["notes"] if n not in into["notes"])
         for env in merged.values():
-            starts = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
-            cold = _mean(self.setup_durations.get((env["name"], False), []))
-            warm = _mean(self.setup_durations.get((env["name"], True), []))
-            # A cold replica pays its start and collection, then fixture setup in its first
-            # test beyond what a warm test's setup costs.
-            env["setup_seconds_mean"] = _mean(starts) + max(0.0, cold - warm)
+            # What becoming warm cost each replica (start, collection, pre-warming, its first
+            # test's setup), measured where it happened, in this run or the one that started it.
+            costs = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
+            env["setup_seconds_mean"] = _mean(costs)
             env["saved_seconds_estimate"] = env["setup_seconds_mean"] * env["tests_warm"]
             env["retired"] = dict(env["retired"])
         return list(merged.values())
@@ -142,10 +136,12 @@ class ReuseSummary:
         tr.write_sep("=", "reuse")
         for env in environments:
             retired = ", ".join(f"{n} {reason}" for reason, n in sorted(env["retired"].items()))
+            attached = env["replicas_attached"]
             tr.write_line(
                 f"{env['name']} ({env['policy']}): "
                 f"{_count(env['replicas_started'], 'replica')} started"
-                f" (setup {env['setup_seconds_mean']:.2f} s each), "
+                + (f", {attached} attached warm" if attached else "")
+                + f" (setup {env['setup_seconds_mean']:.2f} s each), "
                 f"{_count(env['tests_warm'], 'test')} warm, {env['tests_cold']} cold, "
                 f"peak {env['peak_busy']} busy; retired: {retired or 'none'}; "
                 f"saved ~{env['saved_seconds_estimate']:.1f} s of setup"

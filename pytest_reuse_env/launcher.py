@@ -1,0 +1,257 @@
+"""Where an environment's next replica comes from.
+
+- ``scope="run"``: a new execnet popen gateway of this process.
+- ``scope="global"``: a warm replica of the same environment leased from the project's registry
+  (attached, not started), else a new detached replica if the policy's ``max`` across every run
+  of the project allows one, else none for now (the environment asks again later).
+
+The environment of a global replica is keyed by the policy and the fingerprint of what the run
+would build (interpreter, installed distributions, shaping options, ini, environment variables);
+a replica whose imported project files changed since it imported them, or that lacks a test of
+this run, is stale: the controller retires it and the launcher starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final, final
+
+import execnet
+import psutil
+import pytest
+
+from pytest_reuse_env import fingerprint
+from pytest_reuse_env.policy import ReusePolicy
+from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, new_replica_id
+from pytest_reuse_env.replica import Replica
+from pytest_reuse_env.transport import DaemonLink, PopenLink, spawn_daemon
+
+#: Options that a replica must not inherit: selection, stopping and reporting are the
+#: controller's, and xdist must not start inside a replica.
+REPLICA_OPTION_OVERRIDES: Final[dict[str, Any]] = {
+    "keyword": "",
+    "markexpr": "",
+    "lf": False,
+    "failedfirst": False,
+    "newfirst": False,
+    "stepwise": False,
+    "stepwise_skip": False,
+    "maxfail": 0,
+    "deselect": [],
+    "xmlpath": None,
+    "usepdb": False,
+    "trace": False,
+    "collectonly": False,
+    "numprocesses": None,
+    "maxprocesses": None,
+    "dist": "no",
+    "tx": [],
+    "looponfail": False,
+}
+
+#: Options that do not change what a replica collects or how its fixtures behave: a run that
+#: differs from the replica's first run only in these may use it warm.
+NOT_SHAPING: Final = frozenset(
+    {
+        *REPLICA_OPTION_OVERRIDES,
+        "file_or_dir",
+        "basetemp",
+        "verbose",
+        "quiet",
+        "reportchars",
+        "tbstyle",
+        "showlocals",
+        "color",
+        "code_highlight",
+        "durations",
+        "durations_min",
+        "showcapture",
+        "fulltrace",
+        "exitfirst",
+        "last_failed_no_failures",
+        "cacheshow",
+        "cacheclear",
+        "pastebin",
+        "junitprefix",
+        "help",
+        "version",
+        "showfixtures",
+        "show_fixtures_per_test",
+        "reuse",
+        "reuse_report",
+        "reuse_cli_all",
+        "reuse_status",
+        "reuse_stop",
+        "reuse_fresh",
+    }
+)
+
+
+def registry_directory(config: pytest.Config) -> Path:
+    """``<cache_dir>/reuse``, where pytest's cache lives (``.pytest_cache`` by default)."""
+    cache_dir = Path(os.path.expanduser(os.path.expandvars(config.getini("cache_dir"))))
+    return (cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir) / "reuse"
+
+
+def shaping_options(config: pytest.Config) -> list[str]:
+    """The parsed options that shape collection and fixtures, as sorted ``name=value``."""
+    return sorted(
+        f"{name}={value!r}"
+        for name, value in vars(config.option).items()
+        if name not in NOT_SHAPING and not name.startswith("reuse_")
+    )
+
+
+@final
+class ReplicaLauncher:
+    """Makes ``Replica`` handles for environments."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        events: queue.Queue[Any],
+        group: execnet.Group,
+        *,
+        start_timeout: float,
+        env_vars: tuple[str, ...],
+    ) -> None:
+        self.config = config
+        self.events = events
+        self.group = group
+        self.start_timeout = start_timeout
+        self.env_vars = env_vars
+        self._next_id = 0
+        self._registry: Registry | None = None
+        #: Why global replicas cannot be used in this run (then they live for the run only).
+        self.registry_problem: str | None = None
+        self._fingerprint: dict[str, str] | None = None
+
+    # -- global environments -----------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry | None:
+        if self._registry is None and self.registry_problem is None:
+            try:
+                self._registry = Registry(registry_directory(self.config))
+            except RegistryError as exc:
+                self.registry_problem = str(exc)
+        return self._registry
+
+    def fingerprint(self) -> dict[str, str]:
+        if self._fingerprint is None:
+            inipath = self.config.inipath
+            self._fingerprint = fingerprint.environment_fingerprint(
+                python=sys.executable,
+                args=shaping_options(self.config),
+                rootdir=str(self.config.rootpath),
+                inifile=str(inipath) if inipath else None,
+                env=os.environ,
+                env_vars=self.env_vars,
+            )
+        return self._fingerprint
+
+    def environment_key(self, policy: ReusePolicy) -> str:
+        return fingerprint.environment_key(policy.describe(), self.fingerprint())
+
+    # -- launching ---------------------------------------------------------------------------
+
+    def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
+        """A replica for the environment, or None when ``max`` is reached across runs."""
+        if key is None or self.registry is None:
+            return self._launch_popen(name, policy)
+        registry = self.registry
+        record = registry.lease(key, os.getpid())
+        if record is not None:
+            link = DaemonLink(
+                record.socket,
+                registry.token(),
+                record.pid,
+                record.create_time,
+                None,
+                connect_timeout=10.0,
+            )
+            replica = Replica(record.replica_id, name, self.events, link, persistent=True)
+            replica.attach(record.log)
+            return replica
+        replica_id = new_replica_id()
+        now = time.time()
+        me = psutil.Process()
+        record = ReplicaRecord(
+            replica_id=replica_id,
+            environment=key,
+            policy=policy.describe(),
+            fingerprint=self.fingerprint(),
+            pid=os.getpid(),
+            socket=registry.socket_path(replica_id),
+            log=registry.log_path(replica_id),
+            state="starting",
+            lease_owner=os.getpid(),
+            lease_owner_started=me.create_time(),
+            started_at=now,
+            last_used=now,
+            tests_served=0,
+            create_time=me.create_time(),
+        )
+        if not registry.reserve(key, policy.max_replicas, record):
+            return None
+        popen = spawn_daemon(
+            registry.directory,
+            replica_id,
+            str(self.config.invocation_params.dir),
+            record.log,
+            dict(os.environ),
+        )
+        created = psutil.Process(popen.pid).create_time()
+        registry.update(replica_id, pid=popen.pid, create_time=created, state="leased")
+        link = DaemonLink(
+            record.socket,
+            registry.token(),
+            popen.pid,
+            created,
+            popen,
+            connect_timeout=self.start_timeout,
+        )
+        replica = Replica(replica_id, name, self.events, link, persistent=True)
+        replica.start(
+            self._start_payload(replica_id, policy, registry.directory / "tmp", record.log)
+        )
+        return replica
+
+    def _launch_popen(self, name: str, policy: ReusePolicy) -> Replica:
+        replica_id = f"r{self._next_id}"
+        self._next_id += 1
+        root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        replica = Replica(replica_id, name, self.events, PopenLink(self.group, replica_id))
+        replica.start(
+            self._start_payload(replica_id, policy, root, str(root / f"replica-{replica_id}.log"))
+        )
+        return replica
+
+    def _start_payload(
+        self, replica_id: str, policy: ReusePolicy, temp_root: Path, log_path: str
+    ) -> Any:
+        basetemp = temp_root / f"replica-{replica_id}"
+        return {
+            "replica_id": replica_id,
+            "args": [str(a) for a in self.config.invocation_params.args],
+            "invocation_dir": str(self.config.invocation_params.dir),
+            "sys_path": list(sys.path),
+            "basetemp": str(basetemp),
+            "log_path": log_path,
+            "prewarm": list(policy.prewarm),
+            "policy": policy.describe(),
+            "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp)),
+        }
+
+    def release(self, replica: Replica) -> None:
+        """End of the run for a persistent replica: back to idle in the registry, disconnect."""
+        if self.registry is not None:
+            try:
+                self.registry.release(replica.id, tests_served_delta=replica.tests_run)
+            except RegistryError:
+                pass  # the replica marks itself idle when the connection drops, too
+        replica.release()
