@@ -161,6 +161,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n"
+        + "\n".join(
+            f"  {name:<18}{(build.__doc__ or '').strip()}" for name, build in SCENARIOS.items()
+        ),
     )
     parser.add_argument(
         "--rounds",

@@ -116,6 +116,7 @@ def ratio(result: ContenderResult, reference: ContenderResult) -> float | None:
 
 
 def expensive_setup(plugin: PluginSetup) -> Scenario:
+    """A 2 s session fixture and 200 quick tests: plain, floor, -n 2, reuse (cold, warm)."""
     cost = {FIXTURE_SECONDS_ENV: str(EXPENSIVE_SECONDS)}
     reuse = (*plugin.on_args, "-o", f"reuse_replicas={EXPENSIVE_REPLICAS}")
     contenders = (
@@ -178,6 +179,7 @@ def expensive_setup(plugin: PluginSetup) -> Scenario:
 
 
 def per_test_overhead(plugin: PluginSetup) -> Scenario:
+    """2000 trivial tests: what each test costs through a worker or a replica."""
     contenders = (
         Contender("plain pytest", (*NO_ASYNC, *plugin.off_args)),
         Contender(
@@ -213,6 +215,7 @@ def per_test_overhead(plugin: PluginSetup) -> Scenario:
 
 
 def async_io(plugin: PluginSetup) -> Scenario:
+    """200 tests awaiting 50 ms: pytest-asyncio, -cooperative, reuse at concurrency 1/20/200."""
     serial = ASYNC_TESTS * ASYNC_SLEEP
     contenders = [
         Contender(
@@ -266,6 +269,7 @@ def async_io(plugin: PluginSetup) -> Scenario:
 
 
 def scale_up(plugin: PluginSetup) -> Scenario:
+    """A backlog that needs 3 replicas: fixed replicas=3 against elastic (1, 3)."""
     cost = {FIXTURE_SECONDS_ENV: str(SCALE_FIXTURE_SECONDS)}
     run_scope = ("-o", "reuse_scope=run")
     contenders = (
@@ -315,6 +319,7 @@ def scale_up(plugin: PluginSetup) -> Scenario:
 
 
 def memory(plugin: PluginSetup) -> Scenario:
+    """Peak resident memory of the whole process tree: plain pytest against 2 replicas."""
     cost = {FIXTURE_SECONDS_ENV: "1", FIXTURE_MEGABYTES_ENV: str(MEMORY_MEGABYTES)}
     contenders = (
         Contender("plain pytest", (*NO_ASYNC, *plugin.off_args), cost),
