@@ -1,0 +1,441 @@
+"""End to end: ``scope="global"`` replicas that stay warm across pytest runs.
+
+Real detached replicas in a pytester directory: a second run attaches to the first run's
+replicas, replicas are detached from the run that started them, only their owner can talk to
+them, any edit that could change what they imported retires them, TTLs hold with no pytest
+running, concurrent runs share them within ``max``, and broken state on disk or a dead replica
+never fails a run.
+
+Every inner run is bounded, every wait for a process is a poll with a deadline, and every test
+ends its replicas with ``--reuse-stop`` and then checks by pid that they are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from pytest_reuse_env.channel import connect
+
+# pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;
+# hypothesis and anyio only cost start-up time in every inner run and replica.
+PLUGIN_ARGS = ("-p", "no:asyncio", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "reuse_env")
+#: Bound of every inner run: a hang fails the test instead of the whole suite.
+RUN_TIMEOUT = 60.0
+#: Bound of every wait for a replica to exit, go idle or appear.
+WAIT_SECONDS = 15.0
+
+REPLICA_LINE = re.compile(r"^\s+(g-[0-9a-f]{8})\s+pid (\d+)\s+(\w+)", re.MULTILINE)
+
+CONFTEST = """
+import os
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def warm():
+    with (HERE / "setups.txt").open("a") as f:
+        f.write(f"{os.getpid()}\\n")
+    yield os.getpid()
+    with (HERE / "teardowns.txt").open("a") as f:
+        f.write(f"{os.getpid()}\\n")
+"""
+
+SIX_TESTS = """
+import os
+import time
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_warm(warm, n):
+    assert os.environ["PYTEST_REUSE_REPLICA"].startswith("g-")
+    assert warm == os.getpid()
+    time.sleep(0.3)  # long enough for both replicas to get tests
+"""
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short test summary lines are cut to the terminal width: keep the messages whole.
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("PYTEST_REUSE_ENV_ALLOW_SHORT_TTL", "1")
+    # Edits between runs within one second must never be hidden by a stale .pyc.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("MY_FLAG", raising=False)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def ini(*lines: str) -> str:
+    return "\n".join(["[pytest]", *lines]) + "\n"
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*PLUGIN_ARGS, *args, timeout=RUN_TIMEOUT)
+
+
+_reports = iter(range(1_000_000))
+
+
+def run_report(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """A run with ``--reuse-report``; returns the result and the report's only environment."""
+    path = pytester.path / f"report-{next(_reports)}.json"
+    result = run(pytester, f"--reuse-report={path}", *args)
+    assert path.exists(), result.stdout.str() + result.stderr.str()
+    document = json.loads(path.read_text())
+    environments = document["environments"]
+    assert len(environments) == 1, environments
+    env: dict[str, Any] = environments[0]
+    env["tests"] = document["tests"]
+    return result, env
+
+
+def pytest_command(pytester: pytest.Pytester, *args: str) -> list[str]:
+    basetemp = pytester.path / f"basetemp-{next(_reports)}"
+    return [sys.executable, "-m", "pytest", f"--basetemp={basetemp}", *PLUGIN_ARGS, *args]
+
+
+def registry_dir(pytester: pytest.Pytester) -> Path:
+    return pytester.path / ".pytest_cache" / "reuse"
+
+
+def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
+    """The registry's records as stored (no pruning), [] when there is no registry file."""
+    path = registry_dir(pytester) / "registry.json"
+    for _ in range(50):
+        try:
+            data: list[dict[str, Any]] = json.loads(path.read_text())["replicas"]
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            time.sleep(0.02)  # another process is between write and replace: never, but be safe
+            continue
+        return data
+    raise AssertionError(f"{path} stays unreadable")
+
+
+def lines_of(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def replica_pids(root: Path) -> set[int]:
+    """Live replica processes (they carry PYTEST_REUSE_REPLICA) working under ``root``."""
+    found = set()
+    for process in psutil.process_iter(["pid", "cwd"]):
+        cwd = process.info.get("cwd")
+        if process.pid == os.getpid() or not cwd or not Path(cwd).is_relative_to(root):
+            continue
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and (
+                "PYTEST_REUSE_REPLICA" in process.environ()
+            ):
+                found.add(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
+    """Poll ``predicate`` every 0.1 s until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def status(pytester: pytest.Pytester) -> tuple[pytest.RunResult, dict[str, tuple[int, str]]]:
+    """``--reuse-status`` and the replicas it lists: ``{id: (pid, state)}``."""
+    result = run(pytester, "--reuse-status")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    listed = {
+        m.group(1): (int(m.group(2)), m.group(3))
+        for m in REPLICA_LINE.finditer(result.stdout.str())
+    }
+    return result, listed
+
+
+def stop_and_check(pytester: pytest.Pytester) -> None:
+    """``--reuse-stop``, then every replica of the directory is gone by pid."""
+    before = replica_pids(pytester.path)
+    result = run(pytester, "--reuse-stop")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert wait_for(lambda: not replica_pids(pytester.path)), (
+        f"replicas {replica_pids(pytester.path)} outlived --reuse-stop (before: {before})\n"
+        + result.stdout.str()
+    )
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    """A pytester directory whose replicas are stopped (and checked gone) at the end."""
+    pytester.makeconftest(CONFTEST)
+    try:
+        yield pytester
+    finally:
+        try:
+            stop_and_check(pytester)
+        finally:
+            for pid in replica_pids(pytester.path):  # never leave one behind, even on failure
+                psutil.Process(pid).kill()
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    return result.parseoutcomes()
+
+
+# -- 1. two runs in a row ------------------------------------------------------------------------
+
+
+def test_second_run_attaches_warm_and_stop_runs_finalizers(project: pytest.Pytester) -> None:
+    # No reuse_scope: global is the default (and replicas=2). Pre-warming sets the session
+    # fixture up in both replicas, however the four tests are spread over them.
+    project.makefile(".ini", pytest=ini("reuse_prewarm = warm"))
+    project.makepyfile(test_a=SIX_TESTS)
+
+    first, env1 = run_report(project)
+    first.assert_outcomes(passed=6)
+    assert env1["replicas_started"] == 2
+    assert env1["replicas_attached"] == 0
+    assert len({test["replica"] for test in env1["tests"].values()}) == 2, env1["tests"]
+    setups = lines_of(project.path / "setups.txt")
+    assert len(setups) == 2, setups
+    assert all(alive(pid) for pid in setups)
+    first.stdout.fnmatch_lines(["*reuse: 2 replicas stay warm*'pytest --reuse-stop'*"])
+    assert not (project.path / "teardowns.txt").exists()  # still warm: nothing torn down
+
+    second, env2 = run_report(project)
+    second.assert_outcomes(passed=6)
+    assert env2["replicas_started"] == 0
+    assert env2["replicas_attached"] == 2
+    assert lines_of(project.path / "setups.txt") == setups  # the session fixture stayed up
+    assert {r["pid"] for r in env2["replicas"]} == set(setups)
+    assert all(test["warm"] for test in env2["tests"].values()), env2["tests"]
+    assert len(env2["tests"]) == 6
+    second.stdout.fnmatch_lines(["*0 replicas started, 2 attached warm*"])
+    second.stdout.fnmatch_lines(["*reuse: 2 replicas stay warm*'pytest --reuse-stop'*"])
+
+    _, listed = status(project)
+    assert sorted(pid for pid, _ in listed.values()) == sorted(setups)
+    assert {state for _, state in listed.values()} == {"idle"}
+
+    result = run(project, "--reuse-stop")
+    assert result.ret == 0
+    for pid in setups:
+        result.stdout.fnmatch_lines([f"stopped g-* (pid {pid}); its finalizers ran"])
+    assert wait_for(lambda: not any(alive(pid) for pid in setups))
+    assert sorted(lines_of(project.path / "teardowns.txt")) == sorted(setups)
+    assert records(project) == []
+    _, listed = status(project)
+    assert listed == {}
+
+
+# -- 2. detached and quiet -----------------------------------------------------------------------
+
+SLEEPER_TESTS = """
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+def test_quick(warm):
+    assert warm == os.getpid()
+
+
+def test_sleeper(warm):
+    Path("started.txt").write_text(str(os.getpid()))
+    try:
+        time.sleep(30)
+    except BaseException as exc:
+        Path("aborted.txt").write_text(type(exc).__name__)
+        raise
+"""
+
+
+def only_record(pytester: pytest.Pytester) -> dict[str, Any]:
+    found = records(pytester)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def fd_target(pid: int, fd: int) -> str:
+    return os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def test_replica_is_detached_from_the_run_that_started_it(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_scope = global", "reuse_replicas = 1"))
+    project.makepyfile(test_a=SLEEPER_TESTS)
+
+    # Reading the run's pipes to EOF ends when pytest exits: the replica holds none of them.
+    started = time.monotonic()
+    with subprocess.Popen(
+        pytest_command(project, "-k", "quick"),
+        cwd=project.path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as popen:
+        try:
+            out, err = popen.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.communicate(timeout=10)
+            raise AssertionError("the run's pipes stayed open: a replica holds them") from None
+    assert popen.returncode == 0, out.decode() + err.decode()
+    assert time.monotonic() - started < 30
+    assert b"1 passed" in out
+    assert re.search(rb"reuse: 1 replica stays? warm for the next run", out), out
+
+    record = only_record(project)
+    pid = record["pid"]
+    assert alive(pid), "the replica did not outlive the run"
+    assert record["state"] == "idle"
+    # A session of its own: not the run's (which was its own session leader), not ours.
+    assert os.getsid(pid) != popen.pid
+    assert os.getsid(pid) != os.getsid(0)
+    assert os.getpgid(pid) != popen.pid
+    assert fd_target(pid, 0) == os.devnull
+    for fd in (1, 2):
+        target = fd_target(pid, fd)
+        assert not target.startswith("pipe:"), target
+        assert target == record["log"], target
+
+    # Ctrl-C in the run's terminal (SIGINT to its process group) mid-test ends the run, not
+    # the replica: the replica abandons that test and is idle again for the next run.
+    with subprocess.Popen(
+        pytest_command(project, "-k", "sleeper"),
+        cwd=project.path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    ) as popen:
+        try:
+            assert wait_for((project.path / "started.txt").exists, RUN_TIMEOUT), "never started"
+            os.killpg(popen.pid, signal.SIGINT)
+            out, _ = popen.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            if popen.poll() is None:
+                popen.kill()
+                popen.communicate(timeout=10)
+    assert popen.returncode == pytest.ExitCode.INTERRUPTED, out.decode()
+    assert int((project.path / "started.txt").read_text()) == pid
+    assert alive(pid), "Ctrl-C in the run's terminal killed the replica"
+    assert wait_for(lambda: (project.path / "aborted.txt").exists()), "the test was not aborted"
+    assert (project.path / "aborted.txt").read_text() == "ClientGone"
+    assert wait_for(lambda: only_record(project)["state"] == "idle")
+
+    started = time.monotonic()
+    result, env = run_report(project, "-k", "quick")
+    result.assert_outcomes(passed=1)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+    assert env["replicas"][0]["pid"] == pid
+    assert time.monotonic() - started < 20  # not stuck behind the abandoned 30 s sleep
+    assert lines_of(project.path / "setups.txt") == [pid]
+
+
+# -- 3. only the owner, with the token, gets in ----------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True once the other end closes (EOF or reset); waits at most 5 s."""
+    sock.settimeout(5)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_only_the_owner_with_the_token_may_connect(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=SLEEPER_TESTS)
+    result, env = run_report(project, "-k", "quick")
+    result.assert_outcomes(passed=1)
+    assert env["replicas_started"] == 1
+
+    registry = registry_dir(project)
+    record = only_record(project)
+    sock_path = Path(record["socket"])
+    assert mode(registry) == 0o700
+    assert mode(sock_path.parent) == 0o700
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+    assert mode(sock_path) == 0o600
+    assert mode(registry / "token") == 0o600
+    assert mode(registry / "registry.json") == 0o600
+    token = (registry / "token").read_text().strip()
+    assert len(token) == 64
+
+    with pytest.raises(OSError, match="refused"):
+        connect(str(sock_path), "wrong-token", 5)
+    with pytest.raises(OSError, match="refused"):
+        connect(str(sock_path), "0" * 64, 5)
+
+    # Garbage instead of a handshake: a frame too large to be one, text that is no frame at
+    # all, and a well-formed frame that is not execnet data must each be closed by the replica.
+    for garbage in (b"\xff\xff\xff\xff" + b"x" * 64, b"GET / HTTP/1.0", b"\x00\x00\x00\x05hello"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(5)
+            raw.connect(str(sock_path))
+            raw.sendall(garbage)
+            if garbage.startswith(b"GET"):
+                raw.shutdown(socket.SHUT_WR)  # the length prefix can never complete
+            assert closed_by_peer(raw), f"the replica kept a connection that sent {garbage!r}"
+
+    assert alive(record["pid"])
+    assert only_record(project)["state"] == "idle"
+    # It keeps serving its owner: the next run attaches and runs warm.
+    result, env = run_report(project, "-k", "quick")
+    result.assert_outcomes(passed=1)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+    assert env["replicas"][0]["pid"] == record["pid"]
+    # And the right token still gets in (it answers, then we hang up).
+    channel = connect(str(sock_path), token, 5)
+    channel.close()
+    result, env = run_report(project, "-k", "quick")
+    result.assert_outcomes(passed=1)
+    assert env["replicas_attached"] == 1
