@@ -153,7 +153,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     lines = log.read_text().splitlines()
     pids = sorted({line.split()[1] for line in lines})
+    if not lines and not any(terminalreporter.stats.get(k) for k in ("passed", "failed", "error")):
+        return  # nothing ran (--collect-only, --reuse-stop, ...)
     terminalreporter.section("catalog builds")
+    if not lines:
+        terminalreporter.write_line(
+            "catalog not built in this run: no catalog test ran, or all found a warm replica"
+        )
+        return
     for line in lines:
         terminalreporter.write_line(line)
     terminalreporter.write_line(
@@ -177,7 +184,9 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
         build_seconds=time.perf_counter() - started,
     )
     log = os.environ.get(SETUP_LOG_ENV)
-    if log:
+    # A replica kept warm for later runs still carries the first run's log path: once that run
+    # has removed its log, there is nobody to tell.
+    if log and os.path.exists(log):
         with open(log, "a") as f:
             f.write(
                 f"pid {built.built_by_pid} built {built.books} books in "
