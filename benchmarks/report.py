@@ -109,7 +109,13 @@ def render(outcome: list[ScenarioResult]) -> str:
         for name, result in s.results.items():
             if result.median is None:
                 reason = result.unavailable or result.error or "no runs"
-                label = "ERROR: " if result.error else "not available: "
+                label = (
+                    "ERROR: "
+                    if result.error
+                    else ""
+                    if reason.startswith("not run")
+                    else "not available: "
+                )
                 lines.append(f"  {name:<{width}}{'-':>9}{'-':>8}{'-':>10}  {label}{reason}")
                 continue
             r = ratio(result, s.reference)

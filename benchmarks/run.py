@@ -36,6 +36,13 @@ def outcome_differences(reference: dict[str, str], other: dict[str, str]) -> lis
     return differences
 
 
+def abandon(results: dict[str, ContenderResult], reason: str) -> None:
+    """Mark every contender still waiting for its first run as not run, with ``reason``."""
+    for result in results.values():
+        if result.usable and not result.runs:
+            result.unavailable = reason
+
+
 class Harness:
     def __init__(self, *, rounds: int, budget: float, plugin: probe.PluginSetup) -> None:
         self.rounds = rounds
@@ -112,6 +119,7 @@ class Harness:
             outcome.unavailable = (
                 f"the reference cannot run: {results[scenario.contenders[0].name].unavailable}"
             )
+            abandon(results, "not run: the reference cannot run")
             return outcome
         reference_name = scenario.contenders[0].name
         reference: dict[str, str] | None = None
@@ -134,6 +142,7 @@ class Harness:
                             f"the reference ({name}) did not run: "
                             f"{result.unavailable or result.error}"
                         )
+                        abandon(results, "not run: the reference did not run")
                         return outcome
                     if run is not None:
                         self.say(
