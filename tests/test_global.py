@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,6 +118,13 @@ def pytest_command(pytester: pytest.Pytester, *args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", f"--basetemp={basetemp}", *PLUGIN_ARGS, *args]
 
 
+def pytest_environ(pytester: pytest.Pytester) -> dict[str, str]:
+    """The environment ``runpytest_subprocess`` gives its run (PYTHONPATH counts for the
+    fingerprint): a Popen run shares the environment of the pytester runs."""
+    pythonpath = os.pathsep.join(filter(None, [str(pytester.path), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=pythonpath)
+
+
 def registry_dir(pytester: pytest.Pytester) -> Path:
     return pytester.path / ".pytest_cache" / "reuse"
 
@@ -145,6 +153,10 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def gone(pid: int) -> Callable[[], bool]:
+    return lambda: not alive(pid)
 
 
 def replica_pids(root: Path) -> set[int]:
@@ -306,6 +318,7 @@ def test_replica_is_detached_from_the_run_that_started_it(project: pytest.Pytest
     with subprocess.Popen(
         pytest_command(project, "-k", "quick"),
         cwd=project.path,
+        env=pytest_environ(project),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -341,6 +354,7 @@ def test_replica_is_detached_from_the_run_that_started_it(project: pytest.Pytest
     with subprocess.Popen(
         pytest_command(project, "-k", "sleeper"),
         cwd=project.path,
+        env=pytest_environ(project),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -439,3 +453,511 @@ def test_only_the_owner_with_the_token_may_connect(project: pytest.Pytester) -> 
     result, env = run_report(project, "-k", "quick")
     result.assert_outcomes(passed=1)
     assert env["replicas_attached"] == 1
+
+
+# -- 4. never stale ------------------------------------------------------------------------------
+
+STALE_CONFTEST = (
+    CONFTEST
+    + """
+
+MARK = "c1"
+
+
+@pytest.fixture
+def conftest_mark():
+    return MARK
+"""
+)
+
+STALE_TESTS = """
+import os
+from pathlib import Path
+
+import pytest
+
+import helper
+
+pytestmark = pytest.mark.reuse
+
+TEST_MARK = "t1"
+
+
+def test_observe(warm, conftest_mark):
+    Path("observed.txt").write_text(f"{helper.VALUE} {conftest_mark} {TEST_MARK} {os.getpid()}")
+"""
+
+
+def observed(pytester: pytest.Pytester) -> tuple[str, int]:
+    *values, pid = (pytester.path / "observed.txt").read_text().split()
+    return " ".join(values), int(pid)
+
+
+def test_any_edit_retires_the_warm_replica(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makeconftest(STALE_CONFTEST)
+    project.makepyfile(helper="VALUE = 1\n", test_a=STALE_TESTS)
+    result, env = run_report(project, "-v")
+    result.assert_outcomes(passed=1)
+    assert env["replicas_started"] == 1
+    values, pid = observed(project)
+    assert values == "1 c1 t1"
+
+    # A run with no edit attaches: the control for every step below.
+    result, env = run_report(project, "-v")
+    result.assert_outcomes(passed=1)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+    assert observed(project) == (values, pid)
+    result.stdout.no_fnmatch_line("*is stale*")
+
+    conftest = project.path / "conftest.py"
+    test_a = project.path / "test_a.py"
+    helper = project.path / "helper.py"
+    steps: list[tuple[Callable[[], object], str, str]] = [
+        (
+            lambda: conftest.write_text(conftest.read_text().replace('"c1"', '"c22"')),
+            "conftest.py changed",
+            "1 c22 t1",
+        ),
+        (
+            lambda: test_a.write_text(test_a.read_text().replace('"t1"', '"t333"')),
+            "test_a.py changed",
+            "1 c22 t333",
+        ),
+        (
+            lambda: helper.write_text("VALUE = 4444\n"),
+            "helper.py changed",
+            "4444 c22 t333",
+        ),
+        (
+            lambda: project.makepyfile(
+                test_b="import pytest\n\n\n@pytest.mark.reuse\ndef test_new(warm):\n    pass\n"
+            ),
+            "it did not collect test_b.py::test_new: a new or renamed test",
+            "4444 c22 t333",
+        ),
+    ]
+    teardowns: list[int] = []
+    for edit, why, expected in steps:
+        edit()
+        result, env = run_report(project, "-v")
+        out = result.stdout.str()
+        assert result.ret == 0, out
+        result.stdout.fnmatch_lines(
+            [f"reuse: replica g-* is stale ({why}); starting afresh"], consecutive=False
+        )
+        assert env["replicas_started"] == 1, (why, env)
+        new_values, new_pid = observed(project)
+        assert new_values == expected, why
+        assert new_pid != pid, f"{why}: the stale replica ran the test"
+        assert wait_for(gone(pid)), f"{why}: the stale replica {pid} still runs"
+        teardowns.append(pid)
+        assert lines_of(project.path / "teardowns.txt") == teardowns, why  # finalizer ran
+        pid = new_pid
+    assert len(records(project)) == 1
+    result.assert_outcomes(passed=2)
+
+    result, env = run_report(project, "-v")
+    result.assert_outcomes(passed=2)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+    result.stdout.no_fnmatch_line("*is stale*")
+
+
+FLAG_TESTS = """
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+def test_flag(warm):
+    Path("flag.txt").write_text(f"{os.environ.get('MY_FLAG')} {os.getpid()}")
+
+
+def test_other(warm):
+    pass
+"""
+
+
+def test_environment_variables_and_options_decide_the_environment(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1", "reuse_env_vars = MY_FLAG"))
+    project.makepyfile(test_a=FLAG_TESTS)
+
+    def flag() -> tuple[str, int]:
+        value, pid = (project.path / "flag.txt").read_text().split()
+        return value, int(pid)
+
+    monkeypatch.setenv("MY_FLAG", "a")
+    result, env = run_report(project)
+    result.assert_outcomes(passed=2)
+    assert env["replicas_started"] == 1
+    value, pid_a = flag()
+    assert value == "a"
+
+    monkeypatch.setenv("MY_FLAG", "b")
+    result, env = run_report(project)
+    result.assert_outcomes(passed=2)
+    assert (env["replicas_started"], env["replicas_attached"]) == (1, 0)
+    value, pid_b = flag()
+    assert (value, pid_b != pid_a) == ("b", True)
+    # The other environment's replica is left alone, idle until its TTL.
+    assert alive(pid_a)
+    assert {(r["pid"], r["state"]) for r in records(project)} == {(pid_a, "idle"), (pid_b, "idle")}
+
+    # Selection and verbosity do not shape the environment: still warm.
+    for options in (["-k", "flag"], ["-v"], ["-q", "-k", "flag or other"]):
+        result, env = run_report(project, *options)
+        assert result.ret == 0, options
+        assert (env["replicas_started"], env["replicas_attached"]) == (0, 1), options
+        assert flag() == ("b", pid_b), options
+
+    monkeypatch.setenv("MY_FLAG", "a")
+    result, env = run_report(project)
+    result.assert_outcomes(passed=2)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+    assert flag() == ("a", pid_a)
+    assert sorted(lines_of(project.path / "setups.txt")) == sorted([pid_a, pid_b])
+
+
+# -- 5. TTLs with no pytest running --------------------------------------------------------------
+
+
+def test_ttls_end_replicas_with_no_pytest_running(project: pytest.Pytester) -> None:
+    project.makefile(
+        ".ini",
+        pytest=ini(
+            "reuse_replicas = (1, 2)",
+            "reuse_idle_ttl = 3s",
+            "reuse_scaledown_ttl = 1s",
+            "reuse_prewarm = warm",
+        ),
+    )
+    project.makepyfile(test_a=SIX_TESTS)
+    result, env = run_report(project)
+    ended = time.monotonic()
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*reuse: 2 replicas stay warm*(each ends after 3 s without*"])
+    pids = {r["pid"] for r in env["replicas"]}
+    assert len(pids) == env["replicas_started"] == 2, env
+    assert set(lines_of(project.path / "setups.txt")) == pids
+
+    # Polled, not slept: first scaledown takes one (after 1 s idle), then idle_ttl the other.
+    counts: list[tuple[float, int]] = []
+    deadline = ended + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        left = sum(alive(pid) for pid in pids)
+        counts.append((time.monotonic() - ended, left))
+        if not left:
+            break
+        time.sleep(0.1)
+    assert counts[-1][1] == 0, f"replicas outlived their TTLs: {counts[-5:]}"
+    assert any(left == 1 for _, left in counts), f"no scaledown before the idle TTL: {counts}"
+    all_gone = counts[-1][0]
+    assert all_gone > 2.0, f"gone after {all_gone:.1f} s: the 3 s idle TTL was not honoured"
+    assert sorted(lines_of(project.path / "teardowns.txt")) == sorted(pids)  # finalizers ran
+    assert records(project) == []
+    _, listed = status(project)
+    assert listed == {}
+
+
+def test_run_scope_leaves_nothing_behind(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_scope = run"))
+    project.makepyfile(
+        test_a="""
+        import os
+
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_local_replica(warm, n):
+            assert not os.environ["PYTEST_REUSE_REPLICA"].startswith("g-")
+        """
+    )
+    result, env = run_report(project)
+    result.assert_outcomes(passed=4)
+    assert env["replicas_attached"] == 0
+    result.stdout.no_fnmatch_line("*stay warm*")
+    assert wait_for(lambda: not replica_pids(project.path), 5)
+    setups = lines_of(project.path / "setups.txt")
+    assert setups
+    assert sorted(lines_of(project.path / "teardowns.txt")) == sorted(setups)
+    assert records(project) == []
+    result, env = run_report(project)
+    assert env["replicas_attached"] == 0
+    assert env["replicas_started"] >= 1
+
+
+# -- 6. shared safely ----------------------------------------------------------------------------
+
+
+class Sampler:
+    """Counts replica processes and registry records in a background thread."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.peak_processes = 0
+        self.peak_records = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_processes = max(self.peak_processes, len(replica_pids(self.pytester.path)))
+            self.peak_records = max(self.peak_records, len(records(self.pytester)))
+            self.samples += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def popen_run(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        pytest_command(pytester, *args),
+        cwd=pytester.path,
+        env=pytest_environ(pytester),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finish(popen: subprocess.Popen[bytes]) -> str:
+    try:
+        out, _ = popen.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        out, _ = popen.communicate(timeout=10)
+        raise AssertionError(f"run did not end:\n{out.decode()}") from None
+    return out.decode()
+
+
+def test_simultaneous_runs_share_at_most_max_replicas(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 2", "reuse_prewarm = warm"))
+    project.makepyfile(
+        test_a="""
+        import os
+        import time
+
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_shared(warm, n):
+            assert warm == os.getpid()
+            time.sleep(0.2)
+        """
+    )
+    with Sampler(project) as sampler:
+        runs = [popen_run(project), popen_run(project)]
+        outputs = [finish(popen) for popen in runs]
+    for popen, out in zip(runs, outputs, strict=True):
+        assert popen.returncode == 0, out
+        assert "4 passed" in out, out
+    assert sampler.samples > 5
+    assert sampler.peak_processes <= 2, sampler.peak_processes
+    assert sampler.peak_records <= 2, sampler.peak_records
+    setups = lines_of(project.path / "setups.txt")
+    assert 1 <= len(setups) <= 2, setups
+    assert len(records(project)) == len(setups)
+    assert {r["state"] for r in records(project)} == {"idle"}
+
+
+def test_killed_client_frees_its_replica(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=SLEEPER_TESTS)
+    popen = popen_run(project, "-k", "sleeper")
+    try:
+        assert wait_for((project.path / "started.txt").exists, RUN_TIMEOUT), "never started"
+        popen.kill()  # SIGKILL: no chance to say goodbye
+        popen.communicate(timeout=10)
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.communicate(timeout=10)
+    pid = int((project.path / "started.txt").read_text())
+    killed_at = time.monotonic()
+    # The replica abandons the 30 s test at once and is idle again, well within the sleep.
+    assert wait_for(lambda: (project.path / "aborted.txt").exists(), 10), "test not aborted"
+    assert (project.path / "aborted.txt").read_text() == "ClientGone"
+    assert wait_for(lambda: only_record(project)["state"] == "idle", 10)
+    assert only_record(project)["lease_owner"] is None
+    assert alive(pid)
+    result, env = run_report(project, "-k", "quick")
+    result.assert_outcomes(passed=1)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+    assert env["replicas"][0]["pid"] == pid
+    assert time.monotonic() - killed_at < 20
+    assert lines_of(project.path / "setups.txt") == [pid]
+
+
+def test_xdist_workers_share_the_replicas(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 2", "reuse_prewarm = warm"))
+    project.makepyfile(test_a=SIX_TESTS)
+    with Sampler(project) as sampler:
+        result, env = run_report(project, "-n", "2")
+    result.assert_outcomes(passed=6)
+    assert sampler.peak_processes <= 2, sampler.peak_processes
+    setups = lines_of(project.path / "setups.txt")
+    assert 1 <= len(setups) <= 2, setups
+    assert env["replicas_started"] == len(setups)
+    assert {t["outcome"] for t in env["tests"].values()} == {"passed"}
+    assert len(env["tests"]) == 6
+    warm_pids = {r["pid"] for r in records(project)}
+    assert warm_pids == set(setups)
+    assert all(alive(pid) for pid in warm_pids)
+
+    with Sampler(project) as sampler:
+        result, env = run_report(project, "-n", "2")
+    result.assert_outcomes(passed=6)
+    assert sampler.peak_processes <= 2, sampler.peak_processes
+    assert env["replicas_started"] == 0
+    assert lines_of(project.path / "setups.txt") == setups
+    attached = [r for r in env["replicas"] if r["attached"]]
+    assert attached
+    assert {r["pid"] for r in attached} <= set(setups)
+    assert env["replicas_attached"] == len(attached), env
+    assert len(env["tests"]) == 6
+
+
+# -- 7. faults -----------------------------------------------------------------------------------
+
+
+def test_replica_killed_between_runs(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=FLAG_TESTS)
+    result, env = run_report(project)
+    result.assert_outcomes(passed=2)
+    old = only_record(project)
+    os.kill(old["pid"], signal.SIGKILL)
+    assert wait_for(lambda: not alive(old["pid"]))
+
+    result, env = run_report(project)
+    result.assert_outcomes(passed=2)
+    assert (env["replicas_started"], env["replicas_attached"]) == (1, 0)
+    new = only_record(project)
+    assert new["pid"] != old["pid"]
+    assert new["replica_id"] != old["replica_id"]
+
+    os.kill(new["pid"], signal.SIGKILL)
+    assert wait_for(lambda: not alive(new["pid"]))
+    result, listed = status(project)
+    assert listed == {}
+    result.stdout.fnmatch_lines(
+        [
+            "reuse: 0 warm replicas in *",
+            f"*cleaned: removed record of replica {new['replica_id']}: process {new['pid']}*",
+        ]
+    )
+    assert records(project) == []
+
+
+def test_corrupt_registry_is_set_aside(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=FLAG_TESTS)
+    result, _ = run_report(project)
+    result.assert_outcomes(passed=2)
+    path = registry_dir(project) / "registry.json"
+    old = only_record(project)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated mid-write
+
+    result, env = run_report(project)
+    result.assert_outcomes(passed=2)
+    assert env["replicas_started"] == 1
+    assert list(registry_dir(project).glob("registry.json.corrupt-*")), "not set aside"
+    new = only_record(project)
+    assert new["pid"] != old["pid"]
+    # The replica the lost registry listed finds its record gone and retires on its own.
+    assert wait_for(lambda: not alive(old["pid"])), "an unlisted replica kept running"
+    assert old["pid"] in lines_of(project.path / "teardowns.txt")
+
+    path.write_text("{not json")
+    result, listed = status(project)
+    assert listed == {}
+    result.stdout.fnmatch_lines(["*note: the replica registry * was unreadable*"])
+    assert wait_for(lambda: not alive(new["pid"])), "an unlisted replica kept running"
+    assert len(list(registry_dir(project).glob("registry.json.corrupt-*"))) == 2
+
+
+def test_unusable_cache_directory_falls_back_to_run_scope(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(
+        test_a="""
+        import os
+
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        @pytest.mark.parametrize("n", range(2))
+        def test_here(warm, n):
+            assert not os.environ["PYTEST_REUSE_REPLICA"].startswith("g-")
+        """
+    )
+    # As root, permissions stop nothing: a regular file where the cache directory goes does.
+    (project.path / ".pytest_cache").write_text("not a directory\n")
+    first, env = run_report(project)
+    first.assert_outcomes(passed=2, warnings=first.parseoutcomes().get("warnings", 0))
+    assert env["replicas_attached"] == 0
+    first.stdout.no_fnmatch_line("*stay warm*")
+    assert wait_for(lambda: not replica_pids(project.path), 5)
+    setups = lines_of(project.path / "setups.txt")
+    assert setups
+    assert sorted(lines_of(project.path / "teardowns.txt")) == sorted(setups)
+    for command in ("--reuse-status", "--reuse-stop"):
+        result = run(project, command)
+        assert result.ret == 0, command
+    result = run(project, "--reuse-status")
+    result.stdout.fnmatch_lines(["reuse: no registry (*.pytest_cache/reuse*)"])
+    # And the run itself said why nothing stays warm, naming the place it could not use.
+    output = first.stdout.str() + first.stderr.str()
+    assert ".pytest_cache/reuse" in output, "no word on why replicas are not kept warm"
+
+
+def test_commands_with_no_replicas(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=FLAG_TESTS)
+    result = run(project, "--reuse-status")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["reuse: 0 warm replicas in *"])
+    result = run(project, "--reuse-stop")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["reuse: no warm replicas to stop"])
+    result, env = run_report(project, "--reuse-fresh")
+    result.assert_outcomes(passed=2)
+    assert env["replicas_started"] == 1
+    first = only_record(project)
+
+    # With one present, --reuse-fresh stops it (its finalizers run) and starts cold.
+    result, env = run_report(project, "--reuse-fresh", "-v")
+    result.assert_outcomes(passed=2)
+    assert (env["replicas_started"], env["replicas_attached"]) == (1, 0)
+    assert wait_for(lambda: not alive(first["pid"]))
+    assert lines_of(project.path / "teardowns.txt") == [first["pid"]]
+    assert only_record(project)["pid"] != first["pid"]
+
+
+def test_without_the_cache_plugin(project: pytest.Pytester) -> None:
+    # -p no:cacheprovider removes the cache_dir ini key the registry's place derives from.
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=FLAG_TESTS)
+    result = run(project, "-p", "no:cacheprovider")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=2)
