@@ -90,7 +90,7 @@ class SocketChannel:
             try:
                 while True:
                     callback(self.receive())
-            except (OSError, EOFError, ValueError):
+            except Exception:  # a broken or malformed stream ends the connection
                 pass
             finally:
                 self.close()
@@ -175,7 +175,7 @@ class Listener:
                 channel.close()
                 return None
             channel.send(AUTH_OK)
-        except (OSError, EOFError, ValueError):
+        except Exception:  # garbage from a stranger (execnet's DataFormatError, ...): drop it
             channel.close()
             return None
         return channel

@@ -159,9 +159,17 @@ class ReuseController:
         environment = self.routes.get(item.nodeid)
         if environment is None:
             return None
+        if environment.stop_reason is not None:  # it gave up earlier in this session
+            self._fail_unrun(item.nodeid, environment.stop_reason)
+            return True
         environment.submit([item.nodeid])
         while item.nodeid not in self.completed:
             self._pump(timeout=POLL_SECONDS)
+        if environment.key is not None and self.launcher.others_waiting(environment.key):
+            # Another xdist worker (or run) waits for this environment's capacity: share it
+            # test by test rather than hold it for the whole session.
+            for replica in environment.hand_back():
+                self.launcher.release(replica)
         return True
 
     def _stop_if_asked(self, session: pytest.Session) -> None:
@@ -199,6 +207,11 @@ class ReuseController:
         now = time.monotonic()
         for environment in self.environments.values():
             timeout = self.settings.start_timeout
+            if environment.key is not None:
+                since = environment.waiting_since
+                self.launcher.mark_waiting(environment.key, since is not None)
+                if since is not None and not environment.live and now - since > timeout:
+                    self._no_capacity(environment, timeout)
             for replica in environment.replicas:
                 if replica.state is ReplicaState.STARTING and now - replica.started_at > timeout:
                     replica.start_failure = (
@@ -215,9 +228,31 @@ class ReuseController:
                     )
                     replica.kill()
 
+    def _no_capacity(self, environment: Environment, waited: float) -> None:
+        """No replica could be had in time: max is held by other runs. Fail, do not hang."""
+        registry = self.launcher.registry
+        owners = sorted(
+            {
+                r.lease_owner
+                for r in (registry.records() if registry else [])
+                if r.environment == environment.key and r.lease_owner is not None
+            }
+        )
+        reason = (
+            f"no replica of environment {environment.name!r} became free within {waited:g} s "
+            f"(reuse_start_timeout): its {environment.policy.max_replicas} replicas (max) are "
+            f"leased by other pytest runs (pids {', '.join(map(str, owners)) or 'unknown'}); "
+            "raise replicas or wait for those runs"
+        )
+        environment.waiting_since = None
+        for nodeid in environment.give_up(reason):
+            self._fail_unrun(nodeid, reason)
+
     # -- replica events ----------------------------------------------------------------------
 
     def _handle(self, replica: Replica, name: str, payload: Any) -> None:
+        if replica.state is ReplicaState.DEAD:
+            return  # a replica this run let go (released, retired, killed): its last words
         environment = self._environment_of(replica)
         if name == protocol.READY:
             replica.mark_ready(payload)
@@ -315,6 +350,12 @@ class ReuseController:
             environment.replica_retired(replica)
             return
         was_ready = replica.ready_at is not None
+        if replica.attached and not was_ready and replica.start_failure is None:
+            # A warm replica dropped the connection before answering (another client held it
+            # a moment longer, or it retired meanwhile): not a failure, lease again.
+            replica.mark_dead()
+            environment.replicas.remove(replica)
+            return
         if replica.start_failure is not None:
             # It said why it failed and may still be running: end it, then say how it ended.
             replica.terminate(wait=2.0)
@@ -333,7 +374,7 @@ class ReuseController:
             )
             environment.last_start_failure = reason
             if not environment.ever_ready or environment.crash_loop:
-                for nodeid in environment.give_up():
+                for nodeid in environment.give_up(reason):
                     self._fail_unrun(nodeid, reason)
             return
         if current is not None:
@@ -349,7 +390,7 @@ class ReuseController:
                 f"{environment.restarts} replica crashes (limit reuse_max_restarts="
                 f"{environment.max_restarts})"
             )
-            for nodeid in environment.give_up():
+            for nodeid in environment.give_up(reason):
                 self._fail_unrun(nodeid, reason)
 
     def _label(self, report: pytest.TestReport, replica: Replica) -> None:

@@ -42,6 +42,8 @@ from pytest_reuse_env.remote import (
 FIRST_CLIENT_SECONDS: Final = 60.0
 #: How often an idle replica with no client consults the registry about retiring.
 IDLE_CHECK_SECONDS: Final = 1.0
+#: How long a new client waits for the previous one to finish disconnecting.
+BUSY_WAIT_SECONDS: Final = 5.0
 #: Longest a retiring replica may spend in finalizers before it exits anyway.
 RETIRE_GRACE_SECONDS: Final = 60.0
 
@@ -153,14 +155,24 @@ class Daemon:
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
-            channel = self.listener.accept(timeout=1.0)
-            if channel is None:
-                continue
-            if self.relay.busy():
-                # The registry leases a replica to one run at a time; this one lost a race.
-                channel.close()
-                continue
-            self.relay.attach(channel)
+            try:
+                self._accept_one()
+            except Exception as exc:  # this thread must outlive any one bad connection
+                self._log(f"accept failed: {exc!r}")
+
+    def _accept_one(self) -> None:
+        channel = self.listener.accept(timeout=1.0)
+        if channel is None:
+            return
+        # The registry leases a replica to one run at a time, so a busy relay means the
+        # previous client is still disconnecting (its end of stream is on its way).
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while self.relay.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.relay.busy():
+            channel.close()
+            return
+        self.relay.attach(channel)
 
     def _released(self) -> None:
         """The client disconnected: the replica is idle and warm in the registry."""

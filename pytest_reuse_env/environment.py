@@ -65,14 +65,18 @@ class Environment:
         self._clock = clock
         self.queue: deque[str] = deque()
         self.replicas: list[Replica] = []
+        #: Every replica this environment used in the run, handed back ones included.
+        self.history: list[Replica] = []
         self.restarts = 0
         self.stopped = False  # -x, a crash loop, or the end of the run: start nothing more
+        #: Why the environment gave up (crash loop, no replica could start or be had).
+        self.stop_reason: str | None = None
         self.stats = EnvironmentStats()
         self.last_start_failure: str | None = None
         self.last_activity = clock()
         self.last_scaledown: float | None = None
         self.limits = scaling.ScalingLimits(
-            min_replicas=0 if closing else policy.min_replicas,
+            min_replicas=0 if closing else min(policy.min_replicas, 1 if serial else 1 << 30),
             max_replicas=1 if serial else policy.max_replicas,
             concurrency=policy.concurrency,
             scaledown_ttl=policy.scaledown_ttl_seconds,
@@ -174,6 +178,7 @@ class Environment:
         self.waiting_since = None
         replica.started_at = self._clock()
         self.replicas.append(replica)
+        self.history.append(replica)
         if replica.attached:
             self.stats.attached += 1
         else:
@@ -208,6 +213,14 @@ class Environment:
                     self.retire(replica, "end of run")
                 elif replica.in_flight:
                     replica.drain()
+
+    def hand_back(self) -> list[Replica]:
+        """Give up the idle persistent replicas (another run waits for one); the caller
+        releases them to the registry. They are not retired: they stay warm."""
+        idle = [r for r in self.live if r.persistent and r.accepting and not r.in_flight]
+        for replica in idle:
+            self.replicas.remove(replica)
+        return idle
 
     def cancel(self) -> list[str]:
         """Stop handing out work (``-x``): returns the nodeids that will not run."""
@@ -265,9 +278,10 @@ class Environment:
     def crash_loop(self) -> bool:
         return self.restarts > self.max_restarts
 
-    def give_up(self) -> list[str]:
+    def give_up(self, reason: str) -> list[str]:
         """No replica can serve this environment: returns every test that will not run."""
         self.stopped = True
+        self.stop_reason = reason
         lost = list(self.queue)
         self.queue.clear()
         return lost
@@ -280,7 +294,8 @@ class Environment:
         for replica in self.replicas:
             if not replica.alive:
                 continue
-            if replica.persistent and not replica.shutdown_sent and not replica.in_flight:
+            if replica.persistent and not replica.shutdown_sent:
+                # Even mid-test (Ctrl-C): it aborts that test when we disconnect, stays warm.
                 keep.append(replica)
             else:
                 self.retire(replica, "end of run")
@@ -298,8 +313,9 @@ class Environment:
             "tests_cold": self.stats.tests_cold,
             "tests_warm": self.stats.tests_warm,
             "peak_busy": self.stats.peak_busy,
+            "max_replicas": self.policy.max_replicas,
             "setup_seconds_total": sum(
-                r.setup_seconds or 0.0 for r in self.replicas if not r.attached
+                r.setup_seconds or 0.0 for r in self.history if not r.attached
             ),
             "notes": notes,
             "replicas": [
@@ -309,8 +325,9 @@ class Environment:
                     "setup_seconds": r.setup_seconds,
                     "tests_run": r.tests_run,
                     "ended": r.end_reason,
+                    "attached": r.attached,
                 }
-                for r in self.replicas
+                for r in self.history
             ],
         }
 

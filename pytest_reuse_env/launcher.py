@@ -13,6 +13,7 @@ this run, is stale: the controller retires it and the launcher starts a fresh on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -129,6 +130,8 @@ class ReplicaLauncher:
         #: Why global replicas cannot be used in this run (then they live for the run only).
         self.registry_problem: str | None = None
         self._fingerprint: dict[str, str] | None = None
+        #: Environment keys this process has a waiting marker for.
+        self._waiting: set[str] = set()
 
     # -- global environments -----------------------------------------------------------------
 
@@ -246,6 +249,50 @@ class ReplicaLauncher:
             "policy": policy.describe(),
             "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp)),
         }
+
+    # -- waiting for capacity (pytest -n N, concurrent runs) -----------------------------------
+
+    def _waiting_marker(self, key: str, pid: int) -> Path | None:
+        if self.registry is None:
+            return None
+        return self.registry.directory / "waiting" / f"{key}.{pid}"
+
+    def mark_waiting(self, key: str, waiting: bool) -> None:
+        """Say (with a file in the registry) that this process wants a replica of ``key``
+        that ``max`` forbids, so a holder that could spare one hands it back."""
+        if waiting == (key in self._waiting):
+            return
+        marker = self._waiting_marker(key, os.getpid())
+        if marker is None:
+            return
+        try:
+            if waiting:
+                marker.parent.mkdir(mode=0o700, exist_ok=True)
+                marker.touch()
+                self._waiting.add(key)
+            else:
+                marker.unlink(missing_ok=True)
+                self._waiting.discard(key)
+        except OSError:
+            pass  # only an optimisation: without it, waiters wait for the holder's run to end
+
+    def others_waiting(self, key: str) -> bool:
+        """True if another live pytest process waits for a replica of ``key``."""
+        marker = self._waiting_marker(key, os.getpid())
+        if marker is None:
+            return False
+        try:
+            names = os.listdir(marker.parent)
+        except OSError:
+            return False
+        for name in names:
+            prefix, _, pid = name.rpartition(".")
+            if prefix == key and pid.isdigit() and int(pid) != os.getpid():
+                if psutil.pid_exists(int(pid)):
+                    return True
+                with contextlib.suppress(OSError):
+                    os.unlink(marker.parent / name)  # its process is gone
+        return False
 
     def release(self, replica: Replica) -> None:
         """End of the run for a persistent replica: back to idle in the registry, disconnect."""

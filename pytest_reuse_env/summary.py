@@ -19,6 +19,7 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "retired": {reason: int},               # "end of run", "scaledown", "idle", "crash"
         "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
         "peak_busy": int,                       # most replicas running tests at once
+        "max_replicas": int,
         "setup_seconds_total": float,           # time replicas spent starting and collecting
         "setup_seconds_mean": float,            # start, collection, pre-warm, first test's setup
         "saved_seconds_estimate": float,        # mean setup x tests that ran warm
@@ -117,6 +118,16 @@ class ReuseSummary:
             into["replicas"].extend(snap["replicas"])
             into["notes"].extend(n for n in snap["notes"] if n not in into["notes"])
         for env in merged.values():
+            # xdist workers each count their own: a replica used by two workers is one replica,
+            # and their peaks cannot all have happened at once beyond the policy's max.
+            by_id: dict[str, dict[str, Any]] = {}
+            for replica in env["replicas"]:
+                by_id.setdefault(replica["id"], dict(replica))["tests_run"] = sum(
+                    r["tests_run"] for r in env["replicas"] if r["id"] == replica["id"]
+                )
+            env["replicas"] = list(by_id.values())
+            env["replicas_attached"] = sum(1 for r in env["replicas"] if r.get("attached"))
+            env["peak_busy"] = min(env["peak_busy"], env["max_replicas"])
             # What becoming warm cost each replica (start, collection, pre-warming, its first
             # test's setup), measured where it happened, in this run or the one that started it.
             costs = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
