@@ -102,8 +102,14 @@ class ReuseController:
             if max_restarts is None:
                 max_restarts = 4 * policy.max_replicas
             key = None
-            if policy.scope == "global" and self.launcher.registry is not None:
-                key = self.launcher.environment_key(policy)
+            if policy.scope == "global":
+                if self.launcher.registry is not None:
+                    key = self.launcher.environment_key(policy)
+                else:
+                    self._warn(
+                        f"scope=global is unavailable, so environment {name!r} ends with this "
+                        f"run: {self.launcher.registry_problem}"
+                    )
             environment = Environment(
                 name,
                 policy,

@@ -94,7 +94,11 @@ NOT_SHAPING: Final = frozenset(
 
 def registry_directory(config: pytest.Config) -> Path:
     """``<cache_dir>/reuse``, where pytest's cache lives (``.pytest_cache`` by default)."""
-    cache_dir = Path(os.path.expanduser(os.path.expandvars(config.getini("cache_dir"))))
+    try:
+        configured = str(config.getini("cache_dir"))
+    except ValueError:  # -p no:cacheprovider: the key is not even declared
+        configured = ".pytest_cache"
+    cache_dir = Path(os.path.expanduser(os.path.expandvars(configured)))
     return (cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir) / "reuse"
 
 
