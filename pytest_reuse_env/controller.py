@@ -494,7 +494,7 @@ class ReuseController:
         )
         count = len(self.kept_warm)
         reporter.write_line(
-            f"reuse: {count} replica{'s' if count != 1 else ''} stay warm for the next run "
+            f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run "
             f"(each ends after {idle:g} s without a test); stop them now with "
             "'pytest --reuse-stop'"
         )

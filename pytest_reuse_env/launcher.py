@@ -242,6 +242,8 @@ class ReplicaLauncher:
         self, replica_id: str, policy: ReusePolicy, temp_root: Path, log_path: str
     ) -> Any:
         basetemp = temp_root / f"replica-{replica_id}"
+        # pytest creates a given --basetemp but not its parents.
+        temp_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {
             "replica_id": replica_id,
             "args": [str(a) for a in self.config.invocation_params.args],

@@ -23,6 +23,7 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "setup_seconds_total": float,           # time replicas spent starting and collecting
         "setup_seconds_mean": float,            # start, collection, pre-warm, first test's setup
         "saved_seconds_estimate": float,        # mean setup x tests that ran warm
+        "skipped_seconds": float,               # setup of the warm replicas this run attached
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
                       "tests_run": int, "ended": str | null, "attached": bool}]
@@ -133,6 +134,10 @@ class ReuseSummary:
             costs = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
             env["setup_seconds_mean"] = _mean(costs)
             env["saved_seconds_estimate"] = env["setup_seconds_mean"] * env["tests_warm"]
+            # What this run did not pay at all, against plain pytest too.
+            env["skipped_seconds"] = sum(
+                r["setup_seconds"] or 0.0 for r in env["replicas"] if r.get("attached")
+            )
             env["retired"] = dict(env["retired"])
         return list(merged.values())
 
@@ -155,7 +160,13 @@ class ReuseSummary:
                 + f" (setup {env['setup_seconds_mean']:.2f} s each), "
                 f"{_count(env['tests_warm'], 'test')} warm, {env['tests_cold']} cold, "
                 f"peak {env['peak_busy']} busy; retired: {retired or 'none'}; "
-                f"saved ~{env['saved_seconds_estimate']:.1f} s of setup"
+                f"saved ~{env['saved_seconds_estimate']:.1f} s of setup against a fresh process "
+                "per test"
+                + (
+                    f", {env['skipped_seconds']:.1f} s of it by attaching warm replicas"
+                    if env["skipped_seconds"]
+                    else ""
+                )
             )
             if env["start_failures"]:
                 failed = _count(env["start_failures"], "replica")
