@@ -253,7 +253,12 @@ class ReplicaLauncher:
             "log_path": log_path,
             "prewarm": list(policy.prewarm),
             "policy": policy.describe(),
-            "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=str(basetemp)),
+            "option_overrides": dict(
+                REPLICA_OPTION_OVERRIDES,
+                basetemp=str(basetemp),
+                # A replica's stdout is not the user's terminal: with -s, output would be lost.
+                capture="fd" if self.config.option.capture == "no" else self.config.option.capture,
+            ),
         }
 
     # -- waiting for capacity (pytest -n N, concurrent runs) -----------------------------------
