@@ -51,7 +51,8 @@ def test_the_ini_and_marker_example_runs(pytester: pytest.Pytester) -> None:
     code = code_block()
     pytester.makeini(
         ini.replace("# pytest.ini\n", "")
-        + "\nreuse_scope = run\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        + "\nreuse_scope = run\nasyncio_mode = auto\n"
+        + "asyncio_default_fixture_loop_scope = function\n"
     )
     pytester.makeconftest("def load_model():\n    return 'model'\n")
     source = code.replace("return load_model()", "return 'model'")
