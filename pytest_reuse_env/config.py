@@ -49,6 +49,8 @@ _SCALAR_FIELDS: Final = (
     ("scaledown_ttl", "reuse_scaledown_ttl", "--reuse-scaledown-ttl", "reuse_cli_scaledown_ttl"),
     ("scope", "reuse_scope", "--reuse-scope", "reuse_cli_scope"),
     ("timeout", "reuse_timeout", None, None),
+    ("max_tests_per_replica", "reuse_max_tests_per_replica", None, None),
+    ("max_memory_per_replica", "reuse_max_memory_per_replica", None, None),
 )
 
 _INI_HELP: Final = {  # the "string" keys of the default policy
@@ -61,6 +63,10 @@ _INI_HELP: Final = {  # the "string" keys of the default policy
     "seconds or a duration; at least 30 s (default: 30)",
     "reuse_scope": "'global' (replicas outlive the run) or 'run' (default: global)",
     "reuse_timeout": "per-test timeout in seconds for tests run in replicas, > 0 (default: none)",
+    "reuse_max_tests_per_replica": "recycle a replica after this many tests (plus up to 10 % "
+    "jitter), checked between tests: an int >= 1 (default: none)",
+    "reuse_max_memory_per_replica": "recycle a replica whose resident size passes this many MiB, "
+    "checked between tests: an int >= 1 (default: none)",
 }
 
 
@@ -92,6 +98,35 @@ def register_options(parser: pytest.Parser) -> None:
         "PYTEST_REUSE_ENV_*)",
         type="args",
         default=[],
+    )
+    parser.addini(
+        "reuse_leaks",
+        "what a replica does when a test leaves state behind (environment variables, working "
+        "directory, sys.path, threads, open files, child processes, asyncio tasks, memory): "
+        "'warn' (a warning on that test), 'recycle' (warn and replace the replica), 'fail' "
+        "(the test fails), or 'off' (default: warn)",
+        type="string",
+        default="warn",
+    )
+    parser.addini(
+        "reuse_leaks_ignore",
+        "leaks not to report, one a line: env:NAME, env:PREFIX_*, thread:NAME*, cwd, sys.path, "
+        "fds, children, tasks, memory (default: none)",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "reuse_leak_memory_mib",
+        "resident memory growth over one test that counts as a leak, in MiB (default: 64)",
+        type="string",
+        default="64",
+    )
+    parser.addini(
+        "reuse_teardown_timeout",
+        "seconds a replica may spend tearing its fixtures down when it ends before it is "
+        "killed (default: 60)",
+        type="string",
+        default="60",
     )
     parser.addini(
         "reuse_max_restarts",
@@ -189,6 +224,14 @@ class ReuseSettings:
     """Seconds a replica may take to become ready (``reuse_start_timeout``)."""
     env_vars: tuple[str, ...] = DEFAULT_ENV_VARS
     """Variables a warm replica must share with the run (``reuse_env_vars``)."""
+    leaks: str = "warn"
+    """``reuse_leaks``: off, warn, recycle or fail."""
+    leaks_ignore: tuple[str, ...] = ()
+    """``reuse_leaks_ignore`` patterns."""
+    leak_memory_mib: float = 64.0
+    """``reuse_leak_memory_mib``."""
+    teardown_timeout: float = 60.0
+    """``reuse_teardown_timeout``: bound on a retiring replica's finalizers."""
 
     def __post_init__(self) -> None:
         # A read-only copy: the caller's dict may change later, the settings must not.
@@ -213,6 +256,10 @@ class ReuseSettings:
             max_restarts=_max_restarts(config),
             start_timeout=_start_timeout(config),
             env_vars=tuple(config.getini("reuse_env_vars")) or DEFAULT_ENV_VARS,
+            leaks=_choice(config, "reuse_leaks", ("off", "warn", "recycle", "fail")),
+            leaks_ignore=tuple(config.getini("reuse_leaks_ignore")),
+            leak_memory_mib=_positive_number(config, "reuse_leak_memory_mib"),
+            teardown_timeout=_positive_number(config, "reuse_teardown_timeout"),
         )
 
     def known_names(self) -> list[str]:
@@ -230,6 +277,28 @@ def _max_restarts(config: pytest.Config) -> int | None:
             f"({_ini_source(config, 'reuse_max_restarts')})"
         )
     return int(text)
+
+
+def _choice(config: pytest.Config, key: str, choices: tuple[str, ...]) -> str:
+    text = _ini_text(config, key).strip()
+    if text not in choices:
+        raise pytest.UsageError(
+            f"{key} must be one of {', '.join(choices)}, got {text!r} ({_ini_source(config, key)})"
+        )
+    return text
+
+
+def _positive_number(config: pytest.Config, key: str) -> float:
+    text = _ini_text(config, key).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise pytest.UsageError(
+            f"{key} must be a number > 0, got {text!r} ({_ini_source(config, key)})"
+        )
+    return value
 
 
 def _start_timeout(config: pytest.Config) -> float:

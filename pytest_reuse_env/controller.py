@@ -39,8 +39,6 @@ from pytest_reuse_env.summary import WORKEROUTPUT_KEY, ReuseSummary
 
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5
-#: How long the end of the run waits for replicas to finish their finalizers.
-SHUTDOWN_SECONDS: Final = 60.0
 
 
 @final
@@ -62,13 +60,7 @@ class ReuseController:
         self.teardown_errors: list[tuple[str, str]] = []
         self.prewarm_errors: set[str] = set()
         self._cancelled = False
-        self.launcher = ReplicaLauncher(
-            config,
-            self.events,
-            self.group,
-            start_timeout=settings.start_timeout,
-            env_vars=settings.env_vars,
-        )
+        self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
         # Inside an xdist worker, xdist owns the loop and gives one test at a time.
@@ -301,6 +293,12 @@ class ReuseController:
             self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
         elif name == protocol.TEARDOWN_ERROR:
             self._teardown_error(replica, payload["traceback"])
+        elif name == protocol.RECYCLE:
+            self._verbose(
+                f"reuse: recycling replica {replica.id} after {payload['nodeid']}: "
+                f"{payload['detail']}"
+            )
+            environment.retire(replica, f"recycle ({payload['kind']})")
         elif name == protocol.START_FAILED:
             replica.start_failure = payload["traceback"]
         elif name == protocol.FINISHED:
@@ -475,7 +473,10 @@ class ReuseController:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-        self.shutdown(2.0 if interrupted else SHUTDOWN_SECONDS)
+        if interrupted:
+            self.shutdown(2.0, interrupted=True)
+        else:
+            self.shutdown(self.settings.teardown_timeout)
         snapshots = [env.snapshot(self._notes(env)) for env in self.environments.values()]
         if self.feeding_one_at_a_time:
             workeroutput = self.config.workeroutput  # type: ignore[attr-defined]
@@ -515,7 +516,7 @@ class ReuseController:
                 notes.append(starving)
         return notes
 
-    def shutdown(self, wait: float) -> None:
+    def shutdown(self, wait: float, *, interrupted: bool = False) -> None:
         """Ask every replica to finish, wait (bounded) for them, then kill what is left;
         persistent replicas are released warm instead."""
         for environment in self.environments.values():
@@ -543,6 +544,12 @@ class ReuseController:
             for replica in environment.replicas:
                 if replica.state is not ReplicaState.DEAD:
                     replica.terminate(wait=1.0)
+                    if not interrupted:
+                        self._warn(
+                            f"replica {replica.id} (pid {replica.pid}) did not finish tearing "
+                            f"down its fixtures within {wait:g} s (reuse_teardown_timeout); "
+                            f"killed{self._log_excerpt(replica)}"
+                        )
 
     def pytest_unconfigure(self) -> None:
         if self.kept_warm:

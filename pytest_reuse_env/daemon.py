@@ -270,11 +270,12 @@ class Daemon:
             replica = self.replica
             if replica is None or not replica.shutting_down:
                 continue
-            deadline = time.monotonic() + RETIRE_GRACE_SECONDS
+            grace = max(RETIRE_GRACE_SECONDS, replica.start["teardown_timeout"])
+            deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 if self._stopping.wait(1.0):
                     return
-            self._log(f"finalizers still running after {RETIRE_GRACE_SECONDS:g} s; exiting")
+            self._log(f"finalizers still running after {grace:g} s; exiting")
             try:
                 self.registry.remove(self.replica_id)
             except RegistryError:

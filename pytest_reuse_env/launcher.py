@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from pytest_reuse_env import fingerprint
+from pytest_reuse_env.config import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, new_replica_id
 from pytest_reuse_env.replica import Replica
@@ -121,14 +122,14 @@ class ReplicaLauncher:
         events: queue.Queue[Any],
         group: execnet.Group,
         *,
-        start_timeout: float,
-        env_vars: tuple[str, ...],
+        settings: ReuseSettings,
     ) -> None:
         self.config = config
         self.events = events
         self.group = group
-        self.start_timeout = start_timeout
-        self.env_vars = env_vars
+        self.settings = settings
+        self.start_timeout = settings.start_timeout
+        self.env_vars = settings.env_vars
         self._next_id = 0
         self._registry: Registry | None = None
         #: Why global replicas cannot be used in this run (then they live for the run only).
@@ -252,6 +253,14 @@ class ReplicaLauncher:
             "basetemp": str(basetemp),
             "log_path": log_path,
             "prewarm": list(policy.prewarm),
+            "hygiene": {
+                "leaks": self.settings.leaks,
+                "ignore": list(self.settings.leaks_ignore),
+                "memory_mib": self.settings.leak_memory_mib,
+                "max_tests": policy.max_tests_per_replica,
+                "max_memory_mib": policy.max_memory_per_replica,
+            },
+            "teardown_timeout": self.settings.teardown_timeout,
             "policy": policy.describe(),
             "option_overrides": dict(
                 REPLICA_OPTION_OVERRIDES,

@@ -64,6 +64,8 @@ _FIELDS: Final = (
     "scope",
     "prewarm",
     "timeout",
+    "max_tests_per_replica",
+    "max_memory_per_replica",
 )
 
 # Units largest first; "m" cannot swallow the "m" of "ms" because the regex backtracks.
@@ -195,6 +197,16 @@ def _check_timeout(value: object) -> float | None:
     raise _type_error("timeout", value, "a number of seconds or None")
 
 
+def _check_limit(field: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise _type_error(field, value, "an int or None")
+    if value < 1:
+        raise PolicyError(field, value, "must be at least 1")
+    return value
+
+
 @final
 @dataclass(frozen=True)
 class ReusePolicy:
@@ -214,6 +226,10 @@ class ReusePolicy:
     """Session fixtures a new replica sets up before its first test; stored as a tuple."""
     timeout: float | None = None
     """Per-test timeout in seconds (> 0), or None for none; stored as float."""
+    max_tests_per_replica: int | None = None
+    """Recycle a replica after this many tests (>= 1, plus up to 10 % jitter), or None."""
+    max_memory_per_replica: int | None = None
+    """Recycle a replica whose resident size passes this many MiB (>= 1), or None."""
 
     def __post_init__(self) -> None:
         # Frozen: normalized values go in through object.__setattr__, validated field by field.
@@ -224,6 +240,8 @@ class ReusePolicy:
         object.__setattr__(self, "scope", _check_scope(self.scope))
         object.__setattr__(self, "prewarm", _check_prewarm(self.prewarm))
         object.__setattr__(self, "timeout", _check_timeout(self.timeout))
+        for name in ("max_tests_per_replica", "max_memory_per_replica"):
+            object.__setattr__(self, name, _check_limit(name, getattr(self, name)))
 
     @property
     def min_replicas(self) -> int:
@@ -259,6 +277,9 @@ class ReusePolicy:
             parts.append(f"prewarm={','.join(self.prewarm)}")
         if self.timeout is not None:
             parts.append(f"timeout={_format_seconds(self.timeout)}")
+        for name in ("max_tests_per_replica", "max_memory_per_replica"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name}={getattr(self, name)}")
         return " ".join(parts)
 
     @classmethod
@@ -377,6 +398,12 @@ def parse_field(field: str, text: str) -> object:
     if field == "prewarm":
         # Empty means "none", so a named policy can drop its base's prewarm list.
         return tuple(name.strip() for name in text.split(",")) if text else ()
+    if field in ("max_tests_per_replica", "max_memory_per_replica"):
+        if text.lower() == "none":
+            return None
+        if not _INT_RE.fullmatch(text):
+            raise _text_error(field, text, "an int or none")
+        return int(text)
     if field == "timeout":
         if text.lower() == "none":
             return None

@@ -23,6 +23,7 @@ Replica to controller::
     WARNING        WarningPayload a warning recorded while a test ran
     UNKNOWN_NODEID {"nodeid"}     a nodeid the replica did not collect
     TEARDOWN_ERROR FailurePayload a module/class/session finalizer failed between tests
+    RECYCLE        RecyclePayload replace me: a leak (reuse_leaks=recycle) or a recycling limit
     FINISHED       FinishedPayload session torn down, about to exit
 """
 
@@ -47,6 +48,7 @@ LOGFINISH: Final = "logfinish"
 WARNING: Final = "warning"
 UNKNOWN_NODEID: Final = "unknown_nodeid"
 TEARDOWN_ERROR: Final = "teardown_error"
+RECYCLE: Final = "recycle"
 FINISHED: Final = "finished"
 
 #: Keys the replica adds to each serialized report; they become attributes of the report.
@@ -61,6 +63,20 @@ REPLICA_ENV_VAR: Final = "PYTEST_REUSE_REPLICA"
 Message = tuple[str, Any]
 
 
+class HygienePayload(TypedDict):
+    leaks: str  # off, warn, recycle, fail
+    ignore: list[str]
+    memory_mib: float
+    max_tests: int | None
+    max_memory_mib: int | None
+
+
+class RecyclePayload(TypedDict):
+    kind: str  # "leak", "max tests", "max memory"
+    detail: str
+    nodeid: str
+
+
 class StartPayload(TypedDict):
     replica_id: str
     args: list[str]
@@ -69,6 +85,8 @@ class StartPayload(TypedDict):
     basetemp: str
     log_path: str
     prewarm: list[str]
+    hygiene: HygienePayload
+    teardown_timeout: float
     option_overrides: dict[str, Any]
 
 

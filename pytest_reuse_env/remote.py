@@ -6,8 +6,8 @@ once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, 
 and class fixtures set up between them.
 
 This module imports only the standard library, pytest, psutil and the package's ``protocol``
-module (the replica must be able to import the project's tests anyway, and they may import
-this package).
+and ``hygiene`` modules (the replica must be able to import the project's tests anyway, and
+they may import this package).
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -16,23 +16,22 @@ Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import queue
 import signal
 import sys
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, final
 
 import psutil
 import pytest
 
-from pytest_reuse_env import protocol
-
-if TYPE_CHECKING:
-    import warnings
+from pytest_reuse_env import hygiene, protocol
 
 #: Put in the inbox by execnet when the controller's channel closes.
 CHANNEL_CLOSED: Final = ("channel_closed", None)
@@ -91,6 +90,12 @@ class ReplicaSession:
         self.prewarm_errors: list[str] = []
         self.ready_at: float | None = None
         self.first_setup_seconds = 0.0
+        rules = start["hygiene"]
+        self.leak_mode = rules["leaks"]
+        self.leak_rules = hygiene.LeakRules(tuple(rules["ignore"]), rules["memory_mib"])
+        self.limits = hygiene.RecycleLimits(rules["max_tests"], rules["max_memory_mib"])
+        self._before: hygiene.ProcessState | None = None
+        self._recycle: protocol.RecyclePayload | None = None
         self.inbox = inbox
         self.start = start
         self.replica_id = start["replica_id"]
@@ -150,6 +155,66 @@ class ReplicaSession:
             if not self.persistent:
                 raise
             # The client is gone; its close event is in the inbox. Nobody to tell.
+
+    # -- leak checks (hygiene.py) -------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        if self.leak_mode == "off":
+            return (yield)
+        self._before = hygiene.snapshot()
+        wide = _wide_fixtures_ready(item)
+        try:
+            return (yield)
+        finally:
+            if _wide_fixtures_ready(item) != wide:
+                # Setup brought up fixtures that outlive this test: what they hold is theirs.
+                self._before = hygiene.snapshot()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[None]:
+        report: Any = yield
+        if call.when != "teardown" or self._before is None:
+            return report  # type: ignore[no-any-return]
+        found = hygiene.leaks(self._before, hygiene.snapshot(), self.leak_rules)
+        self._before = None
+        if not found:
+            return report  # type: ignore[no-any-return]
+        text = f"{item.nodeid} left state behind in replica {self.replica_id}: " + "; ".join(found)
+        if self.leak_mode == "fail" and report.outcome != "failed":
+            report.outcome = "failed"
+            report.longrepr = text + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
+        else:
+            item.config.hook.pytest_warning_recorded.call_historic(
+                kwargs={
+                    "warning_message": warnings.WarningMessage(
+                        ReuseLeakWarning(text),
+                        ReuseLeakWarning,
+                        item.location[0],
+                        (item.location[1] or 0) + 1,
+                    ),
+                    "when": "runtest",
+                    "nodeid": item.nodeid,
+                    "location": item.location,
+                }
+            )
+        if self.leak_mode == "recycle":
+            self._recycle = {"kind": "leak", "detail": "; ".join(found), "nodeid": item.nodeid}
+        return report  # type: ignore[no-any-return]
+
+    def _check_recycle(self, nodeid: str) -> None:
+        """Between tests: ask to be replaced after a leak or past a recycling limit."""
+        request = self._recycle
+        if request is None:
+            reason = self.limits.reason(self.tests_run, hygiene.resident_bytes())
+            if reason is not None:
+                kind = "max tests" if reason.startswith("max tests") else "max memory"
+                request = {"kind": kind, "detail": reason, "nodeid": nodeid}
+        if request is not None:
+            self._recycle = None
+            self.send((protocol.RECYCLE, request))
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
         self.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
@@ -292,6 +357,7 @@ class ReplicaSession:
             with _signals_blocked():
                 self.running = False
         self.tests_run += 1
+        self._check_recycle(nodeid)
 
     def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
         """Tear down collectors the item does not share (kept up by KeepCollectors)."""
@@ -306,11 +372,32 @@ class ReplicaSession:
             self.send((protocol.TEARDOWN_ERROR, failure))
 
     def _teardown_all(self, session: pytest.Session) -> None:
+        # If a finalizer hangs, the controller kills us after teardown_timeout: leave the
+        # stacks in the log first so it can say which one.
+        faulthandler.dump_traceback_later(
+            max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=sys.stderr
+        )
         self._teardown_to(session, None)
 
     def _config(self) -> pytest.Config:
         assert self.session is not None
         return self.session.config
+
+
+class ReuseLeakWarning(pytest.PytestWarning):
+    """A test left state behind in a reused process (``reuse_leaks``)."""
+
+
+def _wide_fixtures_ready(item: pytest.Item) -> frozenset[str]:
+    """The item's fixtures of a scope wider than function that hold a value now."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return frozenset()
+    ready = set()
+    for name, defs in info.name2fixturedefs.items():
+        if defs and defs[-1].scope != "function" and defs[-1].cached_result is not None:
+            ready.add(name)
+    return frozenset(ready)
 
 
 def _fixturenames(item: pytest.Item) -> list[str]:

@@ -214,13 +214,19 @@ class Replica:
                 text = log.readlines()[-2000:]
         except OSError:
             return ""
-        starts = [i for i, line in enumerate(text) if line.startswith("Fatal Python error")]
+        # A crash's faulthandler dump, or the one a hung teardown leaves behind.
+        starts = [
+            i for i, line in enumerate(text) if line.startswith(("Fatal Python error", "Timeout ("))
+        ]
         if not starts:
             return "".join(text[-lines:]).rstrip()
         dump = text[starts[-1] :]
         current = [i for i, line in enumerate(dump) if line.startswith("Current thread")]
+        threads = [i for i, line in enumerate(dump) if "(most recent call first)" in line]
         if current:  # the thread that crashed, not execnet's receiver
             dump = dump[:1] + dump[current[0] :]
+        elif len(threads) > 1:  # a timeout dump lists every thread, the main thread last
+            dump = dump[:1] + dump[threads[-1] :]
         return "".join(dump[:lines]).rstrip()
 
     def kill(self) -> None:

@@ -586,6 +586,11 @@ def test_short_ttl_env_applies_to_ini(
         ("reuse_max_restarts", "two", "*reuse_max_restarts must be an int >= 0, got 'two'*"),
         ("reuse_start_timeout", "0", "*reuse_start_timeout must be a number of seconds > 0*"),
         ("reuse_start_timeout", "soon", "*reuse_start_timeout must be a number of seconds*"),
+        ("reuse_leaks", "loud", "*reuse_leaks must be one of off, warn, recycle, fail*"),
+        ("reuse_leak_memory_mib", "-3", "*reuse_leak_memory_mib must be a number > 0*"),
+        ("reuse_teardown_timeout", "x", "*reuse_teardown_timeout must be a number > 0*"),
+        ("reuse_max_tests_per_replica", "0", "*max_tests_per_replica must be at least 1*"),
+        ("reuse_max_memory_per_replica", "lots", "*max_memory_per_replica*an int or none*"),
     ],
 )
 def test_runtime_limits_are_validated(
@@ -593,6 +598,6 @@ def test_runtime_limits_are_validated(
 ) -> None:
     pytester.makeini(f"[pytest]\n{key} = {value}\n")
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("-p", "reuse_env")
+    result = pytester.runpytest("-p", "reuse_env", "-p", "no:asyncio")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
