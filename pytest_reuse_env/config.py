@@ -178,6 +178,13 @@ def register_options(parser: pytest.Parser) -> None:
         help="stop this project's warm replicas before the run, so it starts cold",
     )
     group.addoption(
+        "--reuse-verify-cold",
+        action="store_true",
+        default=False,
+        help="re-run each test that failed in a warm replica once in a fresh one, and say in "
+        "its report whether it fails only when warm (the outcome stays the original)",
+    )
+    group.addoption(
         "--reuse-report",
         dest="reuse_report",
         metavar="PATH",

@@ -36,6 +36,7 @@ from pytest_reuse_env.reporting import (
     warning_from_payload,
 )
 from pytest_reuse_env.summary import WORKEROUTPUT_KEY, ReuseSummary
+from pytest_reuse_env.verify import ColdVerifier
 
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5
@@ -61,6 +62,11 @@ class ReuseController:
         self.prewarm_errors: set[str] = set()
         self._cancelled = False
         self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
+        self.verifier = (
+            ColdVerifier(self.launcher)
+            if config.getoption("reuse_verify_cold") and not hasattr(config, "workerinput")
+            else None
+        )
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
         # Inside an xdist worker, xdist owns the loop and gives one test at a time.
@@ -148,6 +154,8 @@ class ReuseController:
             self._pump(timeout=POLL_SECONDS)
             self._stop_if_asked(session)
         self._stop_if_asked(session)
+        if self.verifier is not None:
+            self.verifier.run(self.config.pluginmanager.get_plugin("terminalreporter"))
         return True
 
     @pytest.hookimpl(tryfirst=True)
@@ -339,6 +347,8 @@ class ReuseController:
         report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
             config=self.config, data=data
         )
+        if self.verifier is not None:
+            self.verifier.record(report, replica, self._environment_of(replica).policy)
         replica.current_phases.append(report.when or "")
         replica.current_warm = bool(data.get(protocol.REPORT_WARM))
         if report.when == "setup" and not replica.current_warm and replica.setup_seconds:

@@ -26,7 +26,7 @@ import random
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Any, Final, final
 
 _PROC: Final = "/proc/self"
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -38,7 +38,8 @@ MODES: Final = ("off", "warn", "recycle", "fail")
 @final
 @dataclass(frozen=True)
 class ProcessState:
-    environ: dict[str, str]
+    #: os.environ's raw bytes mapping on POSIX (copying it does not decode every value).
+    environ: dict[Any, Any]
     cwd: str
     sys_path: tuple[str, ...]
     threads: frozenset[tuple[int, str]]
@@ -60,6 +61,15 @@ def _fds() -> frozenset[int]:
         os.close(listing)
 
 
+def _read(path: str) -> bytes:
+    """A small /proc file, without the cost of a Python file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
 def _children() -> frozenset[int]:
     pids: set[int] = set()
     try:
@@ -68,8 +78,7 @@ def _children() -> frozenset[int]:
         return frozenset()
     for tid in tids:
         try:
-            with open(f"{_PROC}/task/{tid}/children") as f:
-                pids.update(int(pid) for pid in f.read().split())
+            pids.update(int(pid) for pid in _read(f"{_PROC}/task/{tid}/children").split())
         except OSError:
             continue
     return frozenset(pids)
@@ -77,8 +86,7 @@ def _children() -> frozenset[int]:
 
 def resident_bytes() -> int:
     try:
-        with open(f"{_PROC}/statm") as f:
-            return int(f.read().split()[1]) * _PAGE
+        return int(_read(f"{_PROC}/statm").split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -97,7 +105,7 @@ def _pending_tasks() -> int:
 
 def snapshot() -> ProcessState:
     return ProcessState(
-        environ=dict(os.environ),
+        environ=dict(getattr(os.environ, "_data", os.environ)),
         cwd=os.getcwd(),
         sys_path=tuple(sys.path),
         threads=frozenset((t.ident or 0, t.name) for t in threading.enumerate()),
@@ -148,12 +156,15 @@ def _describe_fds(fds: frozenset[int]) -> str:
 def leaks(before: ProcessState, after: ProcessState, rules: LeakRules) -> list[str]:
     """What changed from ``before`` to ``after`` and was not restored, one line each."""
     found: list[str] = []
-    changed = sorted(
-        k
+    differing = (
+        os.fsdecode(k) if isinstance(k, bytes) else k
         for k in before.environ.keys() | after.environ.keys()
         if before.environ.get(k) != after.environ.get(k)
-        and k not in _ALWAYS_IGNORED_ENV
-        and not rules.ignored("env", k)
+    )
+    changed = sorted(
+        name
+        for name in differing
+        if name not in _ALWAYS_IGNORED_ENV and not rules.ignored("env", name)
     )
     if changed:
         found.append(f"environment variables changed: {', '.join(changed)}")

@@ -229,11 +229,14 @@ class ReplicaLauncher:
         )
         return replica
 
-    def _launch_popen(self, name: str, policy: ReusePolicy) -> Replica:
+    def _launch_popen(
+        self, name: str, policy: ReusePolicy, events: queue.Queue[Any] | None = None
+    ) -> Replica:
         replica_id = f"r{self._next_id}"
         self._next_id += 1
         root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        replica = Replica(replica_id, name, self.events, PopenLink(self.group, replica_id))
+        link = PopenLink(self.group, replica_id)
+        replica = Replica(replica_id, name, events or self.events, link)
         replica.start(
             self._start_payload(replica_id, policy, root, str(root / f"replica-{replica_id}.log"))
         )
@@ -313,6 +316,10 @@ class ReplicaLauncher:
                 with contextlib.suppress(OSError):
                     os.unlink(marker.parent / name)  # its process is gone
         return False
+
+    def launch_fresh(self, name: str, policy: ReusePolicy, events: queue.Queue[Any]) -> Replica:
+        """A new run-scoped replica reporting to ``events``, whatever the policy's scope."""
+        return self._launch_popen(name, policy, events)
 
     def release(self, replica: Replica) -> None:
         """End of the run for a persistent replica: back to idle in the registry, disconnect."""

@@ -102,6 +102,8 @@ class Replica:
         #: How it ended, for the summary: a retire reason, "crash" or "start failure".
         self.end_reason: str | None = None
         self.tests_run = 0
+        #: Every nodeid this replica started for this run, in order.
+        self.ran: list[str] = []
         self.drained = False
         self.shutdown_sent = False
         self.finished = False
@@ -181,6 +183,7 @@ class Replica:
             self.send(protocol.SHUTDOWN)
 
     def test_started(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        self.ran.append(nodeid)
         self.current = nodeid
         self.current_location = location
         self.current_phases = []
