@@ -25,6 +25,7 @@ import pytest
 
 from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.commands import stop_all
+from pytest_reuse_env.concurrent import is_async_item
 from pytest_reuse_env.config import ReuseSettings, resolve_policies
 from pytest_reuse_env.environment import Environment
 from pytest_reuse_env.launcher import ReplicaLauncher
@@ -38,6 +39,9 @@ from pytest_reuse_env.reporting import (
 from pytest_reuse_env.summary import WORKEROUTPUT_KEY, ReuseSummary
 from pytest_reuse_env.verify import ColdVerifier
 
+#: How much longer than its timeout an async test of a concurrent batch may run before the
+#: controller kills its replica (the replica cancels it itself first).
+TIMEOUT_GRACE_SECONDS: Final = 5.0
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5
 
@@ -226,9 +230,17 @@ class ReuseController:
                     )
                     replica.kill()
             test_timeout = environment.policy.timeout
+            if not test_timeout:
+                continue
+            # With concurrency the replica cancels an overrunning async test itself; the
+            # controller steps in only if that did not happen (a blocked event loop).
+            limit = test_timeout + (
+                TIMEOUT_GRACE_SECONDS if environment.policy.concurrency > 1 else 0.0
+            )
             for replica in environment.replicas:
-                started = replica.current_started_at
-                if test_timeout and replica.current and started and now - started > test_timeout:
+                overran = [n for n, since in replica.running.items() if now - since > limit]
+                if overran and replica.crash_reason is None:
+                    replica.timed_out = overran[0]
                     replica.crash_reason = (
                         f"timed out after {test_timeout:g} s (reuse_timeout); replica killed"
                     )
@@ -273,6 +285,9 @@ class ReuseController:
                     self._warn(f"replica {replica.id}: {error}")
             for nodeid in environment.replica_ready(replica):
                 self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
+        elif name == protocol.STARTED:
+            replica.batch_test_started(payload["nodeid"])
+            environment.test_started()
         elif name == protocol.LOGSTART:
             replica.test_started(payload["nodeid"], tuple(payload["location"]))
             environment.test_started()
@@ -377,7 +392,7 @@ class ReuseController:
         else:
             how = replica.exit_description()
             replica.terminate(wait=0.5)
-        current, location = replica.current, replica.current_location
+        current = replica.current
         phases = list(replica.current_phases)
         environment.replica_gone(replica, started=was_ready)
         if not was_ready:
@@ -391,13 +406,23 @@ class ReuseController:
                 for nodeid in environment.give_up(reason):
                     self._fail_unrun(nodeid, reason)
             return
-        if current is not None:
+        running = list(replica.running)
+        if current is not None and current not in running:
+            running.insert(0, current)
+        for nodeid in running:
             why = replica.crash_reason or how
+            if replica.timed_out not in (None, nodeid):
+                why = f"{replica.timed_out} {why}"
+            others = [n for n in running if n != nodeid]
+            together = f" (running concurrently with {', '.join(others)})" if others else ""
             message = (
                 f"replica {replica.id} (pid {replica.pid}) crashed while running "
-                f"{current}: {why}{self._log_excerpt(replica)}"
+                f"{nodeid}{together}: {why}{self._log_excerpt(replica)}"
             )
-            self._report_crash(current, location, phases, message, replica)
+            if nodeid == current:
+                self._report_crash(nodeid, phases, message, replica, logged_start=True)
+            else:  # a concurrent test: announced, not yet logged
+                self._report_crash(nodeid, ["setup"], message, replica, logged_start=False)
         if environment.crash_loop:
             reason = (
                 f"not run: environment {environment.name!r} stopped after "
@@ -423,15 +448,27 @@ class ReuseController:
         return f"\nlast lines of the replica's log {replica.log_path}:\n{tail}"
 
     def _report_crash(
-        self, nodeid: str, location: Any, phases: list[str], message: str, replica: Replica
+        self,
+        nodeid: str,
+        phases: list[str],
+        message: str,
+        replica: Replica,
+        *,
+        logged_start: bool,
     ) -> None:
+        """Reports for a test its replica died running: the phase it was in fails."""
         when = (
             "setup" if "setup" not in phases else ("call" if "call" not in phases else "teardown")
         )
         item = self.items[nodeid]
-        for phase, outcome in ((when, "failed"), ("teardown", "passed")):
-            if phase == "teardown" and when == "teardown" and outcome == "passed":
-                break
+        if not logged_start:
+            item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+        sequence = [(when, "failed")]
+        if when == "call" and "setup" not in phases:
+            sequence.insert(0, ("setup", "passed"))
+        if when != "teardown":
+            sequence.append(("teardown", "passed"))
+        for phase, outcome in sequence:
             report = synthetic_report(
                 item, phase, outcome, message if outcome == "failed" else None
             )
@@ -524,6 +561,14 @@ class ReuseController:
             starving = scaling.starvation_warning(limits, feeders=1)
             if starving:
                 notes.append(starving)
+        if environment.policy.concurrency > 1:
+            mine = [self.items[n] for n, env in self.routes.items() if env is environment]
+            if mine and not any(is_async_item(item) for item in mine):
+                notes.append(
+                    f"concurrency {environment.policy.concurrency} has no effect here: the "
+                    "environment holds only sync tests (or async ones that cannot share a "
+                    "loop), which run one at a time"
+                )
         return notes
 
     def shutdown(self, wait: float, *, interrupted: bool = False) -> None:

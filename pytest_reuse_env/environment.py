@@ -31,6 +31,9 @@ class EnvironmentStats:
     tests_warm: int = 0
     ready: int = 0
     peak_busy: int = 0
+    peak_tests: int = 0
+    first_start: float | None = None
+    last_finish: float | None = None
 
 
 @final
@@ -90,8 +93,10 @@ class Environment:
 
     @property
     def depth(self) -> int:
-        """Tests a replica holds at once: enough that it always knows the next one."""
-        return self.policy.concurrency + 2
+        """Tests a replica holds at once: enough that it always knows the next one, and with
+        concurrency, several batches' worth, so no round trip stalls its event loop."""
+        concurrency = self.policy.concurrency
+        return concurrency + 2 if concurrency == 1 else 4 * concurrency + 2
 
     @property
     def live(self) -> list[Replica]:
@@ -246,12 +251,16 @@ class Environment:
 
     def test_started(self) -> None:
         self.last_activity = self._clock()
-        busy = sum(1 for r in self.replicas if r.current is not None)
+        if self.stats.first_start is None:
+            self.stats.first_start = self.last_activity
+        busy = sum(1 for r in self.replicas if r.running)
         self.stats.peak_busy = max(self.stats.peak_busy, busy)
+        at_once = sum(len(r.running) for r in self.replicas)
+        self.stats.peak_tests = max(self.stats.peak_tests, at_once)
 
     def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
         replica.test_finished(nodeid)
-        self.last_activity = self._clock()
+        self.last_activity = self.stats.last_finish = self._clock()
         if not replica.in_flight:
             replica.idle_since = self.last_activity
         if warm:
@@ -264,7 +273,8 @@ class Environment:
         (the one it was running is the controller's to report). Decides on a replacement."""
         replica.mark_dead()
         replica.end_reason = "crash" if started else "start failure"
-        held = [n for n in replica.in_flight if n != replica.current]
+        # What it was running is the controller's to report; what it only held runs elsewhere.
+        held = [n for n in replica.in_flight if n != replica.current and n not in replica.running]
         replica.in_flight.clear()
         if started:
             self.stats.retired["crash"] += 1
@@ -313,6 +323,12 @@ class Environment:
             "tests_cold": self.stats.tests_cold,
             "tests_warm": self.stats.tests_warm,
             "peak_busy": self.stats.peak_busy,
+            "peak_tests": self.stats.peak_tests,
+            "test_phase_seconds": (
+                self.stats.last_finish - self.stats.first_start
+                if self.stats.first_start is not None and self.stats.last_finish is not None
+                else 0.0
+            ),
             "max_replicas": self.policy.max_replicas,
             "setup_seconds_total": sum(
                 r.setup_seconds or 0.0 for r in self.history if not r.attached

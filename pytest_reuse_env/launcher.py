@@ -264,6 +264,8 @@ class ReplicaLauncher:
                 "max_memory_mib": policy.max_memory_per_replica,
             },
             "teardown_timeout": self.settings.teardown_timeout,
+            "concurrency": policy.concurrency,
+            "timeout": policy.timeout,
             "policy": policy.describe(),
             "option_overrides": dict(
                 REPLICA_OPTION_OVERRIDES,

@@ -17,6 +17,8 @@ Replica to controller::
 
     READY          ReadyPayload   collected and serving (again, after each ATTACH)
     START_FAILED   FailurePayload the session could not be built (traceback included)
+    STARTED        {"nodeid"}     an async test began in a concurrent batch (its LOGSTART,
+                                  reports and LOGFINISH come together when it finishes)
     LOGSTART       {"nodeid", "location"}
     REPORT         serialized TestReport (pytest_report_to_serializable) plus REPORT_EXTRA keys
     LOGFINISH      {"nodeid", "location"}
@@ -42,6 +44,7 @@ SHUTDOWN: Final = "shutdown"
 # replica -> controller
 READY: Final = "ready"
 START_FAILED: Final = "start_failed"
+STARTED: Final = "started"
 LOGSTART: Final = "logstart"
 REPORT: Final = "report"
 LOGFINISH: Final = "logfinish"
@@ -87,6 +90,8 @@ class StartPayload(TypedDict):
     prewarm: list[str]
     hygiene: HygienePayload
     teardown_timeout: float
+    concurrency: int
+    timeout: float | None
     option_overrides: dict[str, Any]
 
 

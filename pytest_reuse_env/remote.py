@@ -5,9 +5,9 @@ the controller's arguments (same rootdir, ini, plugins and collection-shaping op
 once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, package, module
 and class fixtures set up between them.
 
-This module imports only the standard library, pytest, psutil and the package's ``protocol``
-and ``hygiene`` modules (the replica must be able to import the project's tests anyway, and
-they may import this package).
+This module imports only the standard library, pytest, psutil and the package's ``protocol``,
+``hygiene`` and ``concurrent`` modules (the replica must be able to import the project's tests
+anyway, and they may import this package).
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -31,7 +31,7 @@ from typing import Any, Final, final
 import psutil
 import pytest
 
-from pytest_reuse_env import hygiene, protocol
+from pytest_reuse_env import concurrent, hygiene, protocol
 
 #: Put in the inbox by execnet when the controller's channel closes.
 CHANNEL_CLOSED: Final = ("channel_closed", None)
@@ -182,27 +182,38 @@ class ReplicaSession:
         self._before = None
         if not found:
             return report  # type: ignore[no-any-return]
-        text = f"{item.nodeid} left state behind in replica {self.replica_id}: " + "; ".join(found)
         if self.leak_mode == "fail" and report.outcome != "failed":
             report.outcome = "failed"
-            report.longrepr = text + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
-        else:
-            item.config.hook.pytest_warning_recorded.call_historic(
-                kwargs={
-                    "warning_message": warnings.WarningMessage(
-                        ReuseLeakWarning(text),
-                        ReuseLeakWarning,
-                        item.location[0],
-                        (item.location[1] or 0) + 1,
-                    ),
-                    "when": "runtest",
-                    "nodeid": item.nodeid,
-                    "location": item.location,
-                }
+            report.longrepr = (
+                f"{item.nodeid} left state behind in replica {self.replica_id}: "
+                + "; ".join(found)
+                + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
             )
-        if self.leak_mode == "recycle":
-            self._recycle = {"kind": "leak", "detail": "; ".join(found), "nodeid": item.nodeid}
+        else:
+            self._leaked(item, "; ".join(found))
         return report  # type: ignore[no-any-return]
+
+    def _leaked(self, item: pytest.Item, what: str, batch: list[pytest.Item] | None = None) -> None:
+        """A warning on the test that leaked (``reuse_leaks = warn`` or ``recycle``)."""
+        who = item.nodeid
+        if batch:
+            who = f"one of the concurrent tests {', '.join(i.nodeid for i in batch)}"
+        text = f"{who} left state behind in replica {self.replica_id}: {what}"
+        item.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    ReuseLeakWarning(text),
+                    ReuseLeakWarning,
+                    item.location[0],
+                    (item.location[1] or 0) + 1,
+                ),
+                "when": "runtest",
+                "nodeid": item.nodeid,
+                "location": item.location,
+            }
+        )
+        if self.leak_mode == "recycle":
+            self._recycle = {"kind": "leak", "detail": what, "nodeid": item.nodeid}
 
     def _check_recycle(self, nodeid: str) -> None:
         """Between tests: ask to be replaced after a leak or past a recycling limit."""
@@ -283,7 +294,11 @@ class ReplicaSession:
         while True:
             self._take_messages(block=False)
             if self.pending and (len(self.pending) >= 2 or self.final):
-                self._run_next(session)
+                batch = self._async_batch()
+                if batch:
+                    self._run_batch(session, batch)
+                else:
+                    self._run_next(session)
                 continue
             if self.shutting_down and not self.pending:
                 break
@@ -358,6 +373,57 @@ class ReplicaSession:
                 self.running = False
         self.tests_run += 1
         self._check_recycle(nodeid)
+
+    # -- concurrent async batches (concurrent.py) ---------------------------------------------
+
+    def _async_batch(self) -> list[pytest.Item]:
+        """The async tests at the head of the queue, if concurrency allows running them at once.
+
+        Sync tests (and async ones that cannot share a loop, like users of capfd) break the
+        batch: they run one at a time afterwards, never overlapping it.
+        """
+        if self.start["concurrency"] < 2:
+            return []
+        batch = []
+        for nodeid in self.pending:
+            item = self.items.get(nodeid)
+            if item is None or not concurrent.is_async_item(item):
+                break
+            batch.append(item)
+        return batch if len(batch) >= 2 else []
+
+    def _run_batch(self, session: pytest.Session, batch: list[pytest.Item]) -> None:
+        for _ in batch:
+            self.pending.popleft()
+        self._teardown_to(session, batch[0])
+        for item in batch:
+            item._report_sections = []
+            item.user_properties = []
+        before = hygiene.snapshot() if self.leak_mode != "off" else None
+        try:
+            self.running = True
+            concurrent.run_concurrently(
+                session,
+                batch,
+                self.start["concurrency"],
+                timeout=self.start["timeout"],
+                on_started=lambda item: self.send((protocol.STARTED, {"nodeid": item.nodeid})),
+                on_finished=self._batch_item_finished,
+            )
+        except ClientGone:
+            pass  # the client went away: the rest of the batch is abandoned
+        finally:
+            with _signals_blocked():
+                self.running = False
+        if before is not None:
+            # Interleaved tests share one process: a leak is the batch's, named as such.
+            found = hygiene.leaks(before, hygiene.snapshot(), self.leak_rules)
+            if found:
+                self._leaked(batch[-1], "; ".join(found), batch)
+        self._check_recycle(batch[-1].nodeid)
+
+    def _batch_item_finished(self, item: pytest.Item) -> None:
+        self.tests_run += 1
 
     def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
         """Tear down collectors the item does not share (kept up by KeepCollectors)."""

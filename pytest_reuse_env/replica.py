@@ -95,6 +95,8 @@ class Replica:
         self.current_warm = False
         #: Why the process ended, when the controller ended it (a timeout, a start deadline).
         self.crash_reason: str | None = None
+        #: The test whose timeout made the controller kill this replica.
+        self.timed_out: str | None = None
         self.start_failure: str | None = None
         #: Why the environment asked it to stop: "scaledown", "idle", "end of run".
         self.retire_reason: str | None = None
@@ -104,6 +106,8 @@ class Replica:
         self.tests_run = 0
         #: Every nodeid this replica started for this run, in order.
         self.ran: list[str] = []
+        #: Tests started and not finished, with when they started (several in async batches).
+        self.running: dict[str, float] = {}
         self.drained = False
         self.shutdown_sent = False
         self.finished = False
@@ -182,8 +186,15 @@ class Replica:
             self.state = ReplicaState.STOPPING
             self.send(protocol.SHUTDOWN)
 
-    def test_started(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+    def batch_test_started(self, nodeid: str) -> None:
+        """An async test of a concurrent batch began (its reports come when it finishes)."""
         self.ran.append(nodeid)
+        self.running[nodeid] = time.monotonic()
+
+    def test_started(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        if nodeid not in self.running:
+            self.ran.append(nodeid)
+            self.running[nodeid] = time.monotonic()
         self.current = nodeid
         self.current_location = location
         self.current_phases = []
@@ -192,6 +203,7 @@ class Replica:
     def test_finished(self, nodeid: str) -> None:
         if nodeid in self.in_flight:
             self.in_flight.remove(nodeid)
+        self.running.pop(nodeid, None)
         if self.current == nodeid:
             self.current = None
             self.current_started_at = None

@@ -19,6 +19,8 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "retired": {reason: int},               # "end of run", "scaledown", "idle", "crash"
         "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
         "peak_busy": int,                       # most replicas running tests at once
+        "peak_tests": int,                      # most tests running at once (concurrency)
+        "test_phase_seconds": float,            # first test start to last test finish
         "max_replicas": int,
         "setup_seconds_total": float,           # time replicas spent starting and collecting
         "setup_seconds_mean": float,            # start, collection, pre-warm, first test's setup
@@ -159,7 +161,13 @@ class ReuseSummary:
                 + (f", {attached} attached warm" if attached else "")
                 + f" (setup {env['setup_seconds_mean']:.2f} s each), "
                 f"{_count(env['tests_warm'], 'test')} warm, {env['tests_cold']} cold, "
-                f"peak {env['peak_busy']} busy; retired: {retired or 'none'}; "
+                f"peak {env['peak_busy']} busy"
+                + (
+                    f" ({env['peak_tests']} tests at once)"
+                    if env["peak_tests"] > env["peak_busy"]
+                    else ""
+                )
+                + f"; retired: {retired or 'none'}; "
                 f"saved ~{env['saved_seconds_estimate']:.1f} s of setup against a fresh process "
                 "per test"
                 + (
