@@ -49,6 +49,8 @@ SCALE_FIXTURE_SECONDS = 1.0
 SCALE_MAX_REPLICAS = 3
 MEMORY_TESTS = 100
 MEMORY_MEGABYTES = 64
+#: per_test_overhead's plugin contender without leak checks.
+LEAKS_OFF = "reuse_env, leak checks off"
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def expensive_setup(plugin: PluginSetup) -> Scenario:
 
 def per_test_overhead(plugin: PluginSetup) -> Scenario:
     """2000 trivial tests: what each test costs through a worker or a replica."""
+    one_replica = (*plugin.on_args, "-o", "reuse_replicas=1", "-o", "reuse_scope=run")
     contenders = (
         Contender("plain pytest", (*NO_ASYNC, *plugin.off_args)),
         Contender(
@@ -187,7 +190,14 @@ def per_test_overhead(plugin: PluginSetup) -> Scenario:
         ),
         Contender(
             "reuse_env, 1 replica",
-            (*NO_ASYNC, *plugin.on_args, "-o", "reuse_replicas=1", "-o", "reuse_scope=run"),
+            (*NO_ASYNC, *one_replica),
+            needs_plugin=True,
+        ),
+        # Leak checks (reuse_leaks, default warn) snapshot the process around every test:
+        # the same run without them shows what they cost a test.
+        Contender(
+            LEAKS_OFF,
+            (*NO_ASYNC, *one_replica, "-o", "reuse_leaks=off"),
             needs_plugin=True,
         ),
     )
@@ -202,6 +212,10 @@ def per_test_overhead(plugin: PluginSetup) -> Scenario:
             ):
                 extra = (result.median - plain) / TRIVIAL_TESTS * 1000
                 result.notes.append(f"{extra:+.2f} ms per test vs plain")
+        checked, unchecked = results["reuse_env, 1 replica"], results[LEAKS_OFF]
+        if checked.median is not None and unchecked.median is not None:
+            cost = (checked.median - unchecked.median) / TRIVIAL_TESTS * 1000
+            checked.notes.append(f"leak checks: {cost:+.3f} ms per test vs {LEAKS_OFF!r}")
 
     return Scenario(
         name="per_test_overhead",
