@@ -16,6 +16,7 @@ from typing import Final, final
 
 import pytest
 
+from pytest_reuse_env import hosts as _hosts
 from pytest_reuse_env.fingerprint import DEFAULT_ENV_VARS
 from pytest_reuse_env.policy import PolicyError, ReusePolicy, parse_field
 
@@ -34,7 +35,7 @@ MARKER_HELP: Final = (
     "reuse(policy='default', **fields): run this test in a warm, reusable replica process. "
     "policy: a name from the reuse_policies ini key, 'default', a ReusePolicy, or 'off'/False "
     "to run the test in the pytest process even under --reuse-all. fields (replicas, idle_ttl, "
-    "concurrency, scaledown_ttl, scope, prewarm, timeout) override that policy's values."
+    "concurrency, scaledown_ttl, scope, prewarm, timeout, hosts) override that policy's values."
 )
 
 # Names that cannot be given to a named policy: they already mean something to reuse_all.
@@ -151,6 +152,7 @@ def register_options(parser: pytest.Parser) -> None:
     )
 
     group = parser.getgroup("reuse-env", "run tests in warm, reusable replica processes")
+    _hosts.register_options(parser)
     group.addoption(
         "--reuse",
         choices=("on", "off"),
@@ -239,6 +241,8 @@ class ReuseSettings:
     """``reuse_leak_memory_mib``."""
     teardown_timeout: float = 60.0
     """``reuse_teardown_timeout``: bound on a retiring replica's finalizers."""
+    hosts: _hosts.HostTable = field(default_factory=_hosts.HostTable)
+    """Where replicas run (``reuse_hosts``, ``--reuse-tx``); empty: this machine."""
 
     def __post_init__(self) -> None:
         # A read-only copy: the caller's dict may change later, the settings must not.
@@ -255,6 +259,12 @@ class ReuseSettings:
             return cls(enabled=False, default_policy=ReusePolicy())
         default = _default_policy(config)
         named = _named_policies(config, default)
+        table = _hosts.from_config(
+            config, _ini_source(config, "reuse_hosts"), _ini_source(config, "reuse_host_timeout")
+        )
+        for name, policy in named.items():
+            where = f"reuse_policies policy {name!r} ({_ini_source(config, 'reuse_policies')})"
+            table.check_group(policy.hosts, where)
         return cls(
             enabled=True,
             default_policy=default,
@@ -267,6 +277,7 @@ class ReuseSettings:
             leaks_ignore=tuple(config.getini("reuse_leaks_ignore")),
             leak_memory_mib=_positive_number(config, "reuse_leak_memory_mib"),
             teardown_timeout=_positive_number(config, "reuse_teardown_timeout"),
+            hosts=table,
         )
 
     def known_names(self) -> list[str]:
@@ -451,9 +462,11 @@ def resolve_item_policy(item: pytest.Item, settings: ReuseSettings) -> ReusePoli
             return None
         base = _marker_base(arg, settings, where)
     try:
-        return ReusePolicy.from_mapping(marker.kwargs, base=base)
+        policy = ReusePolicy.from_mapping(marker.kwargs, base=base)
     except PolicyError as error:
         raise pytest.UsageError(f"{where}: {error}") from None
+    settings.hosts.check_group(policy.hosts, where)
+    return policy
 
 
 def _marker_base(arg: object, settings: ReuseSettings, where: str) -> ReusePolicy:

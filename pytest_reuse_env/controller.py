@@ -85,6 +85,7 @@ class ReuseController:
                 self._verbose(f"reuse: {line}")
         if self.config.option.collectonly or not policies:
             return
+        self.launcher.set_test_files(sorted({item.path for item in session.items}))
         for item in session.items:
             policy = policies.get(item.nodeid)
             if policy is not None:
@@ -104,7 +105,7 @@ class ReuseController:
             if max_restarts is None:
                 max_restarts = 4 * policy.max_replicas
             key = None
-            if policy.scope == "global":
+            if policy.scope == "global" and not self.launcher.remote(policy):
                 if self.launcher.registry is not None:
                     key = self.launcher.environment_key(policy)
                 else:
@@ -229,6 +230,15 @@ class ReuseController:
                         " (reuse_start_timeout); killed"
                     )
                     replica.kill()
+            for replica in environment.replicas:
+                since = replica.teardown_since
+                limit = self.settings.teardown_timeout
+                if since is not None and now - since > limit and replica.crash_reason is None:
+                    replica.crash_reason = (
+                        f"teardown did not finish within {limit:g} s (reuse_teardown_timeout); "
+                        "replica killed"
+                    )
+                    replica.kill()
             test_timeout = environment.policy.timeout
             if not test_timeout:
                 continue
@@ -321,7 +331,10 @@ class ReuseController:
                 f"reuse: recycling replica {replica.id} after {payload['nodeid']}: "
                 f"{payload['detail']}"
             )
+            environment.take_back(replica)
             environment.retire(replica, f"recycle ({payload['kind']})")
+        elif name == protocol.RETURNED:
+            environment.take_back(replica)  # already requeued at RECYCLE: nothing left
         elif name == protocol.START_FAILED:
             replica.start_failure = payload["traceback"]
         elif name == protocol.FINISHED:
@@ -365,6 +378,8 @@ class ReuseController:
         if self.verifier is not None:
             self.verifier.record(report, replica, self._environment_of(replica).policy)
         replica.current_phases.append(report.when or "")
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            replica.teardown_since = time.monotonic()  # its teardown phase starts now
         replica.current_warm = bool(data.get(protocol.REPORT_WARM))
         if report.when == "setup" and not replica.current_warm and replica.setup_seconds:
             replica.setup_seconds += report.duration  # a cold replica's first fixture setup
@@ -402,7 +417,12 @@ class ReuseController:
                 f"{self._log_excerpt(replica)}"
             )
             environment.last_start_failure = reason
-            if not environment.ever_ready or environment.crash_loop:
+            dropped = self.launcher.host_failed(replica, replica.start_failure or how)
+            if dropped is not None:  # a configured host: the others take its share
+                self._warn(dropped[0])
+                if dropped[1]:
+                    return
+            if not environment.ever_ready or environment.crash_loop or dropped is not None:
                 for nodeid in environment.give_up(reason):
                     self._fail_unrun(nodeid, reason)
             return
@@ -561,6 +581,11 @@ class ReuseController:
             starving = scaling.starvation_warning(limits, feeders=1)
             if starving:
                 notes.append(starving)
+        if environment.policy.scope == "global" and self.launcher.remote(environment.policy):
+            notes.append(
+                "scope=global is local-only: replicas on configured hosts (reuse_hosts) "
+                "lived for this run"
+            )
         if environment.policy.concurrency > 1:
             mine = [self.items[n] for n, env in self.routes.items() if env is environment]
             if mine and not any(is_async_item(item) for item in mine):

@@ -198,7 +198,9 @@ class Environment:
 
     def retire(self, replica: Replica, reason: str) -> None:
         """Ask a replica to finish what it holds and exit; counted when it is gone."""
-        replica.retire_reason = replica.retire_reason or reason
+        # A specific reason (recycle, stale, scaledown) says more than "end of run".
+        if replica.retire_reason in (None, "end of run"):
+            replica.retire_reason = reason
         replica.request_shutdown()
 
     def _feed(self) -> None:
@@ -218,6 +220,15 @@ class Environment:
                     self.retire(replica, "end of run")
                 elif replica.in_flight:
                     replica.drain()
+
+    def take_back(self, replica: Replica) -> None:
+        """A replica being recycled runs nothing more: every test it holds and has not started
+        (in the order they were sent, in transit ones included) is first in line again. The
+        replica hands them back too; those echoes find nothing left to take."""
+        held = [n for n in replica.in_flight if n != replica.current and n not in replica.running]
+        for nodeid in held:
+            replica.in_flight.remove(nodeid)
+        self.queue.extendleft(reversed(held))
 
     def hand_back(self) -> list[Replica]:
         """Give up the idle persistent replicas (another run waits for one); the caller

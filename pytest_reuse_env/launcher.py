@@ -1,6 +1,9 @@
 """Where an environment's next replica comes from.
 
 - ``scope="run"``: a new execnet popen gateway of this process.
+- a policy whose hosts are configured (``reuse_hosts``, ``--reuse-tx``, ``hosts=GROUP``): a new
+  replica on the host of that group with the most free capacity (``hosts.py``), run-scoped
+  whatever the policy's scope; with ``--reuse-rsync`` the rootdir is sent there first.
 - ``scope="global"``: a warm replica of the same environment leased from the project's registry
   (attached, not started), else a new detached replica if the policy's ``max`` across every run
   of the project allows one, else none for now (the environment asks again later).
@@ -14,9 +17,11 @@ this run, is stale: the controller retires it and the launcher starts a fresh on
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Final, final
@@ -25,12 +30,12 @@ import execnet
 import psutil
 import pytest
 
-from pytest_reuse_env import fingerprint
+from pytest_reuse_env import fingerprint, hosts, protocol
 from pytest_reuse_env.config import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, new_replica_id
-from pytest_reuse_env.replica import Replica
-from pytest_reuse_env.transport import DaemonLink, PopenLink, spawn_daemon
+from pytest_reuse_env.replica import Replica, ReplicaState
+from pytest_reuse_env.transport import DaemonLink, PopenLink, RemoteLink, spawn_daemon
 
 #: Options that a replica must not inherit: selection, stopping and reporting are the
 #: controller's, and xdist must not start inside a replica.
@@ -137,6 +142,14 @@ class ReplicaLauncher:
         self._fingerprint: dict[str, str] | None = None
         #: Environment keys this process has a waiting marker for.
         self._waiting: set[str] = set()
+        #: Replicas on configured hosts, and the hosts dropped for this run.
+        self.hosts: hosts.HostPool[Replica] = hosts.HostPool(
+            lambda r: r.state is not ReplicaState.DEAD
+        )
+        self._files: dict[str, str] | None = None
+        self._test_files: list[Path] = []
+        self._synced: dict[hosts.HostSpec, threading.Lock] = {}
+        self._synced_done: set[hosts.HostSpec] = set()
 
     # -- global environments -----------------------------------------------------------------
 
@@ -168,7 +181,11 @@ class ReplicaLauncher:
     # -- launching ---------------------------------------------------------------------------
 
     def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
-        """A replica for the environment, or None when ``max`` is reached across runs."""
+        """A replica for the environment, or None when ``max`` is reached across runs (or
+        every host of its group is full)."""
+        targets = self.settings.hosts.hosts_for(policy.hosts)
+        if targets is not None:
+            return self._launch_remote(name, policy, targets)
         if key is None or self.registry is None:
             return self._launch_popen(name, policy)
         registry = self.registry
@@ -241,6 +258,103 @@ class ReplicaLauncher:
             self._start_payload(replica_id, policy, root, str(root / f"replica-{replica_id}.log"))
         )
         return replica
+
+    # -- configured hosts ----------------------------------------------------------------------
+
+    def remote(self, policy: ReusePolicy) -> bool:
+        """Whether the policy's replicas run on configured hosts (then they are run-scoped)."""
+        return self.settings.hosts.hosts_for(policy.hosts) is not None
+
+    def set_test_files(self, paths: list[Path]) -> None:
+        """The collected test modules: a host's copy of the project must match them."""
+        self._test_files = paths
+        self._files = None
+
+    def project_files(self) -> dict[str, str]:
+        if self._files is None:
+            conftests = [
+                str(getattr(plugin, "__file__", ""))
+                for plugin in self.config.pluginmanager.get_plugins()
+                if os.path.basename(str(getattr(plugin, "__file__", ""))) == "conftest.py"
+            ]
+            self._files = hosts.project_files(
+                self.config.rootpath, self._test_files, conftests, self.config.inipath
+            )
+        return self._files
+
+    def _launch_remote(
+        self, name: str, policy: ReusePolicy, targets: tuple[hosts.HostSpec, ...]
+    ) -> Replica | None:
+        host = self.hosts.pick(targets)
+        if host is None:
+            return None
+        number = self._next_id
+        self._next_id += 1
+        replica_id = f"r{number}@{host.name}"
+        root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        table = self.settings.hosts
+        prepare = None
+        if table.rsync and host.relocated:
+            prepare = lambda gateway: self._rsync_once(host, gateway)  # noqa: E731
+        link = RemoteLink(
+            self.group,
+            f"r{number}",
+            host,
+            timeout=table.timeout,
+            ssh_log=str(root / f"ssh-r{number}.log") if host.kind == "ssh" else None,
+            prepare=prepare,
+        )
+        replica = Replica(replica_id, name, self.events, link)
+        payload = self._start_payload(
+            replica_id, policy, root, str(root / f"replica-r{number}.log")
+        )
+        payload["host"] = protocol.HostPayload(
+            name=host.name,
+            spec=host.spec,
+            controller_root=str(self.config.rootpath),
+            relocated=host.relocated,
+            same_machine=host.same_machine,
+            files=self.project_files(),
+            environ=hosts.forwarded_environ(os.environ, self.env_vars),
+        )
+        self.hosts.add(host, replica)
+        replica.start(payload)
+        if not host.same_machine:
+            replica.log_path = None  # it is on the host, out of reach of crash reports
+        return replica
+
+    def _rsync_once(self, host: hosts.HostSpec, gateway: Any) -> None:
+        """Send the rootdir to the host's chdir once per run (later replicas wait for it)."""
+        lock = self._synced.setdefault(host, threading.Lock())
+        with lock:
+            if host in self._synced_done:
+                return
+            rsync = _ProjectRSync(str(self.config.rootpath), verbose=False)
+            rsync.add_target(gateway, ".")  # the gateway's working directory is the chdir
+            rsync.send()
+            self._synced_done.add(host)
+
+    def host_failed(self, replica: Replica, reason: str) -> tuple[str, bool] | None:
+        """A replica on a configured host could not start: drop the host for this run.
+
+        Returns a line for the user and whether the group has hosts left; None for a replica
+        not on a configured host.
+        """
+        host = self.hosts.host_of(replica)
+        if host is None:
+            return None
+        # One line: a host's own message, or the last line (the exception) of a traceback.
+        lines = [line for line in reason.strip().splitlines() if line.strip()] or ["unknown"]
+        why = lines[-1].strip()
+        self.hosts.drop(host, why)
+        group = self.settings.hosts.groups.get(host.group, ())
+        left = self.hosts.usable(group)
+        line = f"{why}; host {host.name} is dropped for this run" + (
+            f" and its share of the work goes to {', '.join(h.name for h in left)}"
+            if left
+            else f": no host of group {host.group!r} is left"
+        )
+        return line, bool(left)
 
     def _start_payload(
         self, replica_id: str, policy: ReusePolicy, temp_root: Path, log_path: str
@@ -331,3 +445,13 @@ class ReplicaLauncher:
             except RegistryError:
                 pass  # the replica marks itself idle when the connection drops, too
         replica.release()
+
+
+class _ProjectRSync(execnet.RSync):
+    """execnet's RSync without version control, caches and virtual environments."""
+
+    def filter(self, path: str) -> bool:
+        name = os.path.basename(path)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in hosts.RSYNC_IGNORE):
+            return False
+        return not os.path.isfile(os.path.join(path, "pyvenv.cfg"))

@@ -12,6 +12,8 @@ Its fields and rules follow Flyte 2's ``ReusePolicy``:
 - ``scope``: ``"global"`` (replicas outlive the run) or ``"run"`` (each run its own replicas).
 - ``prewarm``: names of session fixtures a new replica sets up before its first test.
 - ``timeout``: per-test timeout in seconds for tests in this environment, or ``None``.
+- ``hosts``: the host group (``reuse_hosts``) its replicas run on: a name, ``local`` for this
+  machine, or ``None``/``default`` for the ungrouped hosts (this machine when there are none).
 
 Values are normalized on construction (``replicas`` to a ``(min, max)`` tuple, TTLs to
 ``timedelta``, ``prewarm`` to a tuple, ``timeout`` to ``float``), so ``ReusePolicy(replicas=2)``
@@ -66,6 +68,7 @@ _FIELDS: Final = (
     "timeout",
     "max_tests_per_replica",
     "max_memory_per_replica",
+    "hosts",
 )
 
 # Units largest first; "m" cannot swallow the "m" of "ms" because the regex backtracks.
@@ -207,6 +210,16 @@ def _check_limit(field: str, value: object) -> int | None:
     return value
 
 
+def _check_hosts(value: object) -> str | None:
+    if value is None or value == "default":
+        return None  # one spelling for "the ungrouped hosts", so equal policies hash equal
+    if not isinstance(value, str):
+        raise _type_error("hosts", value, "a host group name or None")
+    if not value.isidentifier():
+        raise PolicyError("hosts", value, "must be a host group name (an identifier)")
+    return value
+
+
 @final
 @dataclass(frozen=True)
 class ReusePolicy:
@@ -230,6 +243,9 @@ class ReusePolicy:
     """Recycle a replica after this many tests (>= 1, plus up to 10 % jitter), or None."""
     max_memory_per_replica: int | None = None
     """Recycle a replica whose resident size passes this many MiB (>= 1), or None."""
+    hosts: str | None = None
+    """Host group its replicas run on (``reuse_hosts``); ``local``: this machine; None: the
+    ungrouped hosts, or this machine when there are none."""
 
     def __post_init__(self) -> None:
         # Frozen: normalized values go in through object.__setattr__, validated field by field.
@@ -242,6 +258,7 @@ class ReusePolicy:
         object.__setattr__(self, "timeout", _check_timeout(self.timeout))
         for name in ("max_tests_per_replica", "max_memory_per_replica"):
             object.__setattr__(self, name, _check_limit(name, getattr(self, name)))
+        object.__setattr__(self, "hosts", _check_hosts(self.hosts))
 
     @property
     def min_replicas(self) -> int:
@@ -280,6 +297,8 @@ class ReusePolicy:
         for name in ("max_tests_per_replica", "max_memory_per_replica"):
             if getattr(self, name) is not None:
                 parts.append(f"{name}={getattr(self, name)}")
+        if self.hosts is not None:
+            parts.append(f"hosts={self.hosts}")
         return " ".join(parts)
 
     @classmethod
@@ -393,7 +412,7 @@ def parse_field(field: str, text: str) -> object:
         if not _INT_RE.fullmatch(text):
             raise _text_error(field, text, "an int")
         return int(text)
-    if field == "scope":
+    if field in ("scope", "hosts"):
         return text
     if field == "prewarm":
         # Empty means "none", so a named policy can drop its base's prewarm list.

@@ -25,13 +25,15 @@ Replica to controller::
     WARNING        WarningPayload a warning recorded while a test ran
     UNKNOWN_NODEID {"nodeid"}     a nodeid the replica did not collect
     TEARDOWN_ERROR FailurePayload a module/class/session finalizer failed between tests
-    RECYCLE        RecyclePayload replace me: a leak (reuse_leaks=recycle) or a recycling limit
+    RECYCLE        RecyclePayload replace me: a leak (reuse_leaks=recycle) or a recycling limit;
+                                  it hands back the tests it held (``returned``)
+    RETURNED       list[str]      tests sent after RECYCLE, handed back unrun
     FINISHED       FinishedPayload session torn down, about to exit
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NotRequired, TypedDict
 
 # controller -> replica
 START: Final = "start"
@@ -52,6 +54,7 @@ WARNING: Final = "warning"
 UNKNOWN_NODEID: Final = "unknown_nodeid"
 TEARDOWN_ERROR: Final = "teardown_error"
 RECYCLE: Final = "recycle"
+RETURNED: Final = "returned"
 FINISHED: Final = "finished"
 
 #: Keys the replica adds to each serialized report; they become attributes of the report.
@@ -78,6 +81,22 @@ class RecyclePayload(TypedDict):
     kind: str  # "leak", "max tests", "max memory"
     detail: str
     nodeid: str
+    returned: list[str]
+
+
+class HostPayload(TypedDict):
+    """What a replica on another host (``reuse_hosts``) needs to find and check the project."""
+
+    name: str
+    spec: str
+    controller_root: str
+    #: The project is at the host's chdir, not at ``controller_root``: rewrite paths.
+    relocated: bool
+    #: A popen host: the controller's temporary and log paths are valid there.
+    same_machine: bool
+    #: ``{path relative to the rootdir: sha256}`` the host's copy must match.
+    files: dict[str, str]
+    environ: dict[str, str]
 
 
 class StartPayload(TypedDict):
@@ -93,6 +112,7 @@ class StartPayload(TypedDict):
     concurrency: int
     timeout: float | None
     option_overrides: dict[str, Any]
+    host: NotRequired[HostPayload]
 
 
 class ReadyPayload(TypedDict):

@@ -95,6 +95,8 @@ class ReplicaSession:
         self.leak_rules = hygiene.LeakRules(tuple(rules["ignore"]), rules["memory_mib"])
         self.limits = hygiene.RecycleLimits(rules["max_tests"], rules["max_memory_mib"])
         self._before: hygiene.ProcessState | None = None
+        #: Asked to be replaced: runs nothing more, hands back what it is sent.
+        self.recycling = False
         self._recycle: protocol.RecyclePayload | None = None
         self.inbox = inbox
         self.start = start
@@ -171,6 +173,18 @@ class ReplicaSession:
                 # Setup brought up fixtures that outlive this test: what they hold is theirs.
                 self._before = hygiene.snapshot()
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
+        # If this teardown hangs, the controller kills us after reuse_teardown_timeout: leave
+        # every thread's stack in the log first, so the report can say which finalizer hung.
+        faulthandler.dump_traceback_later(
+            max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=_log_fd()
+        )
+        try:
+            return (yield)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -213,7 +227,12 @@ class ReplicaSession:
             }
         )
         if self.leak_mode == "recycle":
-            self._recycle = {"kind": "leak", "detail": what, "nodeid": item.nodeid}
+            self._recycle = {
+                "kind": "leak",
+                "detail": what,
+                "nodeid": item.nodeid,
+                "returned": [],
+            }
 
     def _check_recycle(self, nodeid: str) -> None:
         """Between tests: ask to be replaced after a leak or past a recycling limit."""
@@ -222,9 +241,13 @@ class ReplicaSession:
             reason = self.limits.reason(self.tests_run, hygiene.resident_bytes())
             if reason is not None:
                 kind = "max tests" if reason.startswith("max tests") else "max memory"
-                request = {"kind": kind, "detail": reason, "nodeid": nodeid}
+                request = {"kind": kind, "detail": reason, "nodeid": nodeid, "returned": []}
         if request is not None:
+            # Nothing more runs here: what it holds goes back to run in a fresh replica.
             self._recycle = None
+            self.recycling = True
+            request["returned"] = list(self.pending)
+            self.pending.clear()
             self.send((protocol.RECYCLE, request))
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
@@ -326,6 +349,9 @@ class ReplicaSession:
     def _handle(self, message: tuple[str, Any]) -> None:
         name, payload = message
         if name == protocol.RUN:
+            if self.recycling:  # sent before the controller read RECYCLE: hand it back
+                self.send((protocol.RETURNED, list(payload)))
+                return
             self.pending.extend(payload)
             self.final = False
         elif name == protocol.DRAIN:
@@ -441,7 +467,7 @@ class ReplicaSession:
         # If a finalizer hangs, the controller kills us after teardown_timeout: leave the
         # stacks in the log first so it can say which one.
         faulthandler.dump_traceback_later(
-            max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=sys.stderr
+            max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=_log_fd()
         )
         self._teardown_to(session, None)
 
@@ -499,6 +525,7 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     os.chdir(start["invocation_dir"])
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
+    _log_fd()  # before any capture takes fd 2 over
     exit_code: object = None
     try:
         from _pytest.config import _prepareconfig
@@ -532,6 +559,18 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     replica.send((protocol.FINISHED, finished))
 
 
+_LOG_FD: int | None = None
+
+
+def _log_fd() -> int:
+    """A descriptor of the replica's log that pytest's fd capture (which takes fd 2 over
+    during a test) cannot redirect: kept from before the session started capturing."""
+    global _LOG_FD
+    if _LOG_FD is None:
+        _LOG_FD = os.dup(2)
+    return _LOG_FD
+
+
 def redirect_stderr(log_path: str) -> None:
     """The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
     not the user's terminal; the controller quotes its tail when the replica crashes."""
@@ -545,6 +584,20 @@ def serve(channel: Any) -> None:
     execnet's remote_exec calls it with the gateway's channel."""
     name, start = channel.receive()
     assert name == protocol.START, name
+    host = start.get("host")
+    if host is not None:  # another machine or interpreter: its paths, its copy of the project
+        from pytest_reuse_env import hosts
+
+        root = hosts.relocate(start, host)
+        refused = hosts.first_difference(root, host["files"])
+        if refused is not None:
+            failure: protocol.FailurePayload = {
+                "pid": os.getpid(),
+                "traceback": f"host {host['name']} ({host['spec']}) refused to start a replica: "
+                f"{refused} (project root there: {root}; use --reuse-rsync or update that copy)",
+            }
+            channel.send((protocol.START_FAILED, failure))
+            return
     redirect_stderr(start["log_path"])
     inbox: queue.Queue[Any] = queue.Queue()
     # Channel callbacks run on execnet's receiver thread: only enqueue.

@@ -95,6 +95,8 @@ class Replica:
         self.current_warm = False
         #: Why the process ended, when the controller ended it (a timeout, a start deadline).
         self.crash_reason: str | None = None
+        #: When the current test's teardown phase began (bounded by reuse_teardown_timeout).
+        self.teardown_since: float | None = None
         #: The test whose timeout made the controller kill this replica.
         self.timed_out: str | None = None
         self.start_failure: str | None = None
@@ -204,6 +206,7 @@ class Replica:
         if nodeid in self.in_flight:
             self.in_flight.remove(nodeid)
         self.running.pop(nodeid, None)
+        self.teardown_since = None
         if self.current == nodeid:
             self.current = None
             self.current_started_at = None

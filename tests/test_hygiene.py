@@ -668,15 +668,17 @@ def test_hanging_finalizer_is_killed_after_reuse_teardown_timeout(
     out = result.stdout.str()
     assert elapsed < HANG_RUN_SECONDS, out
     assert gone, f"replica {pid} still running after the run:\n{out}"
-    assert result.parseoutcomes() == {"passed": 2, "warnings": 1}, out
-    summary = warnings_summary(out)
+    # As in plain pytest, the session fixture is torn down in the last test's teardown: that
+    # phase is the one that hung, and it is reported as an error there.
+    assert result.parseoutcomes() == {"passed": 2, "errors": 1}, out
     assert re.search(
-        rf"ReuseEnvWarning: replica r\d+ \(pid {pid}\) did not finish tearing down its fixtures "
-        rf"within {TEARDOWN_TIMEOUT} s \(reuse_teardown_timeout\); killed",
-        summary,
+        rf"ERROR at teardown of test_\w+.*\n(.*\n)*?.*replica r\d+ \(pid {pid}\) crashed while "
+        rf"running test_hang\.py::test_\w+: teardown did not finish within {TEARDOWN_TIMEOUT} s "
+        r"\(reuse_teardown_timeout\); replica killed",
+        out,
     ), out
     # The faulthandler dump in the replica's log shows where it hung.
-    assert re.search(r'File "\S*conftest\.py", line \d+ in slow_to_close', summary), out
+    assert re.search(r'File "\S*conftest\.py", line \d+ in slow_to_close', out), out
 
 
 TEARDOWN_ERROR_SUITE = """
