@@ -271,7 +271,9 @@ class ReuseSettings:
             named=named,
             apply_all=_apply_all(config, default, named),
             max_restarts=_max_restarts(config),
-            start_timeout=_start_timeout(config),
+            start_timeout=_positive_number(
+                config, "reuse_start_timeout", default=DEFAULT_START_TIMEOUT, unit=" of seconds"
+            ),
             env_vars=tuple(config.getini("reuse_env_vars")) or DEFAULT_ENV_VARS,
             leaks=_choice(config, "reuse_leaks", ("off", "warn", "recycle", "fail")),
             leaks_ignore=tuple(config.getini("reuse_leaks_ignore")),
@@ -306,31 +308,20 @@ def _choice(config: pytest.Config, key: str, choices: tuple[str, ...]) -> str:
     return text
 
 
-def _positive_number(config: pytest.Config, key: str) -> float:
+def _positive_number(
+    config: pytest.Config, key: str, *, default: float | None = None, unit: str = ""
+) -> float:
+    """An ini value that must be a finite number > 0 (``default`` when the key is empty)."""
     text = _ini_text(config, key).strip()
+    if not text and default is not None:
+        return default
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise pytest.UsageError(
-            f"{key} must be a number > 0, got {text!r} ({_ini_source(config, key)})"
-        )
-    return value
-
-
-def _start_timeout(config: pytest.Config) -> float:
-    text = _ini_text(config, "reuse_start_timeout")
-    if not text:
-        return DEFAULT_START_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise pytest.UsageError(
-            f"reuse_start_timeout must be a number of seconds > 0, got {text!r} "
-            f"({_ini_source(config, 'reuse_start_timeout')})"
+            f"{key} must be a number{unit} > 0, got {text!r} ({_ini_source(config, key)})"
         )
     return value
 

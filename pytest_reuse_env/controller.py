@@ -151,6 +151,11 @@ class ReuseController:
             )
         local = [item for item in session.items if item.nodeid not in self.routes]
         for index, item in enumerate(local):
+            # A local test blocks this loop, so replicas get no new work while it runs: keep
+            # ready replicas fed first; use the time replicas spend starting for local tests.
+            while any(env.starved for env in self.environments.values()):
+                self._pump(timeout=POLL_SECONDS)
+                self._stop_if_asked(session)
             nextitem = local[index + 1] if index + 1 < len(local) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             self._pump(timeout=0)

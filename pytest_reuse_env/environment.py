@@ -107,6 +107,11 @@ class Environment:
         return sum(len(r.in_flight) for r in self.replicas if r.state is not ReplicaState.DEAD)
 
     @property
+    def starved(self) -> bool:
+        """Tests are queued and a ready replica would run out of work during a local test."""
+        return bool(self.queue) and not self.stopped and any(r.accepting for r in self.live)
+
+    @property
     def done(self) -> bool:
         return not self.queue and self.in_flight == 0
 
