@@ -309,7 +309,7 @@ class ReuseController:
             item = self.items[payload["nodeid"]]
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         elif name == protocol.REPORT:
-            self._replay_report(replica, payload)
+            self._replay_report(replica, protocol.decode_report(payload))
         elif name == protocol.LOGFINISH:
             nodeid = payload["nodeid"]
             item = self.items[nodeid]

@@ -20,7 +20,8 @@ Replica to controller::
     STARTED        {"nodeid"}     an async test began in a concurrent batch (its LOGSTART,
                                   reports and LOGFINISH come together when it finishes)
     LOGSTART       {"nodeid", "location"}
-    REPORT         serialized TestReport (pytest_report_to_serializable) plus REPORT_EXTRA keys
+    REPORT         str: JSON of the serialized TestReport (pytest_report_to_serializable,
+                                  plus the REPORT_* keys); see encode_report
     LOGFINISH      {"nodeid", "location"}
     WARNING        WarningPayload a warning recorded while a test ran
     UNKNOWN_NODEID {"nodeid"}     a nodeid the replica did not collect
@@ -33,6 +34,7 @@ Replica to controller::
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final, NotRequired, TypedDict
 
 # controller -> replica
@@ -148,3 +150,23 @@ class WarningPayload(TypedDict):
 
 class FinishedPayload(TypedDict):
     tests_run: int
+
+
+def encode_report(data: dict[str, Any]) -> str:
+    """A serialized report as JSON text: pytest makes it JSON-ready, and json's C encoder is
+    several times faster than execnet's pure-Python serializer on these dicts (a test sends
+    three of them). Anything json cannot encode becomes its repr rather than an error."""
+    return json.dumps(data, default=repr)
+
+
+def decode_report(payload: str | dict[str, Any]) -> dict[str, Any]:
+    """The report dict again, with the tuples JSON turned into lists restored (pytest checks
+    some: junitxml asserts a skip's ``longrepr`` is a ``(path, lineno, reason)`` tuple)."""
+    data: dict[str, Any] = json.loads(payload) if isinstance(payload, str) else payload
+    for key in ("location", "longrepr"):
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
+    for key in ("sections", "user_properties"):
+        if isinstance(data.get(key), list):
+            data[key] = [tuple(entry) if isinstance(entry, list) else entry for entry in data[key]]
+    return data

@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -95,6 +96,11 @@ class ReplicaSession:
         self.leak_rules = hygiene.LeakRules(tuple(rules["ignore"]), rules["memory_mib"])
         self.limits = hygiene.RecycleLimits(rules["max_tests"], rules["max_memory_mib"])
         self._before: hygiene.ProcessState | None = None
+        #: The state after the last test's teardown, the next test's baseline (None when
+        #: something else ran in between: a batch, a client change, a collector teardown).
+        self._last_state: hygiene.ProcessState | None = None
+        #: When the running test's teardown began (time.monotonic), for the teardown watchdog.
+        self.teardown_started: float | None = None
         #: Asked to be replaced: runs nothing more, hands back what it is sent.
         self.recycling = False
         self._recycle: protocol.RecyclePayload | None = None
@@ -164,7 +170,10 @@ class ReplicaSession:
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
         if self.leak_mode == "off":
             return (yield)
-        self._before = hygiene.snapshot()
+        # Nothing runs between two tests here but this loop: the state after the previous
+        # test's teardown is this test's baseline, with no second snapshot.
+        self._before = self._last_state or hygiene.snapshot()
+        self._last_state = None
         wide = _wide_fixtures_ready(item)
         try:
             return (yield)
@@ -175,15 +184,13 @@ class ReplicaSession:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
-        # If this teardown hangs, the controller kills us after reuse_teardown_timeout: leave
-        # every thread's stack in the log first, so the report can say which finalizer hung.
-        faulthandler.dump_traceback_later(
-            max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=_log_fd()
-        )
+        # Watched by _teardown_watchdog: a teardown that hangs leaves every thread's stack in
+        # the log before the controller kills us, so the report can name the finalizer.
+        self.teardown_started = time.monotonic()
         try:
             return (yield)
         finally:
-            faulthandler.cancel_dump_traceback_later()
+            self.teardown_started = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -192,8 +199,10 @@ class ReplicaSession:
         report: Any = yield
         if call.when != "teardown" or self._before is None:
             return report  # type: ignore[no-any-return]
-        found = hygiene.leaks(self._before, hygiene.snapshot(), self.leak_rules)
+        after = hygiene.snapshot()
+        found = hygiene.leaks(self._before, after, self.leak_rules)
         self._before = None
+        self._last_state = after
         if not found:
             return report  # type: ignore[no-any-return]
         if self.leak_mode == "fail" and report.outcome != "failed":
@@ -238,7 +247,8 @@ class ReplicaSession:
         """Between tests: ask to be replaced after a leak or past a recycling limit."""
         request = self._recycle
         if request is None:
-            reason = self.limits.reason(self.tests_run, hygiene.resident_bytes())
+            rss = hygiene.resident_bytes() if self.limits.max_memory_mib is not None else 0
+            reason = self.limits.reason(self.tests_run, rss)
             if reason is not None:
                 kind = "max tests" if reason.startswith("max tests") else "max memory"
                 request = {"kind": kind, "detail": reason, "nodeid": nodeid, "returned": []}
@@ -260,7 +270,7 @@ class ReplicaSession:
         data[protocol.REPORT_WARM] = self.tests_run > 0
         if self.tests_run == 0 and report.when == "setup":
             self.first_setup_seconds = report.duration
-        self.send((protocol.REPORT, data))
+        self.send((protocol.REPORT, protocol.encode_report(data)))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
         self.send((protocol.LOGFINISH, {"nodeid": nodeid, "location": location}))
@@ -361,6 +371,7 @@ class ReplicaSession:
         elif name == protocol.SHUTDOWN:
             self.final = self.shutting_down = True
         elif name == protocol.ATTACH:
+            self._last_state = None
             self.pending.clear()
             self.final = False
             self._send_ready()
@@ -419,6 +430,7 @@ class ReplicaSession:
         return batch if len(batch) >= 2 else []
 
     def _run_batch(self, session: pytest.Session, batch: list[pytest.Item]) -> None:
+        self._last_state = None
         for _ in batch:
             self.pending.popleft()
         self._teardown_to(session, batch[0])
@@ -453,6 +465,9 @@ class ReplicaSession:
 
     def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
         """Tear down collectors the item does not share (kept up by KeepCollectors)."""
+        stack = session._setupstate.stack
+        if item is None or list(stack) != item.listchain()[: len(stack)]:
+            self._last_state = None  # finalizers are about to run: not the test's doing
         try:
             session._setupstate.teardown_exact(item)
         except Exception:
@@ -510,6 +525,23 @@ def _signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABORT_SIGNAL})
 
 
+def _teardown_watchdog(replica: ReplicaSession) -> None:
+    """Dumps every thread's stack to the log once when a test's teardown runs past 80 % of
+    reuse_teardown_timeout (the controller kills the replica at 100 %). One thread for the
+    replica's life: arming faulthandler around every teardown would cost a thread per test."""
+    limit = max(0.5, replica.start["teardown_timeout"] * 0.8)
+    dumped_for: float | None = None
+    while True:
+        time.sleep(min(0.25, limit / 4))
+        started = replica.teardown_started
+        if started is None or started == dumped_for:
+            continue
+        if time.monotonic() - started > limit:
+            os.write(_log_fd(), f"Timeout ({limit:g} s in teardown)!\n".encode())
+            faulthandler.dump_traceback(file=_log_fd(), all_threads=True)
+            dumped_for = started
+
+
 def install_abort_handler(replica: ReplicaSession) -> None:
     """Let another thread abort the running test with ``os.kill(os.getpid(), ABORT_SIGNAL)``."""
 
@@ -526,6 +558,9 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
     _log_fd()  # before any capture takes fd 2 over
+    threading.Thread(
+        target=_teardown_watchdog, args=(replica,), name="reuse-teardown-watchdog", daemon=True
+    ).start()
     exit_code: object = None
     try:
         from _pytest.config import _prepareconfig

@@ -241,9 +241,12 @@ class Replica:
         dump = text[starts[-1] :]
         current = [i for i, line in enumerate(dump) if line.startswith("Current thread")]
         threads = [i for i, line in enumerate(dump) if "(most recent call first)" in line]
-        if current:  # the thread that crashed, not execnet's receiver
+        if dump[0].startswith("Timeout (") and threads:
+            # Taken by a watchdog thread: the main thread (listed last) is the one that hung.
+            dump = dump[:1] + dump[threads[-1] :]
+        elif current:  # the thread that crashed, not execnet's receiver
             dump = dump[:1] + dump[current[0] :]
-        elif len(threads) > 1:  # a timeout dump lists every thread, the main thread last
+        elif len(threads) > 1:
             dump = dump[:1] + dump[threads[-1] :]
         return "".join(dump[:lines]).rstrip()
 

@@ -95,6 +95,8 @@ class ColdVerifier:
             if found is None:
                 continue
             failure = found
+            if name == protocol.REPORT:
+                payload = protocol.decode_report(payload)
             if name == protocol.REPORT and payload.get("outcome") == "failed":
                 failure.cold_outcome = "failed"
                 failure.detail.append(f"{payload.get('when')}: failed")
