@@ -17,26 +17,30 @@ from __future__ import annotations
 
 import queue
 import time
-import warnings
 from typing import Any, Final, final
 
 import execnet
 import pytest
 
-from pytest_reuse_env import protocol, scaling
+from pytest_reuse_env import protocol
 from pytest_reuse_env.commands import stop_all
-from pytest_reuse_env.concurrent import is_async_item
 from pytest_reuse_env.config import ReuseSettings, resolve_policies
 from pytest_reuse_env.environment import Environment
-from pytest_reuse_env.launcher import ReplicaLauncher
+from pytest_reuse_env.launcher import ReplicaLauncher, stale_reason
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.replica import CHANNEL_CLOSED, Replica, ReplicaState
 from pytest_reuse_env.reporting import (
-    ReuseEnvWarning,
-    synthetic_report,
+    ReportReplayer,
+    log_excerpt,
+    not_collected_message,
     warning_from_payload,
 )
-from pytest_reuse_env.summary import WORKEROUTPUT_KEY, ReuseSummary
+from pytest_reuse_env.summary import (
+    WORKEROUTPUT_KEY,
+    ReuseSummary,
+    closing_line,
+    environment_notes,
+)
 from pytest_reuse_env.verify import ColdVerifier
 
 #: How much longer than its timeout an async test of a concurrent batch may run before the
@@ -61,8 +65,9 @@ class ReuseController:
         self.environments: dict[ReusePolicy, Environment] = {}
         self.routes: dict[str, Environment] = {}
         self.items: dict[str, pytest.Item] = {}
-        self.completed: set[str] = set()
-        self.teardown_errors: list[tuple[str, str]] = []
+        # Labels ([r0 warm]) ride on report.node, which xdist sets and serializes itself.
+        self.reports = ReportReplayer(config, self.items, labels=not hasattr(config, "workerinput"))
+        self.completed = self.reports.completed
         self.prewarm_errors: set[str] = set()
         self._cancelled = False
         self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
@@ -109,7 +114,7 @@ class ReuseController:
                 if self.launcher.registry is not None:
                     key = self.launcher.environment_key(policy)
                 else:
-                    self._warn(
+                    self.reports.warn(
                         f"scope=global is unavailable, so environment {name!r} ends with this "
                         f"run: {self.launcher.registry_problem}"
                     )
@@ -176,7 +181,7 @@ class ReuseController:
         if environment is None:
             return None
         if environment.stop_reason is not None:  # it gave up earlier in this session
-            self._fail_unrun(item.nodeid, environment.stop_reason)
+            self.reports.fail_unrun(item.nodeid, environment.stop_reason)
             return True
         environment.submit([item.nodeid])
         while item.nodeid not in self.completed:
@@ -279,7 +284,7 @@ class ReuseController:
         )
         environment.waiting_since = None
         for nodeid in environment.give_up(reason):
-            self._fail_unrun(nodeid, reason)
+            self.reports.fail_unrun(nodeid, reason)
 
     # -- replica events ----------------------------------------------------------------------
 
@@ -289,7 +294,8 @@ class ReuseController:
         environment = self._environment_of(replica)
         if name == protocol.READY:
             replica.mark_ready(payload)
-            stale = self._stale_reason(environment, replica, payload)
+            wanted = [n for n, env in self.routes.items() if env is environment]
+            stale = stale_reason(replica, payload, wanted)
             if stale is not None:
                 self._verbose(f"reuse: replica {replica.id} is stale ({stale}); starting afresh")
                 environment.retire(replica, f"stale: {stale}")
@@ -297,9 +303,9 @@ class ReuseController:
             for error in payload["prewarm_errors"]:
                 if error not in self.prewarm_errors:
                     self.prewarm_errors.add(error)
-                    self._warn(f"replica {replica.id}: {error}")
+                    self.reports.warn(f"replica {replica.id}: {error}")
             for nodeid in environment.replica_ready(replica):
-                self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
+                self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
         elif name == protocol.STARTED:
             replica.batch_test_started(payload["nodeid"])
             environment.test_started()
@@ -328,9 +334,9 @@ class ReuseController:
         elif name == protocol.UNKNOWN_NODEID:
             nodeid = payload["nodeid"]
             replica.test_finished(nodeid)
-            self._fail_unrun(nodeid, self._not_collected_message(replica, nodeid))
+            self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
         elif name == protocol.TEARDOWN_ERROR:
-            self._teardown_error(replica, payload["traceback"])
+            self.reports.teardown_error(replica, payload["traceback"])
         elif name == protocol.RECYCLE:
             self._verbose(
                 f"reuse: recycling replica {replica.id} after {payload['nodeid']}: "
@@ -347,22 +353,6 @@ class ReuseController:
         elif name == CHANNEL_CLOSED:
             self._replica_closed(environment, replica)
 
-    def _stale_reason(
-        self, environment: Environment, replica: Replica, ready: protocol.ReadyPayload
-    ) -> str | None:
-        """Why a warm replica may not serve this run, or None."""
-        if not replica.attached:
-            return None
-        changed = ready["changed_files"]
-        if changed:
-            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-            return f"{changed[0]} changed{more}"
-        mine = [n for n, env in self.routes.items() if env is environment]
-        missing = [n for n in mine if n not in replica.nodeids]
-        if missing:
-            return f"it did not collect {missing[0]}: a new or renamed test"
-        return None
-
     def _verbose(self, line: str) -> None:
         """A line for ``-v`` users: why a replica was retired or started."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -377,9 +367,7 @@ class ReuseController:
         raise LookupError(replica)
 
     def _replay_report(self, replica: Replica, data: dict[str, Any]) -> None:
-        report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
-            config=self.config, data=data
-        )
+        report = self.reports.rebuild(data)
         if self.verifier is not None:
             self.verifier.record(report, replica, self._environment_of(replica).policy)
         replica.current_phases.append(report.when or "")
@@ -388,8 +376,7 @@ class ReuseController:
         replica.current_warm = bool(data.get(protocol.REPORT_WARM))
         if report.when == "setup" and not replica.current_warm and replica.setup_seconds:
             replica.setup_seconds += report.duration  # a cold replica's first fixture setup
-        self._label(report, replica)
-        self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
+        self.reports.replay(report, replica)
 
     def _replica_closed(self, environment: Environment, replica: Replica) -> None:
         if replica.state is ReplicaState.DEAD:
@@ -419,17 +406,17 @@ class ReuseController:
             reason = (
                 f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
                 f"{replica.start_failure or 'no traceback: the process ended early'}"
-                f"{self._log_excerpt(replica)}"
+                f"{log_excerpt(replica)}"
             )
             environment.last_start_failure = reason
             dropped = self.launcher.host_failed(replica, replica.start_failure or how)
             if dropped is not None:  # a configured host: the others take its share
-                self._warn(dropped[0])
+                self.reports.warn(dropped[0])
                 if dropped[1]:
                     return
             if not environment.ever_ready or environment.crash_loop or dropped is not None:
                 for nodeid in environment.give_up(reason):
-                    self._fail_unrun(nodeid, reason)
+                    self.reports.fail_unrun(nodeid, reason)
             return
         running = list(replica.running)
         if current is not None and current not in running:
@@ -442,12 +429,12 @@ class ReuseController:
             together = f" (running concurrently with {', '.join(others)})" if others else ""
             message = (
                 f"replica {replica.id} (pid {replica.pid}) crashed while running "
-                f"{nodeid}{together}: {why}{self._log_excerpt(replica)}"
+                f"{nodeid}{together}: {why}{log_excerpt(replica)}"
             )
             if nodeid == current:
-                self._report_crash(nodeid, phases, message, replica, logged_start=True)
+                self.reports.crash(nodeid, phases, message, replica, logged_start=True)
             else:  # a concurrent test: announced, not yet logged
-                self._report_crash(nodeid, ["setup"], message, replica, logged_start=False)
+                self.reports.crash(nodeid, ["setup"], message, replica, logged_start=False)
         if environment.crash_loop:
             reason = (
                 f"not run: environment {environment.name!r} stopped after "
@@ -455,91 +442,7 @@ class ReuseController:
                 f"{environment.max_restarts})"
             )
             for nodeid in environment.give_up(reason):
-                self._fail_unrun(nodeid, reason)
-
-    def _label(self, report: pytest.TestReport, replica: Replica) -> None:
-        """xdist's convention: ``report.node`` gives the "[r0 warm]" prefix in ``-v`` output
-        and keys junitxml. Not inside an xdist worker: xdist sets its own and serializes it."""
-        setattr(report, protocol.REPORT_ENVIRONMENT, replica.environment_name)
-        if not self.feeding_one_at_a_time:
-            warm = getattr(report, protocol.REPORT_WARM, False)
-            report.node = replica.node_warm if warm else replica.node_cold  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _log_excerpt(replica: Replica) -> str:
-        tail = replica.log_tail()
-        if not tail:
-            return ""
-        return f"\nlast lines of the replica's log {replica.log_path}:\n{tail}"
-
-    def _report_crash(
-        self,
-        nodeid: str,
-        phases: list[str],
-        message: str,
-        replica: Replica,
-        *,
-        logged_start: bool,
-    ) -> None:
-        """Reports for a test its replica died running: the phase it was in fails."""
-        when = (
-            "setup" if "setup" not in phases else ("call" if "call" not in phases else "teardown")
-        )
-        item = self.items[nodeid]
-        if not logged_start:
-            item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
-        sequence = [(when, "failed")]
-        if when == "call" and "setup" not in phases:
-            sequence.insert(0, ("setup", "passed"))
-        if when != "teardown":
-            sequence.append(("teardown", "passed"))
-        for phase, outcome in sequence:
-            report = synthetic_report(
-                item, phase, outcome, message if outcome == "failed" else None
-            )
-            setattr(report, protocol.REPORT_REPLICA, replica.id)
-            setattr(report, protocol.REPORT_WARM, replica.current_warm)
-            self._label(report, replica)
-            item.ihook.pytest_runtest_logreport(report=report)
-        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
-        self.completed.add(nodeid)
-
-    def _fail_unrun(self, nodeid: str, message: str) -> None:
-        """Report a test that no replica could run as an error at setup, so no result is lost."""
-        item = self.items[nodeid]
-        item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
-        for phase, outcome in (("setup", "failed"), ("teardown", "passed")):
-            report = synthetic_report(
-                item, phase, outcome, message if outcome == "failed" else None
-            )
-            item.ihook.pytest_runtest_logreport(report=report)
-        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
-        self.completed.add(nodeid)
-
-    def _not_collected_message(self, replica: Replica, nodeid: str) -> str:
-        lines = [
-            f"replica {replica.id} (pid {replica.pid}) did not collect {nodeid}; "
-            "its collection differs from this process's"
-        ]
-        lines += replica.collect_errors
-        return "\n".join(lines)
-
-    def _teardown_error(self, replica: Replica, text: str) -> None:
-        self.teardown_errors.append((replica.id, text))
-        self._warn(f"fixture teardown failed in replica {replica.id} between tests:\n{text}")
-
-    def _warn(self, message: str) -> None:
-        """A warning in pytest's warnings summary, about replicas rather than one test."""
-        self.config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": warnings.WarningMessage(
-                    ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
-                ),
-                "when": "runtest",
-                "nodeid": "",
-                "location": None,
-            }
-        )
+                self.reports.fail_unrun(nodeid, reason)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -549,57 +452,22 @@ class ReuseController:
             self.shutdown(2.0, interrupted=True)
         else:
             self.shutdown(self.settings.teardown_timeout)
-        snapshots = [env.snapshot(self._notes(env)) for env in self.environments.values()]
+        snapshots = [
+            env.snapshot(
+                environment_notes(
+                    env,
+                    [self.items[n] for n, e in self.routes.items() if e is env],
+                    feeders=None if self.feeding_one_at_a_time else 1,
+                    remote=self.launcher.remote(env.policy),
+                )
+            )
+            for env in self.environments.values()
+        ]
         if self.feeding_one_at_a_time:
             workeroutput = self.config.workeroutput  # type: ignore[attr-defined]
             workeroutput[WORKEROUTPUT_KEY] = snapshots
         elif self.summary is not None:
             self.summary.add_snapshots(snapshots)
-
-    def _closing_line(self) -> None:
-        """After pytest's own last line: what stays running, for how long, how to stop it."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None:
-            return
-        ttls = sorted({r.environment_name for r in self.kept_warm})
-        idle = max(
-            env.policy.idle_ttl_seconds for env in self.environments.values() if env.name in ttls
-        )
-        count = len(self.kept_warm)
-        reporter.write_line(
-            f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run "
-            f"(each ends after {idle:g} s without a test); stop them now with "
-            "'pytest --reuse-stop'"
-        )
-
-    def _notes(self, environment: Environment) -> list[str]:
-        notes = []
-        if not self.feeding_one_at_a_time:
-            policy = environment.policy
-            limits = scaling.ScalingLimits(
-                policy.min_replicas,
-                policy.max_replicas,
-                policy.concurrency,
-                policy.scaledown_ttl_seconds,
-                policy.idle_ttl_seconds,
-            )
-            starving = scaling.starvation_warning(limits, feeders=1)
-            if starving:
-                notes.append(starving)
-        if environment.policy.scope == "global" and self.launcher.remote(environment.policy):
-            notes.append(
-                "scope=global is local-only: replicas on configured hosts (reuse_hosts) "
-                "lived for this run"
-            )
-        if environment.policy.concurrency > 1:
-            mine = [self.items[n] for n, env in self.routes.items() if env is environment]
-            if mine and not any(is_async_item(item) for item in mine):
-                notes.append(
-                    f"concurrency {environment.policy.concurrency} has no effect here: the "
-                    "environment holds only sync tests (or async ones that cannot share a "
-                    "loop), which run one at a time"
-                )
-        return notes
 
     def shutdown(self, wait: float, *, interrupted: bool = False) -> None:
         """Ask every replica to finish, wait (bounded) for them, then kill what is left;
@@ -622,7 +490,7 @@ class ReuseController:
                 replica.terminate()
                 self._environment_of(replica).replica_retired(replica)
             elif name == protocol.TEARDOWN_ERROR:
-                self._teardown_error(replica, payload["traceback"])
+                self.reports.teardown_error(replica, payload["traceback"])
             elif name == protocol.FINISHED:
                 replica.finished = True
         for environment in self.environments.values():
@@ -630,15 +498,17 @@ class ReuseController:
                 if replica.state is not ReplicaState.DEAD:
                     replica.terminate(wait=1.0)
                     if not interrupted:
-                        self._warn(
+                        self.reports.warn(
                             f"replica {replica.id} (pid {replica.pid}) did not finish tearing "
                             f"down its fixtures within {wait:g} s (reuse_teardown_timeout); "
-                            f"killed{self._log_excerpt(replica)}"
+                            f"killed{log_excerpt(replica)}"
                         )
 
     def pytest_unconfigure(self) -> None:
-        if self.kept_warm:
-            self._closing_line()
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.kept_warm and reporter is not None:
+            # After pytest's own last line: what stays running, for how long, how to stop it.
+            reporter.write_line(closing_line(self.kept_warm, list(self.environments.values())))
         # Ctrl-C or an internal error may skip sessionfinish: never leave a process behind.
         for environment in self.environments.values():
             for replica in environment.replicas:

@@ -32,10 +32,11 @@ import pytest
 
 from pytest_reuse_env import fingerprint, hosts, protocol
 from pytest_reuse_env.config import ReuseSettings
+from pytest_reuse_env.hostlink import RemoteLink
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, new_replica_id
 from pytest_reuse_env.replica import Replica, ReplicaState
-from pytest_reuse_env.transport import DaemonLink, PopenLink, RemoteLink, spawn_daemon
+from pytest_reuse_env.transport import DaemonLink, PopenLink, spawn_daemon
 
 #: Options that a replica must not inherit: selection, stopping and reporting are the
 #: controller's, and xdist must not start inside a replica.
@@ -96,6 +97,21 @@ NOT_SHAPING: Final = frozenset(
         "reuse_fresh",
     }
 )
+
+
+def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
+    """Why a warm replica this run attached may not serve it, or None: a project file it
+    imported changed since, or it did not collect a test of this run."""
+    if not replica.attached:
+        return None
+    changed = ready["changed_files"]
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"{changed[0]} changed{more}"
+    missing = [nodeid for nodeid in wanted if nodeid not in replica.nodeids]
+    if missing:
+        return f"it did not collect {missing[0]}: a new or renamed test"
+    return None
 
 
 def registry_directory(config: pytest.Config) -> Path:

@@ -39,15 +39,63 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import pytest
 
-from pytest_reuse_env import protocol
+from pytest_reuse_env import protocol, scaling
+from pytest_reuse_env.concurrent import is_async_item
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.environment import Environment
+    from pytest_reuse_env.replica import Replica
 
 JSON_VERSION: Final = 1
 #: Key under which an xdist worker hands its environment snapshots to xdist's controller.
 WORKEROUTPUT_KEY: Final = "reuse_environments"
+
+
+def environment_notes(
+    environment: Environment, items: list[pytest.Item], *, feeders: int | None, remote: bool
+) -> list[str]:
+    """Advice for the summary: starvation, global scope on remote hosts, concurrency that
+    cannot help. ``feeders`` is None inside an xdist worker (its controller sees them all)."""
+    policy = environment.policy
+    notes = []
+    if feeders is not None:
+        limits = scaling.ScalingLimits(
+            policy.min_replicas,
+            policy.max_replicas,
+            policy.concurrency,
+            policy.scaledown_ttl_seconds,
+            policy.idle_ttl_seconds,
+        )
+        starving = scaling.starvation_warning(limits, feeders=feeders)
+        if starving:
+            notes.append(starving)
+    if policy.scope == "global" and remote:
+        notes.append(
+            "scope=global is local-only: replicas on configured hosts (reuse_hosts) lived for "
+            "this run"
+        )
+    if policy.concurrency > 1 and items and not any(is_async_item(item) for item in items):
+        notes.append(
+            f"concurrency {policy.concurrency} has no effect here: the environment holds only "
+            "sync tests (or async ones that cannot share a loop), which run one at a time"
+        )
+    return notes
+
+
+def closing_line(kept_warm: list[Replica], environments: list[Environment]) -> str:
+    """The line after pytest's last: what stays warm, for how long, how to stop it."""
+    names = {replica.environment_name for replica in kept_warm}
+    idle = max(env.policy.idle_ttl_seconds for env in environments if env.name in names)
+    count = len(kept_warm)
+    return (
+        f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run "
+        f"(each ends after {idle:g} s without a test); stop them now with "
+        "'pytest --reuse-stop'"
+    )
 
 
 def _count(n: int, noun: str) -> str:
