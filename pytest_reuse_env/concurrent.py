@@ -71,10 +71,9 @@ import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TextIO, cast, final
+from typing import Any, Final, Literal, TextIO, cast
 
 import pytest
-from _pytest.capture import CaptureResult
 from _pytest.compat import NOTSET
 from _pytest.config import apply_warning_filters, parse_warning_filter
 from _pytest.fixtures import (
@@ -90,6 +89,8 @@ from _pytest.outcomes import Exit, fail, xfail
 from _pytest.runner import CallInfo
 from _pytest.scope import Scope
 from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks, xfailed_key
+
+from pytest_reuse_env.taskoutput import CURRENT, LogRouter, Streams, TaskCapsys
 
 __all__ = ["ConcurrentTestTimeout", "is_async_item", "run_concurrently"]
 
@@ -158,46 +159,6 @@ def _backend_name(backend: object) -> str:
 
 # -- one test's state ----------------------------------------------------------------------------
 
-#: The test the running code belongs to (inherited by tasks it spawns).
-_CURRENT: Final[contextvars.ContextVar[_Run | None]] = contextvars.ContextVar(
-    "pytest_reuse_env_current_test", default=None
-)
-
-
-@final
-class _TaskCapsys:
-    """``capsys``/``capsysbinary`` for one test: what the test's task wrote since the last read."""
-
-    def __init__(self, run: _Run, *, binary: bool) -> None:
-        self._run = run
-        self._binary = binary
-        self._buffers = {"stdout": io.StringIO(), "stderr": io.StringIO()}
-        self.active = True
-
-    def write(self, stream: str, text: str) -> None:
-        self._buffers[stream].write(text)
-
-    def readouterr(self) -> CaptureResult[Any]:
-        out, err = (self._take(name) for name in ("stdout", "stderr"))
-        if self._binary:
-            return CaptureResult(out.encode(), err.encode())
-        return CaptureResult(out, err)
-
-    def _take(self, name: str) -> str:
-        text = self._buffers[name].getvalue()
-        self._buffers[name] = io.StringIO()
-        return text
-
-    @contextlib.contextmanager
-    def disabled(self) -> Iterator[None]:
-        """Write straight through (to pytest's global capture's underlying streams)."""
-        self.active = False
-        try:
-            with self._run.batch.streams.paused():
-                yield
-        finally:
-            self.active = True
-
 
 @dataclass(eq=False)
 class _Run:
@@ -211,7 +172,7 @@ class _Run:
     recorded: list[warnings.WarningMessage] = field(default_factory=list)
     phase: _Phase = "setup"
     output: dict[str, io.StringIO] = field(default_factory=dict)
-    capsys: _TaskCapsys | None = None
+    capsys: TaskCapsys | None = None
     caplog_handler: LogCaptureHandler | None = None
     report_handler: LogCaptureHandler | None = None
     setup_error: BaseException | None = None
@@ -391,7 +352,7 @@ async def _execute(
         param, param_index = callspec.params[argname], callspec.indices[argname]
     request = _FixtureRequest(run, parent, fixturedef, param, param_index, chain)
     if fixturedef.func.__module__ == "_pytest.capture" and argname in ("capsys", "capsysbinary"):
-        run.capsys = _TaskCapsys(run, binary=argname == "capsysbinary")
+        run.capsys = TaskCapsys(run.batch.streams.paused, binary=argname == "capsysbinary")
         return run.capsys
     if argname in FD_CAPTURE_FIXTURES:
         fail(f"{argname} captures file descriptors 1 and 2, which concurrent tests share")
@@ -426,96 +387,7 @@ async def _finish_async_generator(func: Callable[..., Any], agen: Any) -> None:
     fail(f"fixture function {func.__name__} has more than one 'yield'", pytrace=False)
 
 
-# -- the batch: process-wide plumbing ------------------------------------------------------------
-
-
-@final
-class _StreamRouter(io.TextIOBase):
-    """Stands in for sys.stdout/sys.stderr: text goes to the current test, else through."""
-
-    def __init__(self, name: str, through: TextIO) -> None:
-        super().__init__()
-        self._name = name
-        self.through = through
-
-    def write(self, text: str) -> int:
-        run = _CURRENT.get()
-        if run is None or not run.write(self._name, text):
-            self.through.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.through.flush()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.through, "encoding", None) or "utf-8"
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.through.fileno()
-
-    def writable(self) -> bool:
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.through, name)
-
-
-@final
-class _Streams:
-    """sys.stdout/sys.stderr routers on top of pytest's global capture (resumed meanwhile)."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self._capman: Any = config.pluginmanager.getplugin("capturemanager")
-        self._saved: tuple[TextIO, TextIO] | None = None
-        self.unattributed: list[str] = []
-
-    def install(self) -> None:
-        if self._capman is not None:
-            self._capman.resume_global_capture()
-        self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = cast(TextIO, _StreamRouter("stdout", sys.stdout))
-        sys.stderr = cast(TextIO, _StreamRouter("stderr", sys.stderr))
-
-    def uninstall(self) -> None:
-        if self._saved is not None:
-            sys.stdout, sys.stderr = self._saved
-            self._saved = None
-        if self._capman is not None:
-            self._capman.suspend_global_capture(in_=False)
-            out, err = self._capman.read_global_capture()
-            self.unattributed.extend(text for text in (out, err) if text)
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Global capture off and the real streams back (to call reporting hooks)."""
-        self.uninstall()
-        try:
-            yield
-        finally:
-            self.install()
-
-    def take_unattributed(self) -> str:
-        text = "".join(self.unattributed)
-        self.unattributed.clear()
-        return text
-
-
-@final
-class _LogRouter(logging.Handler):
-    """On the root logger for the batch: a record goes to the test that logged it."""
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        run = _CURRENT.get()
-        if run is not None:
-            run.log(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() decides
-        pass
+# -- the batch ---------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -525,7 +397,7 @@ class _Batch:
     timeout: float | None
     on_started: Callable[[pytest.Item], None] | None
     on_finished: Callable[[pytest.Item], None] | None
-    streams: _Streams
+    streams: Streams
     capturing: bool
     logging_plugin: Any
     runs: list[_Run] = field(default_factory=list)
@@ -541,7 +413,7 @@ def _show_warning(
 ) -> None:
     """warnings.showwarning while a batch runs: the warning is recorded for the current test."""
     recorded = warnings.WarningMessage(message, category, filename, lineno, file, line)
-    run = _CURRENT.get()
+    run = CURRENT.get()
     if run is not None:
         run.recorded.append(recorded)
 
@@ -577,7 +449,7 @@ def run_concurrently(
         timeout=timeout,
         on_started=on_started,
         on_finished=on_finished,
-        streams=_Streams(config),
+        streams=Streams(config),
         capturing=config.getoption("capture", "fd") != "no",
         logging_plugin=config.pluginmanager.get_plugin("logging-plugin"),
     )
@@ -645,7 +517,7 @@ def _run_group(batch: _Batch, group: list[pytest.Function]) -> None:
         next(assert_hooks)
         stack.callback(assert_hooks.close)
         if batch.logging_plugin is not None:
-            stack.enter_context(catching_logs(_LogRouter(), level=batch.logging_plugin.log_level))
+            stack.enter_context(catching_logs(LogRouter(), level=batch.logging_plugin.log_level))
         batch.streams.install()
         stack.callback(batch.streams.uninstall)
         runs = [_prepare(batch, item) for item in group]
@@ -665,7 +537,7 @@ def _prepare(batch: _Batch, item: pytest.Function) -> _Run:
     item.user_properties = []
     item.funcargs = {}
     item._request = _TestRequest(run)
-    token = _CURRENT.set(run)
+    token = CURRENT.set(run)
     run.setup_started, began = time.time(), time.perf_counter()
     run.begin_phase("setup")
     try:
@@ -686,7 +558,7 @@ def _prepare(batch: _Batch, item: pytest.Function) -> _Run:
         run.setup_error = error
     finally:
         run.setup_seconds = time.perf_counter() - began
-        _CURRENT.reset(token)
+        CURRENT.reset(token)
     return run
 
 
@@ -798,7 +670,7 @@ async def _within(deadline: float | None, seconds: float | None, step: Awaitable
 
 async def _run_one(run: _Run) -> None:
     batch, item = run.batch, run.item
-    _CURRENT.set(run)
+    CURRENT.set(run)
     loop = asyncio.get_running_loop()
     run.started = time.monotonic()
     if batch.on_started is not None:
