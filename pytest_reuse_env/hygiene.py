@@ -14,7 +14,9 @@ Costs are a few dozen microseconds a snapshot: ``/proc/self`` reads and ``os.env
 copies, nothing that scans the whole process table. Linux only for fds, children and memory
 (elsewhere those checks are skipped).
 
-Imports the standard library only: it runs inside the replica.
+``LeakWatch`` is the replica's pytest plugin that runs the checks around each test, acts on
+``reuse_leaks`` and asks to be recycled. It runs inside the replica and imports the standard
+library, pytest and the package's ``protocol`` module only.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ import os
 import random
 import sys
 import threading
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, final
+
+import pytest
+
+from pytest_reuse_env import protocol
 
 _PROC: Final = "/proc/self"
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -231,3 +240,143 @@ class RecycleLimits:
         if self.max_memory_mib is not None and rss / 2**20 > self.max_memory_mib:
             return f"max memory ({rss / 2**20:.0f} MiB resident, limit {self.max_memory_mib:g})"
         return None
+
+
+class ReuseLeakWarning(pytest.PytestWarning):
+    """A test left state behind in a reused process (``reuse_leaks``)."""
+
+
+def _wide_fixtures_ready(item: pytest.Item) -> frozenset[str]:
+    """The item's fixtures of a scope wider than function that hold a value now."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return frozenset()
+    ready = set()
+    for name, defs in info.name2fixturedefs.items():
+        if defs and defs[-1].scope != "function" and defs[-1].cached_result is not None:
+            ready.add(name)
+    return frozenset(ready)
+
+
+@final
+class LeakWatch:
+    """The replica's leak checks and recycle requests, as a plugin of its pytest session."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        settings: protocol.HygienePayload,
+        send: Callable[[protocol.Message], None],
+    ) -> None:
+        self.replica_id = replica_id
+        self.mode = settings["leaks"]
+        self.rules = LeakRules(tuple(settings["ignore"]), settings["memory_mib"])
+        self.limits = RecycleLimits(settings["max_tests"], settings["max_memory_mib"])
+        self._send = send
+        self._before: ProcessState | None = None
+        #: The state after the last test's teardown: the next test's baseline (None when
+        #: something else ran in between: a batch, a client change, a collector teardown).
+        self._last_state: ProcessState | None = None
+        self._recycle: protocol.RecyclePayload | None = None
+        #: Asked to be replaced: runs nothing more, hands back what it is sent.
+        self.recycling = False
+
+    def forget_baseline(self) -> None:
+        self._last_state = None
+
+    # -- around one test ---------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        if self.mode == "off":
+            return (yield)
+        # Nothing runs between two tests here but the serve loop: the state after the
+        # previous test's teardown is this test's baseline, with no second snapshot.
+        self._before = self._last_state or snapshot()
+        self._last_state = None
+        wide = _wide_fixtures_ready(item)
+        try:
+            return (yield)
+        finally:
+            if _wide_fixtures_ready(item) != wide:
+                # Setup brought up fixtures that outlive this test: what they hold is theirs.
+                self._before = snapshot()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[None]:
+        report: Any = yield
+        if call.when != "teardown" or self._before is None:
+            return report  # type: ignore[no-any-return]
+        after = snapshot()
+        found = leaks(self._before, after, self.rules)
+        self._before = None
+        self._last_state = after
+        if not found:
+            return report  # type: ignore[no-any-return]
+        if self.mode == "fail" and report.outcome != "failed":
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid} left state behind in replica {self.replica_id}: "
+                + "; ".join(found)
+                + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
+            )
+        else:
+            self.leaked(item, "; ".join(found))
+        return report  # type: ignore[no-any-return]
+
+    # -- around a concurrent batch ------------------------------------------------------------
+
+    def batch_started(self) -> ProcessState | None:
+        self._last_state = None
+        return snapshot() if self.mode != "off" else None
+
+    def batch_finished(self, before: ProcessState | None, batch: list[pytest.Item]) -> None:
+        if before is None:
+            return
+        # Interleaved tests share one process: a leak is the batch's, named as such.
+        found = leaks(before, snapshot(), self.rules)
+        if found:
+            self.leaked(batch[-1], "; ".join(found), batch)
+
+    # -- reporting and recycling ---------------------------------------------------------------
+
+    def leaked(self, item: pytest.Item, what: str, batch: list[pytest.Item] | None = None) -> None:
+        """A warning on the test that leaked (``reuse_leaks = warn`` or ``recycle``)."""
+        who = item.nodeid
+        if batch:
+            who = f"one of the concurrent tests {', '.join(i.nodeid for i in batch)}"
+        text = f"{who} left state behind in replica {self.replica_id}: {what}"
+        item.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    ReuseLeakWarning(text),
+                    ReuseLeakWarning,
+                    item.location[0],
+                    (item.location[1] or 0) + 1,
+                ),
+                "when": "runtest",
+                "nodeid": item.nodeid,
+                "location": item.location,
+            }
+        )
+        if self.mode == "recycle":
+            self._recycle = {"kind": "leak", "detail": what, "nodeid": item.nodeid, "returned": []}
+
+    def after_test(self, nodeid: str, tests_run: int, pending: deque[str]) -> None:
+        """Between tests: ask to be replaced after a leak or past a recycling limit, handing
+        back (and dropping from ``pending``) everything not started yet."""
+        request = self._recycle
+        if request is None:
+            rss = resident_bytes() if self.limits.max_memory_mib is not None else 0
+            reason = self.limits.reason(tests_run, rss)
+            if reason is not None:
+                kind = "max tests" if reason.startswith("max tests") else "max memory"
+                request = {"kind": kind, "detail": reason, "nodeid": nodeid, "returned": []}
+        if request is not None:
+            self._recycle = None
+            self.recycling = True
+            request["returned"] = list(pending)
+            pending.clear()
+            self._send((protocol.RECYCLE, request))

@@ -91,19 +91,10 @@ class ReplicaSession:
         self.prewarm_errors: list[str] = []
         self.ready_at: float | None = None
         self.first_setup_seconds = 0.0
-        rules = start["hygiene"]
-        self.leak_mode = rules["leaks"]
-        self.leak_rules = hygiene.LeakRules(tuple(rules["ignore"]), rules["memory_mib"])
-        self.limits = hygiene.RecycleLimits(rules["max_tests"], rules["max_memory_mib"])
-        self._before: hygiene.ProcessState | None = None
-        #: The state after the last test's teardown, the next test's baseline (None when
-        #: something else ran in between: a batch, a client change, a collector teardown).
-        self._last_state: hygiene.ProcessState | None = None
+        #: Leak checks between tests and recycling (a plugin of the replica's session too).
+        self.leaks = hygiene.LeakWatch(start["replica_id"], start["hygiene"], self.send)
         #: When the running test's teardown began (time.monotonic), for the teardown watchdog.
         self.teardown_started: float | None = None
-        #: Asked to be replaced: runs nothing more, hands back what it is sent.
-        self.recycling = False
-        self._recycle: protocol.RecyclePayload | None = None
         self.inbox = inbox
         self.start = start
         self.replica_id = start["replica_id"]
@@ -164,24 +155,6 @@ class ReplicaSession:
                 raise
             # The client is gone; its close event is in the inbox. Nobody to tell.
 
-    # -- leak checks (hygiene.py) -------------------------------------------------------------
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
-        if self.leak_mode == "off":
-            return (yield)
-        # Nothing runs between two tests here but this loop: the state after the previous
-        # test's teardown is this test's baseline, with no second snapshot.
-        self._before = self._last_state or hygiene.snapshot()
-        self._last_state = None
-        wide = _wide_fixtures_ready(item)
-        try:
-            return (yield)
-        finally:
-            if _wide_fixtures_ready(item) != wide:
-                # Setup brought up fixtures that outlive this test: what they hold is theirs.
-                self._before = hygiene.snapshot()
-
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
         # Watched by _teardown_watchdog: a teardown that hangs leaves every thread's stack in
@@ -191,74 +164,6 @@ class ReplicaSession:
             return (yield)
         finally:
             self.teardown_started = None
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Iterator[None]:
-        report: Any = yield
-        if call.when != "teardown" or self._before is None:
-            return report  # type: ignore[no-any-return]
-        after = hygiene.snapshot()
-        found = hygiene.leaks(self._before, after, self.leak_rules)
-        self._before = None
-        self._last_state = after
-        if not found:
-            return report  # type: ignore[no-any-return]
-        if self.leak_mode == "fail" and report.outcome != "failed":
-            report.outcome = "failed"
-            report.longrepr = (
-                f"{item.nodeid} left state behind in replica {self.replica_id}: "
-                + "; ".join(found)
-                + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
-            )
-        else:
-            self._leaked(item, "; ".join(found))
-        return report  # type: ignore[no-any-return]
-
-    def _leaked(self, item: pytest.Item, what: str, batch: list[pytest.Item] | None = None) -> None:
-        """A warning on the test that leaked (``reuse_leaks = warn`` or ``recycle``)."""
-        who = item.nodeid
-        if batch:
-            who = f"one of the concurrent tests {', '.join(i.nodeid for i in batch)}"
-        text = f"{who} left state behind in replica {self.replica_id}: {what}"
-        item.config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": warnings.WarningMessage(
-                    ReuseLeakWarning(text),
-                    ReuseLeakWarning,
-                    item.location[0],
-                    (item.location[1] or 0) + 1,
-                ),
-                "when": "runtest",
-                "nodeid": item.nodeid,
-                "location": item.location,
-            }
-        )
-        if self.leak_mode == "recycle":
-            self._recycle = {
-                "kind": "leak",
-                "detail": what,
-                "nodeid": item.nodeid,
-                "returned": [],
-            }
-
-    def _check_recycle(self, nodeid: str) -> None:
-        """Between tests: ask to be replaced after a leak or past a recycling limit."""
-        request = self._recycle
-        if request is None:
-            rss = hygiene.resident_bytes() if self.limits.max_memory_mib is not None else 0
-            reason = self.limits.reason(self.tests_run, rss)
-            if reason is not None:
-                kind = "max tests" if reason.startswith("max tests") else "max memory"
-                request = {"kind": kind, "detail": reason, "nodeid": nodeid, "returned": []}
-        if request is not None:
-            # Nothing more runs here: what it holds goes back to run in a fresh replica.
-            self._recycle = None
-            self.recycling = True
-            request["returned"] = list(self.pending)
-            self.pending.clear()
-            self.send((protocol.RECYCLE, request))
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
         self.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
@@ -359,7 +264,7 @@ class ReplicaSession:
     def _handle(self, message: tuple[str, Any]) -> None:
         name, payload = message
         if name == protocol.RUN:
-            if self.recycling:  # sent before the controller read RECYCLE: hand it back
+            if self.leaks.recycling:  # sent before the controller read RECYCLE: hand it back
                 self.send((protocol.RETURNED, list(payload)))
                 return
             self.pending.extend(payload)
@@ -371,7 +276,7 @@ class ReplicaSession:
         elif name == protocol.SHUTDOWN:
             self.final = self.shutting_down = True
         elif name == protocol.ATTACH:
-            self._last_state = None
+            self.leaks.forget_baseline()
             self.pending.clear()
             self.final = False
             self._send_ready()
@@ -409,7 +314,7 @@ class ReplicaSession:
             with _signals_blocked():
                 self.running = False
         self.tests_run += 1
-        self._check_recycle(nodeid)
+        self.leaks.after_test(nodeid, self.tests_run, self.pending)
 
     # -- concurrent async batches (concurrent.py) ---------------------------------------------
 
@@ -430,14 +335,14 @@ class ReplicaSession:
         return batch if len(batch) >= 2 else []
 
     def _run_batch(self, session: pytest.Session, batch: list[pytest.Item]) -> None:
-        self._last_state = None
+        self.leaks.forget_baseline()
         for _ in batch:
             self.pending.popleft()
         self._teardown_to(session, batch[0])
         for item in batch:
             item._report_sections = []
             item.user_properties = []
-        before = hygiene.snapshot() if self.leak_mode != "off" else None
+        before = self.leaks.batch_started()
         try:
             self.running = True
             concurrent.run_concurrently(
@@ -453,12 +358,8 @@ class ReplicaSession:
         finally:
             with _signals_blocked():
                 self.running = False
-        if before is not None:
-            # Interleaved tests share one process: a leak is the batch's, named as such.
-            found = hygiene.leaks(before, hygiene.snapshot(), self.leak_rules)
-            if found:
-                self._leaked(batch[-1], "; ".join(found), batch)
-        self._check_recycle(batch[-1].nodeid)
+        self.leaks.batch_finished(before, batch)
+        self.leaks.after_test(batch[-1].nodeid, self.tests_run, self.pending)
 
     def _batch_item_finished(self, item: pytest.Item) -> None:
         self.tests_run += 1
@@ -467,7 +368,7 @@ class ReplicaSession:
         """Tear down collectors the item does not share (kept up by KeepCollectors)."""
         stack = session._setupstate.stack
         if item is None or list(stack) != item.listchain()[: len(stack)]:
-            self._last_state = None  # finalizers are about to run: not the test's doing
+            self.leaks.forget_baseline()  # finalizers are about to run: not the test's doing
         try:
             session._setupstate.teardown_exact(item)
         except Exception:
@@ -489,22 +390,6 @@ class ReplicaSession:
     def _config(self) -> pytest.Config:
         assert self.session is not None
         return self.session.config
-
-
-class ReuseLeakWarning(pytest.PytestWarning):
-    """A test left state behind in a reused process (``reuse_leaks``)."""
-
-
-def _wide_fixtures_ready(item: pytest.Item) -> frozenset[str]:
-    """The item's fixtures of a scope wider than function that hold a value now."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return frozenset()
-    ready = set()
-    for name, defs in info.name2fixturedefs.items():
-        if defs and defs[-1].scope != "function" and defs[-1].cached_result is not None:
-            ready.add(name)
-    return frozenset(ready)
 
 
 def _fixturenames(item: pytest.Item) -> list[str]:
@@ -565,7 +450,7 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     try:
         from _pytest.config import _prepareconfig
 
-        config = _prepareconfig(list(start["args"]), plugins=[replica])
+        config = _prepareconfig(list(start["args"]), plugins=[replica, replica.leaks])
         for dest, value in start["option_overrides"].items():
             if hasattr(config.option, dest):
                 setattr(config.option, dest, value)
