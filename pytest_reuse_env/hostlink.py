@@ -21,6 +21,7 @@ from pytest_reuse_env.transport import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
     Deliver,
+    Outbox,
     describe_exit,
 )
 
@@ -71,9 +72,7 @@ class RemoteLink:
         self._prepare = prepare
         self._marker = f"pytest_reuse_launch={uuid.uuid4().hex}"
         self._gateway: Any = None
-        self._channel: Any = None
-        self._lock = threading.Lock()
-        self._backlog: list[protocol.Message] = []
+        self._outbox = Outbox()
         self.pid: int | None = None
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
@@ -107,15 +106,11 @@ class RemoteLink:
             deliver(END)
             return
         channel.setcallback(deliver, endmarker=END)
-        with self._lock:
-            try:
-                channel.send(first)
-                for message in self._backlog:
-                    channel.send(message)
-            except (OSError, EOFError, ValueError):
-                pass  # the channel's end marker follows
-            self._backlog = []
-            self._channel = channel
+        try:
+            channel.send(first)
+        except (OSError, EOFError, ValueError):
+            pass  # the channel's end marker follows
+        self._outbox.connected(channel)
 
     def _bounded(self, work: Callable[[], Any], what: str) -> Any:
         outcome: dict[str, Any] = {}
@@ -173,18 +168,7 @@ class RemoteLink:
         return popen
 
     def send(self, message: protocol.Message) -> bool:
-        with self._lock:
-            channel = self._channel
-            if channel is None:
-                self._backlog.append(message)  # sent once connected
-                return True
-        if channel.isclosed():
-            return False
-        try:
-            channel.send(message)
-        except (OSError, EOFError, ValueError):
-            return False
-        return True
+        return self._outbox.send(message)
 
     def exit_description(self, wait: float) -> str:
         if self._gateway is None:

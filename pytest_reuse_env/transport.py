@@ -30,7 +30,7 @@ import execnet
 import psutil
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.channel import SocketChannel, connect
+from pytest_reuse_env.channel import connect
 
 #: Delivered after the last message of a link, whatever ended it.
 END: Final = ("channel_closed", None)
@@ -93,6 +93,41 @@ def describe_exit(code: int | None) -> str:
             name = "unknown signal"
         return f"signal {name} ({-code})"
     return f"exit code {code}"
+
+
+@final
+class Outbox:
+    """Messages for a link that is still connecting (on a thread): held until it is, then sent
+    in order; after that, sent at once. False from ``send`` means the link is gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.channel: Any = None
+        self._held: list[protocol.Message] = []
+
+    def connected(self, channel: Any) -> None:
+        with self._lock:
+            try:
+                for message in self._held:
+                    channel.send(message)
+            except (OSError, EOFError, ValueError):
+                pass  # the channel's end marker follows
+            self._held = []
+            self.channel = channel
+
+    def send(self, message: protocol.Message) -> bool:
+        with self._lock:
+            channel = self.channel
+            if channel is None:
+                self._held.append(message)
+                return True
+        if channel.isclosed():
+            return False
+        try:
+            channel.send(message)
+        except (OSError, EOFError, ValueError):
+            return False
+        return True
 
 
 class Link(Protocol):
@@ -183,9 +218,7 @@ class DaemonLink:
         #: Set when this run started the process: then its exit code can be known.
         self._popen = popen
         self._connect_timeout = connect_timeout
-        self._channel: SocketChannel | None = None
-        self._lock = threading.Lock()
-        self._backlog: list[protocol.Message] = []
+        self._outbox = Outbox()
         self._released = False
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
@@ -219,26 +252,11 @@ class DaemonLink:
         except OSError:
             deliver(END)
             return
-        with self._lock:
-            self._channel = channel
-            backlog, self._backlog = self._backlog, []
-        for message in backlog:
-            self.send(message)
+        self._outbox.connected(channel)
         channel.setcallback(deliver, END)
 
     def send(self, message: protocol.Message) -> bool:
-        with self._lock:
-            channel = self._channel
-            if channel is None:
-                self._backlog.append(message)  # sent once connected
-                return True
-        if channel.isclosed():
-            return False
-        try:
-            channel.send(message)
-        except OSError:
-            return False
-        return True
+        return self._outbox.send(message)
 
     def _process(self) -> psutil.Process | None:
         if self.pid is None:
@@ -296,8 +314,7 @@ class DaemonLink:
         self._close()
 
     def _close(self) -> None:
-        with self._lock:
-            channel = self._channel
+        channel = self._outbox.channel
         if channel is not None:
             channel.close()
 
