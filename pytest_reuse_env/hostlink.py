@@ -5,7 +5,6 @@ ssh, socket or popen gateway, bounded at every step (see ``transport.py`` for th
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pytest_reuse_env.transport import (
     Deliver,
     Outbox,
     describe_exit,
+    wait_or_kill,
 )
 
 # On another host the plugin must be installed: its absence is an error naming the host and the
@@ -219,14 +219,7 @@ class RemoteLink:
         if popen is None:
             gateway.join(timeout=wait)
             return
-        try:
-            popen.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            try:
-                popen.wait(timeout=KILL_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                sys.stderr.write(f"pytest-reuse-env: pid {popen.pid} did not die after SIGKILL\n")
+        wait_or_kill(popen, wait, kill=self.kill)
 
     def release(self) -> None:
         self.terminate(EXIT_WAIT_SECONDS)  # remote replicas live for the run

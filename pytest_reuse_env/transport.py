@@ -319,11 +319,15 @@ class DaemonLink:
             channel.close()
 
 
-def wait_or_kill(popen: subprocess.Popen[bytes], wait: float) -> None:
+def wait_or_kill(
+    popen: subprocess.Popen[bytes], wait: float, kill: Callable[[], None] | None = None
+) -> None:
+    """Wait up to ``wait`` seconds for the process, then kill it (``kill``, by default SIGKILL
+    to that pid) and wait again, bounded."""
     try:
         popen.wait(timeout=wait)
     except subprocess.TimeoutExpired:
-        popen.kill()
+        (kill or popen.kill)()
         try:
             popen.wait(timeout=KILL_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
