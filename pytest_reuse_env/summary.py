@@ -89,12 +89,12 @@ def environment_notes(
 def closing_line(kept_warm: list[Replica], environments: list[Environment]) -> str:
     """The line after pytest's last: what stays warm, for how long, how to stop it."""
     names = {replica.environment_name for replica in kept_warm}
-    idle = max(env.policy.idle_ttl_seconds for env in environments if env.name in names)
+    ttls = sorted({env.policy.idle_ttl_seconds for env in environments if env.name in names})
+    idle = f"{ttls[0]:g} s" if len(ttls) == 1 else f"{ttls[0]:g} to {ttls[-1]:g} s"
     count = len(kept_warm)
     return (
         f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run "
-        f"(each ends after {idle:g} s without a test); stop them now with "
-        "'pytest --reuse-stop'"
+        f"(each ends after {idle} without a test); stop them now with 'pytest --reuse-stop'"
     )
 
 
