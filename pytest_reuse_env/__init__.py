@@ -7,8 +7,15 @@ pytest would otherwise warn that it cannot rewrite its asserts (an error under
 
 from __future__ import annotations
 
-from pytest_reuse_env.errors import ReplicaCrashed, ReplicaStartError, ReuseEnvError
-from pytest_reuse_env.policy import PolicyError, ReusePolicy
+import time
+
+#: When this process first imported the package: in a replica, the start of its life as one
+#: (a replica's setup cost is counted from here).
+STARTED = time.monotonic()
+
+# The start time above is taken before the package's own imports, on purpose.
+from pytest_reuse_env.errors import ReplicaCrashed, ReplicaStartError, ReuseEnvError  # noqa: E402
+from pytest_reuse_env.policy import PolicyError, ReusePolicy  # noqa: E402
 
 __all__ = [
     "PolicyError",

@@ -308,10 +308,10 @@ class ReuseController:
                 self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
         elif name == protocol.STARTED:
             replica.batch_test_started(payload["nodeid"])
-            environment.test_started()
+            environment.test_started(replica)
         elif name == protocol.LOGSTART:
             replica.test_started(payload["nodeid"], tuple(payload["location"]))
-            environment.test_started()
+            environment.test_started(replica)
             item = self.items[payload["nodeid"]]
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         elif name == protocol.REPORT:

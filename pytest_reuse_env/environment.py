@@ -265,8 +265,10 @@ class Environment:
             self.queue = deque(n for n in self.queue if n in replica.nodeids)
         return missing
 
-    def test_started(self) -> None:
+    def test_started(self, replica: Replica) -> None:
         self.last_activity = self._clock()
+        if replica.first_test_at is None:
+            replica.first_test_at = self.last_activity
         if self.stats.first_start is None:
             self.stats.first_start = self.last_activity
         busy = sum(1 for r in self.replicas if r.running)
@@ -358,6 +360,10 @@ class Environment:
                     "tests_run": r.tests_run,
                     "ended": r.end_reason,
                     "attached": r.attached,
+                    # From the decision to start (or attach) it to its first test: scale-up time.
+                    "first_test_seconds": (
+                        r.first_test_at - r.started_at if r.first_test_at is not None else None
+                    ),
                 }
                 for r in self.history
             ],

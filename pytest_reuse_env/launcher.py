@@ -380,7 +380,10 @@ class ReplicaLauncher:
         temp_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {
             "replica_id": replica_id,
-            "args": [str(a) for a in self.config.invocation_params.args],
+            # A replica's stdout is not the user's terminal: it always captures (the last
+            # --capture wins; the option must be parsed, it decides before configure).
+            "args": [str(a) for a in self.config.invocation_params.args]
+            + (["--capture=fd"] if self.config.option.capture == "no" else []),
             "invocation_dir": str(self.config.invocation_params.dir),
             "sys_path": list(sys.path),
             "basetemp": str(basetemp),
@@ -400,8 +403,6 @@ class ReplicaLauncher:
             "option_overrides": dict(
                 REPLICA_OPTION_OVERRIDES,
                 basetemp=str(basetemp),
-                # A replica's stdout is not the user's terminal: with -s, output would be lost.
-                capture="fd" if self.config.option.capture == "no" else self.config.option.capture,
             ),
         }
 

@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final, final
 
-import psutil
 import pytest
 
+import pytest_reuse_env
 from pytest_reuse_env import concurrent, hygiene, protocol
 
 #: Put in the inbox by execnet when the controller's channel closes.
@@ -141,10 +141,11 @@ class ReplicaSession:
         self.send((protocol.READY, ready))
 
     def setup_cost(self) -> float:
-        """Seconds from process start (interpreter start-up and imports included) to ready,
-        plus the setup phase of the first test."""
+        """Seconds from the package's first import in this process (imports, collection,
+        pre-warming) to ready, plus the setup phase of the first test."""
         if self.ready_at is None:
-            self.ready_at = time.time() - psutil.Process().create_time()
+            # Not psutil's create_time: it is derived from a boot time in whole seconds.
+            self.ready_at = time.monotonic() - pytest_reuse_env.STARTED
         return self.ready_at + self.first_setup_seconds
 
     def send(self, message: protocol.Message) -> None:

@@ -106,6 +106,8 @@ class Replica:
         #: How it ended, for the summary: a retire reason, "crash" or "start failure".
         self.end_reason: str | None = None
         self.tests_run = 0
+        #: When its first test began (the environment's clock).
+        self.first_test_at: float | None = None
         #: Every nodeid this replica started for this run, in order.
         self.ran: list[str] = []
         #: Tests started and not finished, with when they started (several in async batches).

@@ -5,6 +5,7 @@ reports)."""
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, final
@@ -98,7 +99,26 @@ class ReportReplayer:
 
     def replay(self, report: pytest.TestReport, replica: Replica) -> None:
         self.label(report, replica)
+        if self.config.option.capture == "no":
+            self._show_output(report)
         self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
+
+    def _show_output(self, report: pytest.TestReport) -> None:
+        """``-s``: a replica captures anyway (its stdout is no terminal); print what the test
+        wrote as its report arrives, and drop the sections, as plain ``-s`` has none."""
+        captured = [
+            (name, content)
+            for name, content in report.sections
+            if name.startswith(("Captured stdout", "Captured stderr"))
+        ]
+        # A phase's report repeats the earlier phases' sections: print its own only.
+        for name, content in captured:
+            if name.endswith(f" {report.when}"):
+                stream = sys.stderr if "stderr" in name else sys.stdout
+                stream.write(content)
+                stream.flush()
+        if captured:
+            report.sections = [s for s in report.sections if s not in captured]
 
     def label(self, report: pytest.TestReport, replica: Replica) -> None:
         """``report.node`` gives the "[r0 warm]" prefix in ``-v`` output and keys junitxml."""

@@ -28,7 +28,8 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "skipped_seconds": float,               # setup of the warm replicas this run attached
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
-                      "tests_run": int, "ended": str | null, "attached": bool}]
+                      "tests_run": int, "ended": str | null, "attached": bool,
+                      "first_test_seconds": float | null}]   # start decision to first test
       }],
       "tests": {nodeid: {"replica": str, "warm": bool, "outcome": str}}
     }

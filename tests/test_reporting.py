@@ -454,3 +454,49 @@ def test_markers_route_tests_to_replicas(pytester: pytest.Pytester) -> None:
         "test_mixed.py::test_named_policy": named_replica,
     }, out
     assert re.search(r"^test_mixed.py::test_unmarked PASSED", out, re.M), out
+
+
+def test_dash_s_prints_replica_output_once_and_drops_the_sections(
+    pytester: pytest.Pytester,
+) -> None:
+    """With -s a replica still captures (its stdout is no terminal): the controller prints each
+    phase's output as its report arrives, once, and the failure shows no captured section, as
+    in plain pytest -s."""
+    pytester.makeini("[pytest]\nreuse_replicas = 1\nreuse_scope = run\n")
+    pytester.makepyfile(
+        test_out="""
+        import sys
+        import pytest
+
+        @pytest.fixture
+        def noisy():
+            print("from" + "-setup")  # built at run time: the traceback's source shows the code
+            yield
+            print("from" + "-teardown")
+
+        @pytest.mark.reuse
+        def test_talks(noisy):
+            print("from" + "-call")
+            sys.stderr.write("to" + "-stderr\\n")
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "reuse_env",
+        "-p",
+        "no:asyncio",
+        "-p",
+        "no:anyio",
+        "-p",
+        "no:hypothesispytest",
+        "-s",
+        timeout=60,
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    for text in ("from-setup", "from-call", "from-teardown"):
+        assert out.count(text) == 1, out
+    assert "to-stderr" in result.stderr.str()
+    assert "Captured stdout" not in out
+    assert out.index("from-setup") < out.index("from-call") < out.index("from-teardown")
