@@ -95,6 +95,15 @@ NOT_SHAPING: Final = frozenset(
         "reuse_status",
         "reuse_stop",
         "reuse_fresh",
+        # pytest-xdist's distribution settings: its workers set some of them themselves.
+        "loadgroup",
+        "distload",
+        "maxworkerrestart",
+        "maxschedchunk",
+        "testrunuid",
+        "px",
+        "rsyncdir",
+        "rsyncignore",
     }
 )
 

@@ -835,6 +835,25 @@ def test_xdist_workers_share_the_replicas(project: pytest.Pytester) -> None:
     assert len(env["tests"]) == 6
 
 
+def test_plain_and_xdist_runs_share_one_environment(project: pytest.Pytester) -> None:
+    """xdist's workers set distribution options of their own (loadgroup): those must not make
+    their environment differ from a plain run's."""
+    project.makefile(".ini", pytest=ini("reuse_replicas = 2", "reuse_prewarm = warm"))
+    project.makepyfile(test_a=SIX_TESTS)
+    result, env = run_report(project)
+    result.assert_outcomes(passed=6)
+    setups = lines_of(project.path / "setups.txt")
+    assert env["replicas_started"] == len(setups) == 2
+    result, env = run_report(project, "-n", "2")
+    result.assert_outcomes(passed=6)
+    assert env["replicas_started"] == 0, env
+    assert lines_of(project.path / "setups.txt") == setups
+    assert len(records(project)) == 2
+    result, env = run_report(project)
+    result.assert_outcomes(passed=6)
+    assert (env["replicas_started"], env["replicas_attached"]) == (0, 2)
+
+
 # -- 7. faults -----------------------------------------------------------------------------------
 
 
