@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import os
 import queue
 import sys
@@ -106,6 +107,20 @@ NOT_SHAPING: Final = frozenset(
         "rsyncignore",
     }
 )
+
+
+def _own_code() -> str:
+    """This package's own source files as they are now: a warm replica runs the plugin code it
+    was started with, so an editable install edited since (same version number) must not be
+    attached to, lest the two sides speak different protocols."""
+    package = Path(__file__).resolve().parent
+    files = []
+    for path in sorted(package.glob("*.py")):
+        stat = path.stat()
+        files.append(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}")
+    return (
+        "pytest-reuse-env " + hashlib.blake2b("\n".join(files).encode(), digest_size=8).hexdigest()
+    )
 
 
 def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
@@ -197,6 +212,7 @@ class ReplicaLauncher:
                 inifile=str(inipath) if inipath else None,
                 env=os.environ,
                 env_vars=self.env_vars,
+                plugins=[_own_code()],
             )
         return self._fingerprint
 

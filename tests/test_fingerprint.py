@@ -343,3 +343,21 @@ def test_snapshot_with_real_sys_modules_finds_this_package() -> None:
     snapshot = snapshot_modules(sys.modules, [str(root)])
     assert str(root / "pytest_reuse_env" / "fingerprint.py") in snapshot
     assert all(".venv" not in Path(path).parts for path in snapshot)
+
+
+def test_the_plugins_own_code_is_part_of_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm replica runs the plugin code it started with: an edited (editable) install with
+    the same version number must give another environment, not an attach."""
+    from pytest_reuse_env import launcher
+
+    package = tmp_path / "pytest_reuse_env"
+    package.mkdir()
+    (package / "launcher.py").write_text("# launcher\n")
+    (package / "protocol.py").write_text("VERSION = 1\n")
+    monkeypatch.setattr(launcher, "__file__", str(package / "launcher.py"))
+    before = launcher._own_code()
+    assert launcher._own_code() == before, "stable while nothing changes"
+    (package / "protocol.py").write_text("VERSION = 22\n")
+    assert launcher._own_code() != before
