@@ -323,14 +323,7 @@ class ReuseController:
             environment.test_finished(replica, nodeid, warm=replica.current_warm)
             self.completed.add(nodeid)
         elif name == protocol.WARNING:
-            self.config.hook.pytest_warning_recorded.call_historic(
-                kwargs={
-                    "warning_message": warning_from_payload(payload),
-                    "when": "runtest",
-                    "nodeid": payload["nodeid"],
-                    "location": payload["location"],
-                }
-            )
+            self._replay_warning(payload)
         elif name == protocol.UNKNOWN_NODEID:
             nodeid = payload["nodeid"]
             replica.test_finished(nodeid)
@@ -359,6 +352,16 @@ class ReuseController:
         if reporter is not None and self.config.option.verbose > 0:
             reporter.ensure_newline()
             reporter.write_line(line)
+
+    def _replay_warning(self, payload: protocol.WarningPayload) -> None:
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warning_from_payload(payload),
+                "when": "runtest",
+                "nodeid": payload["nodeid"],
+                "location": payload["location"],
+            }
+        )
 
     def _environment_of(self, replica: Replica) -> Environment:
         for environment in self.environments.values():
@@ -491,6 +494,8 @@ class ReuseController:
                 self._environment_of(replica).replica_retired(replica)
             elif name == protocol.TEARDOWN_ERROR:
                 self.reports.teardown_error(replica, payload["traceback"])
+            elif name == protocol.WARNING:
+                self._replay_warning(payload)  # never dropped, even this late
             elif name == protocol.FINISHED:
                 replica.finished = True
         for environment in self.environments.values():

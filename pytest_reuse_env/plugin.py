@@ -11,6 +11,7 @@ from pytest_reuse_env.config import MARKER_HELP, ReuseSettings, register_options
 from pytest_reuse_env.controller import ReuseController
 from pytest_reuse_env.launcher import registry_directory
 from pytest_reuse_env.registry import Registry, RegistryError
+from pytest_reuse_env.reporting import ReuseEnvWarning
 from pytest_reuse_env.summary import ReuseSummary
 
 
@@ -70,6 +71,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # xdist workers hand their figures to the controller
         summary = ReuseSummary(config, config.getoption("reuse_report"))
         config.pluginmanager.register(summary, "reuse_summary")
+    if is_xdist_controller(config) and config.getoption("reuse_verify_cold"):
+        # xdist's controller prints the reports; nothing can annotate them afterwards.
+        config.issue_config_time_warning(
+            ReuseEnvWarning(
+                "--reuse-verify-cold has no effect under pytest -n (xdist): run the failing "
+                "tests without -n to check whether they fail only in a warm replica"
+            ),
+            stacklevel=2,
+        )
     if not is_xdist_controller(config):
         controller = ReuseController(config, settings, summary)
         config.pluginmanager.register(controller, "reuse_controller")

@@ -93,6 +93,9 @@ class ReplicaSession:
         self.first_setup_seconds = 0.0
         #: Leak checks between tests and recycling (a plugin of the replica's session too).
         self.leaks = hygiene.LeakWatch(start["replica_id"], start["hygiene"], self.send)
+        #: Running one test by itself (not a batch): its LOGFINISH waits for its warnings.
+        self._one_at_a_time = False
+        self._held_finish: protocol.Message | None = None
         #: When the running test's teardown began (time.monotonic), for the teardown watchdog.
         self.teardown_started: float | None = None
         self.inbox = inbox
@@ -179,7 +182,13 @@ class ReplicaSession:
         self.send((protocol.REPORT, protocol.encode_report(data)))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        self.send((protocol.LOGFINISH, {"nodeid": nodeid, "location": location}))
+        message = (protocol.LOGFINISH, {"nodeid": nodeid, "location": location})
+        if self._one_at_a_time:
+            # pytest's warnings plugin records the test's warnings after this hook: hold the
+            # end of the test back until _run_next has sent them (see there).
+            self._held_finish = message
+        else:
+            self.send(message)  # a concurrent batch calls this after the test's warnings
 
     def pytest_warning_recorded(
         self,
@@ -308,12 +317,17 @@ class ReplicaSession:
         item.user_properties = []
         try:
             self.running = True
+            self._one_at_a_time = True
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         except ClientGone:
             pass  # the client went away between phases: the test is abandoned, not reported
         finally:
             with _signals_blocked():
                 self.running = False
+            self._one_at_a_time = False
+            held, self._held_finish = self._held_finish, None
+            if held is not None:
+                self.send(held)  # after the test's warnings, so none arrives after its end
         self.tests_run += 1
         self.leaks.after_test(nodeid, self.tests_run, self.pending)
 

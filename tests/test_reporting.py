@@ -500,3 +500,34 @@ def test_dash_s_prints_replica_output_once_and_drops_the_sections(
     assert "to-stderr" in result.stderr.str()
     assert "Captured stdout" not in out
     assert out.index("from-setup") < out.index("from-call") < out.index("from-teardown")
+
+
+def test_a_warning_from_a_replicas_last_test_is_never_lost(pytester: pytest.Pytester) -> None:
+    """pytest records a test's warnings after its logfinish: the run must not end between."""
+    pytester.makeini("[pytest]\nreuse_replicas = 2\nreuse_scope = run\n")
+    pytester.makepyfile(
+        test_warn="""
+        import warnings
+        import pytest
+
+        @pytest.mark.reuse
+        @pytest.mark.parametrize("i", range(2))
+        def test_warns_last(i):
+            warnings.warn(f"late-warning-{i}", UserWarning)
+        """
+    )
+    for _ in range(5):
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "reuse_env",
+            "-p",
+            "no:asyncio",
+            "-p",
+            "no:anyio",
+            "-p",
+            "no:hypothesispytest",
+            timeout=60,
+        )
+        result.assert_outcomes(passed=2, warnings=2)
+        result.stdout.fnmatch_lines(["*late-warning-0*"])
+        result.stdout.fnmatch_lines(["*late-warning-1*"])
