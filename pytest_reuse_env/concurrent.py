@@ -63,45 +63,36 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import io
-import logging
 import sys
 import time
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TextIO, cast
+from typing import Any, Final, TextIO, cast
 
 import pytest
 from _pytest.compat import NOTSET
 from _pytest.config import apply_warning_filters, parse_warning_filter
 from _pytest.fixtures import (
-    FixtureDef,
     FixtureLookupError,
     SubRequest,
-    TopRequest,
-    _teardown_yield_fixture,
-    resolve_fixture_function,
 )
-from _pytest.logging import LogCaptureHandler, caplog_handler_key, caplog_records_key, catching_logs
-from _pytest.outcomes import Exit, fail, xfail
-from _pytest.runner import CallInfo
+from _pytest.logging import catching_logs
+from _pytest.outcomes import Exit, xfail
 from _pytest.scope import Scope
 from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks, xfailed_key
 
-from pytest_reuse_env.taskoutput import CURRENT, LogRouter, Streams, TaskCapsys
+from pytest_reuse_env.taskoutput import CURRENT, LogRouter, Streams
+from pytest_reuse_env.taskrun import FD_CAPTURE_FIXTURES, TaskRun, TestRequest, resolve
 
 __all__ = ["ConcurrentTestTimeout", "is_async_item", "run_concurrently"]
 
 #: Fixtures that capture at the file-descriptor level: process-wide, never per task.
-FD_CAPTURE_FIXTURES: Final = frozenset({"capfd", "capfdbinary"})
 #: Section added to a failing report: the tests whose run overlapped the failing one.
 CONCURRENT_SECTION: Final = "reuse: ran concurrently with"
 #: Section added to a failing report: fd-level output of the batch nobody could claim.
 UNATTRIBUTED_SECTION: Final = "reuse: output not attributed to one test"
-
-_Phase = Literal["setup", "call", "teardown"]
 
 
 class ConcurrentTestTimeout(Exception):
@@ -157,236 +148,6 @@ def _backend_name(backend: object) -> str:
     return str(backend)
 
 
-# -- one test's state ----------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Run:
-    """One item's run: its fixtures, finalizers, captured output and reports."""
-
-    item: pytest.Function
-    batch: _Batch
-    values: dict[FixtureDef[Any], object] = field(default_factory=dict)
-    finalizers: list[Callable[[], object]] = field(default_factory=list)
-    reports: list[pytest.TestReport] = field(default_factory=list)
-    recorded: list[warnings.WarningMessage] = field(default_factory=list)
-    phase: _Phase = "setup"
-    output: dict[str, io.StringIO] = field(default_factory=dict)
-    capsys: TaskCapsys | None = None
-    caplog_handler: LogCaptureHandler | None = None
-    report_handler: LogCaptureHandler | None = None
-    setup_error: BaseException | None = None
-    setup_started: float = 0.0  # epoch, for the report
-    setup_seconds: float = 0.0
-    started: float | None = None  # monotonic, for "ran concurrently with"
-    finished: float | None = None
-
-    # -- output ------------------------------------------------------------------------------
-
-    def write(self, stream: str, text: str) -> bool:
-        """Take text written to ``stream`` ("stdout"/"stderr"); False: write it through."""
-        if self.capsys is not None and self.capsys.active:
-            self.capsys.write(stream, text)
-            return True
-        if not self.batch.capturing:
-            return False
-        self.output.setdefault(stream, io.StringIO()).write(text)
-        return True
-
-    def begin_phase(self, when: _Phase) -> None:
-        self.phase = when
-        self.output = {}
-        logging_plugin = self.batch.logging_plugin
-        if logging_plugin is None:
-            return
-        self.caplog_handler, self.report_handler = LogCaptureHandler(), LogCaptureHandler()
-        self.report_handler.setFormatter(logging_plugin.formatter)
-        if logging_plugin.log_level is not None:
-            self.caplog_handler.setLevel(logging_plugin.log_level)
-            self.report_handler.setLevel(logging_plugin.log_level)
-        if when == "setup":
-            self.item.stash[caplog_records_key] = {}
-        self.item.stash[caplog_records_key][when] = self.caplog_handler.records
-        self.item.stash[caplog_handler_key] = self.caplog_handler
-
-    def end_phase(self, when: _Phase) -> None:
-        """Add the phase's captured output to the item's report sections (as pytest does)."""
-        if self.batch.capturing:
-            for stream in ("stdout", "stderr"):
-                buffer = self.output.get(stream)
-                self.item.add_report_section(when, stream, buffer.getvalue() if buffer else "")
-        if self.report_handler is not None:
-            log = self.report_handler.stream.getvalue().strip()
-            self.item.add_report_section(when, "log", log)
-        if when == "teardown":
-            if caplog_records_key in self.item.stash:
-                del self.item.stash[caplog_records_key]
-            if caplog_handler_key in self.item.stash:
-                del self.item.stash[caplog_handler_key]
-
-    def log(self, record: logging.LogRecord) -> None:
-        for handler in (self.caplog_handler, self.report_handler):
-            if handler is not None and record.levelno >= handler.level:
-                handler.handle(record)
-
-    # -- reports -----------------------------------------------------------------------------
-
-    def report(
-        self, when: _Phase, start: float, seconds: float, error: BaseException | None
-    ) -> None:
-        self.end_phase(when)
-        excinfo = None if error is None else pytest.ExceptionInfo.from_exception(error)
-        call: CallInfo[None] = CallInfo(
-            None, excinfo, start, start + seconds, seconds, when, _ispytest=True
-        )
-        self.reports.append(self.item.ihook.pytest_runtest_makereport(item=self.item, call=call))
-
-
-# -- fixture resolution for the function scope ---------------------------------------------------
-
-
-class _TestRequest(TopRequest):  # type: ignore[misc]  # @final for users, not for us
-    """The test function's ``request``: finalizers and dynamic lookups stay with this run."""
-
-    def __init__(self, run: _Run) -> None:
-        super().__init__(run.item, _ispytest=True)
-        self._run = run
-
-    def addfinalizer(self, finalizer: Callable[[], object]) -> None:
-        self._run.finalizers.append(finalizer)
-
-    def getfixturevalue(self, argname: str) -> Any:
-        return _resolve_now(_resolve(self._run, argname, (), self))
-
-
-class _FixtureRequest(SubRequest):  # type: ignore[misc]
-    """A function-scoped fixture's ``request``, bound to one run."""
-
-    def __init__(
-        self,
-        run: _Run,
-        parent: pytest.FixtureRequest,
-        fixturedef: FixtureDef[Any],
-        param: object,
-        param_index: int,
-        chain: tuple[str, ...],
-    ) -> None:
-        super().__init__(parent, Scope.Function, param, param_index, fixturedef, _ispytest=True)
-        self._run = run
-        self._chain = chain
-
-    def addfinalizer(self, finalizer: Callable[[], object]) -> None:
-        self._run.finalizers.append(finalizer)
-
-    def getfixturevalue(self, argname: str) -> Any:
-        return _resolve_now(_resolve(self._run, argname, self._chain, self))
-
-
-def _resolve_now(coro: Coroutine[Any, Any, object]) -> Any:
-    """Drive a resolution that needs no waiting (sync fixtures, cached values) to its end."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise RuntimeError(
-        "request.getfixturevalue() cannot set up a function-scoped async fixture while tests "
-        "run concurrently: request it as an argument instead"
-    )
-
-
-def _fixturedef(run: _Run, argname: str, chain: tuple[str, ...], request: Any) -> FixtureDef[Any]:
-    """The definition pytest would pick: the closest, or the one a same-named fixture overrides."""
-    item = run.item
-    defs = item._fixtureinfo.name2fixturedefs.get(argname)
-    if defs is None:
-        defs = item.session._fixturemanager.getfixturedefs(argname, item)
-    index = -1 - chain.count(argname)
-    if not defs or -index > len(defs):
-        raise FixtureLookupError(argname, request)
-    return defs[index]
-
-
-async def _resolve(
-    run: _Run, argname: str, chain: tuple[str, ...], request: pytest.FixtureRequest
-) -> object:
-    __tracebackhide__ = True
-    if argname == "request":
-        return request
-    fixturedef = _fixturedef(run, argname, chain, request)
-    if fixturedef in run.values:
-        return run.values[fixturedef]
-    if fixturedef._scope is not Scope.Function:
-        value = _higher_scoped_value(run, fixturedef)
-    else:
-        value = await _execute(run, fixturedef, (*chain, argname), request)
-    run.values[fixturedef] = value
-    return value
-
-
-def _higher_scoped_value(run: _Run, fixturedef: FixtureDef[Any]) -> object:
-    """A fixture above function scope, set up before the batch; errors re-raised as pytest does."""
-    __tracebackhide__ = True
-    cached = fixturedef.cached_result
-    if cached is None:
-        # Only reachable through a same-named function fixture requesting what it overrides.
-        raise RuntimeError(f"fixture {fixturedef.argname!r} was not set up before the batch")
-    if cached[2] is not None:
-        exc, tb = cached[2]
-        raise exc.with_traceback(tb)
-    return cached[0]
-
-
-async def _execute(
-    run: _Run,
-    fixturedef: FixtureDef[Any],
-    chain: tuple[str, ...],
-    parent: pytest.FixtureRequest,
-) -> object:
-    __tracebackhide__ = True
-    item, argname = run.item, fixturedef.argname
-    callspec = getattr(item, "callspec", None)
-    param: object = NOTSET
-    param_index = 0
-    if callspec is not None and argname in callspec.params:
-        param, param_index = callspec.params[argname], callspec.indices[argname]
-    request = _FixtureRequest(run, parent, fixturedef, param, param_index, chain)
-    if fixturedef.func.__module__ == "_pytest.capture" and argname in ("capsys", "capsysbinary"):
-        run.capsys = TaskCapsys(run.batch.streams.paused, binary=argname == "capsysbinary")
-        return run.capsys
-    if argname in FD_CAPTURE_FIXTURES:
-        fail(f"{argname} captures file descriptors 1 and 2, which concurrent tests share")
-    kwargs = {name: await _resolve(run, name, chain, request) for name in fixturedef.argnames}
-    func: Any = resolve_fixture_function(fixturedef, request)
-    if inspect.isasyncgenfunction(fixturedef.func):
-        agen = func(**kwargs)
-        try:
-            value = await agen.__anext__()
-        except StopAsyncIteration:
-            raise ValueError(f"{argname} did not yield a value") from None
-        run.finalizers.append(functools.partial(_finish_async_generator, func, agen))
-        return value
-    if inspect.iscoroutinefunction(fixturedef.func):
-        return await func(**kwargs)
-    if inspect.isgeneratorfunction(fixturedef.func):
-        generator = func(**kwargs)
-        try:
-            value = next(generator)
-        except StopIteration:
-            raise ValueError(f"{argname} did not yield a value") from None
-        run.finalizers.append(functools.partial(_teardown_yield_fixture, func, generator))
-        return value
-    return func(**kwargs)
-
-
-async def _finish_async_generator(func: Callable[..., Any], agen: Any) -> None:
-    try:
-        await agen.__anext__()
-    except StopAsyncIteration:
-        return
-    fail(f"fixture function {func.__name__} has more than one 'yield'", pytrace=False)
-
-
 # -- the batch ---------------------------------------------------------------------------------
 
 
@@ -400,7 +161,7 @@ class _Batch:
     streams: Streams
     capturing: bool
     logging_plugin: Any
-    runs: list[_Run] = field(default_factory=list)
+    runs: list[TaskRun] = field(default_factory=list)
 
 
 def _show_warning(
@@ -529,14 +290,14 @@ def _run_group(batch: _Batch, group: list[pytest.Function]) -> None:
                 raise group_error.exceptions[0] from None
 
 
-def _prepare(batch: _Batch, item: pytest.Function) -> _Run:
+def _prepare(batch: _Batch, item: pytest.Function) -> TaskRun:
     """Phase 1, outside the loop: marks, collectors and fixtures above function scope."""
-    run = _Run(item=item, batch=batch)
+    run = TaskRun(item=item, batch=batch)
     batch.runs.append(run)
     item._report_sections = []
     item.user_properties = []
     item.funcargs = {}
-    item._request = _TestRequest(run)
+    item._request = TestRequest(run)
     token = CURRENT.set(run)
     run.setup_started, began = time.time(), time.perf_counter()
     run.begin_phase("setup")
@@ -627,7 +388,7 @@ def _fixture_cache(item: pytest.Function, argname: str) -> Any:
     return None
 
 
-async def _run_all(batch: _Batch, runs: list[_Run]) -> None:
+async def _run_all(batch: _Batch, runs: list[TaskRun]) -> None:
     waiting = deque(runs)
     session = batch.session
 
@@ -668,7 +429,7 @@ async def _within(deadline: float | None, seconds: float | None, step: Awaitable
         raise
 
 
-async def _run_one(run: _Run) -> None:
+async def _run_one(run: TaskRun) -> None:
     batch, item = run.batch, run.item
     CURRENT.set(run)
     loop = asyncio.get_running_loop()
@@ -715,14 +476,14 @@ async def _phase(step: Awaitable[None]) -> BaseException | None:
     return None
 
 
-async def _setup(run: _Run) -> None:
+async def _setup(run: TaskRun) -> None:
     __tracebackhide__ = True
     item = run.item
     for argname in item.fixturenames:
-        item.funcargs[argname] = await _resolve(run, argname, (), item._request)
+        item.funcargs[argname] = await resolve(run, argname, (), item._request)
 
 
-async def _call(run: _Run) -> None:
+async def _call(run: TaskRun) -> None:
     __tracebackhide__ = True
     item = run.item
     xfailed = item.stash.get(xfailed_key, None)
@@ -738,7 +499,7 @@ async def _call(run: _Run) -> None:
             item.stash[xfailed_key] = evaluate_xfail_marks(item)
 
 
-async def _teardown(run: _Run) -> None:
+async def _teardown(run: TaskRun) -> None:
     __tracebackhide__ = True
     errors: list[BaseException] = []
     while run.finalizers:
@@ -757,7 +518,7 @@ async def _teardown(run: _Run) -> None:
         raise BaseExceptionGroup(f"errors while tearing down {run.item.nodeid}", errors[::-1])
 
 
-def _emit(run: _Run) -> None:
+def _emit(run: TaskRun) -> None:
     """An item's hooks, together: logstart, its reports, its warnings, logfinish."""
     item, batch = run.item, run.batch
     overlapping = [
