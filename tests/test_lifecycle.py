@@ -337,19 +337,6 @@ def test_plugin_loading(
 def test_verify_cold_under_xdist_says_it_cannot(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nreuse_replicas = 1\nreuse_scope = run\n")
     pytester.makepyfile("import pytest\n\n@pytest.mark.reuse\ndef test_a():\n    pass\n")
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "reuse_env",
-        "-p",
-        "no:asyncio",
-        "-p",
-        "no:anyio",
-        "-p",
-        "no:hypothesispytest",
-        "-n",
-        "1",
-        "--reuse-verify-cold",
-        timeout=90,
-    )
+    result = run(pytester, "-n", "1", "--reuse-verify-cold")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*--reuse-verify-cold has no effect under pytest -n*"])

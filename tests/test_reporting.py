@@ -481,18 +481,7 @@ def test_dash_s_prints_replica_output_once_and_drops_the_sections(
             assert False
         """
     )
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "reuse_env",
-        "-p",
-        "no:asyncio",
-        "-p",
-        "no:anyio",
-        "-p",
-        "no:hypothesispytest",
-        "-s",
-        timeout=60,
-    )
+    result = run(pytester, "-s")
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     for text in ("from-setup", "from-call", "from-teardown"):
@@ -517,17 +506,7 @@ def test_a_warning_from_a_replicas_last_test_is_never_lost(pytester: pytest.Pyte
         """
     )
     for _ in range(5):
-        result = pytester.runpytest_subprocess(
-            "-p",
-            "reuse_env",
-            "-p",
-            "no:asyncio",
-            "-p",
-            "no:anyio",
-            "-p",
-            "no:hypothesispytest",
-            timeout=60,
-        )
+        result = run(pytester)
         result.assert_outcomes(passed=2, warnings=2)
         result.stdout.fnmatch_lines(["*late-warning-0*"])
         result.stdout.fnmatch_lines(["*late-warning-1*"])
