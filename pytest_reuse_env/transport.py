@@ -31,6 +31,7 @@ import psutil
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
+from pytest_reuse_env.registry import process_gone
 
 #: Delivered after the last message of a link, whatever ended it.
 END: Final = ("channel_closed", None)
@@ -259,18 +260,12 @@ class DaemonLink:
         return self._outbox.send(message)
 
     def _process(self) -> psutil.Process | None:
-        if self.pid is None:
+        """The replica's process while it runs; None once it exited (a zombie counts) or its
+        pid was reused, by the registry's own rule."""
+        if self.pid is None or process_gone(self.pid, self._create_time) is not None:
             return None
         try:
-            process = psutil.Process(self.pid)
-            if (
-                self._create_time is not None
-                and abs(process.create_time() - self._create_time) > 0.01
-            ):
-                return None  # the pid was reused: that is not our replica
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return process
+            return psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             return None
 
