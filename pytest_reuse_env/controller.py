@@ -323,7 +323,14 @@ class ReuseController:
             environment.test_finished(replica, nodeid, warm=replica.current_warm)
             self.completed.add(nodeid)
         elif name == protocol.WARNING:
-            self._replay_warning(payload)
+            self.config.hook.pytest_warning_recorded.call_historic(
+                kwargs={
+                    "warning_message": warning_from_payload(payload),
+                    "when": "runtest",
+                    "nodeid": payload["nodeid"],
+                    "location": payload["location"],
+                }
+            )
         elif name == protocol.UNKNOWN_NODEID:
             nodeid = payload["nodeid"]
             replica.test_finished(nodeid)
@@ -352,16 +359,6 @@ class ReuseController:
         if reporter is not None and self.config.option.verbose > 0:
             reporter.ensure_newline()
             reporter.write_line(line)
-
-    def _replay_warning(self, payload: protocol.WarningPayload) -> None:
-        self.config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": warning_from_payload(payload),
-                "when": "runtest",
-                "nodeid": payload["nodeid"],
-                "location": payload["location"],
-            }
-        )
 
     def _environment_of(self, replica: Replica) -> Environment:
         for environment in self.environments.values():
@@ -489,15 +486,14 @@ class ReuseController:
                 replica, (name, payload) = self.events.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
+            if replica.state is ReplicaState.DEAD:
+                continue  # released warm (its close is our own disconnect) or already ended
             if name == CHANNEL_CLOSED:
                 replica.terminate()
                 self._environment_of(replica).replica_retired(replica)
-            elif name == protocol.TEARDOWN_ERROR:
-                self.reports.teardown_error(replica, payload["traceback"])
-            elif name == protocol.WARNING:
-                self._replay_warning(payload)  # never dropped, even this late
-            elif name == protocol.FINISHED:
-                replica.finished = True
+            else:
+                # Late reports, warnings and teardown errors are replayed like any other.
+                self._handle(replica, name, payload)
         for environment in self.environments.values():
             for replica in environment.replicas:
                 if replica.state is not ReplicaState.DEAD:

@@ -854,6 +854,41 @@ def test_plain_and_xdist_runs_share_one_environment(project: pytest.Pytester) ->
     assert (env["replicas_started"], env["replicas_attached"]) == (0, 2)
 
 
+MIXED_SCOPES = """
+import pytest
+
+
+@pytest.mark.reuse
+def test_warm():
+    pass
+
+
+@pytest.mark.reuse("solo")
+def test_run_scoped():
+    pass
+"""
+
+
+def test_warm_replicas_survive_a_run_that_also_ends_run_scoped_ones(
+    project: pytest.Pytester,
+) -> None:
+    """The end of a run waits for its run-scoped replicas to exit; the warm ones it released
+    meanwhile must not be taken for them (their close is our own disconnect)."""
+    project.makefile(
+        ".ini", pytest=ini("reuse_replicas = 1", "reuse_policies =\n    solo: scope=run")
+    )
+    project.makepyfile(test_mixed=MIXED_SCOPES)
+    result = run(project)
+    result.assert_outcomes(passed=2)
+    (first,) = records(project)
+    for _ in range(3):
+        result = run(project)
+        result.assert_outcomes(passed=2)
+        assert "1 replica stays warm" in result.stdout.str()
+        assert alive(first["pid"]), "the run killed the warm replica it had just released"
+        assert [r["pid"] for r in records(project)] == [first["pid"]]
+
+
 # -- 7. faults -----------------------------------------------------------------------------------
 
 
