@@ -327,30 +327,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
         )
 
 
-def processes_under(root: Path) -> list[psutil.Process]:
-    """Processes other than this one working in ``root`` (replicas, local or over ssh)."""
-    found = []
-    for process in psutil.process_iter(["pid", "cwd"]):
-        cwd = process.info.get("cwd")
-        if process.pid != os.getpid() and cwd and Path(cwd).is_relative_to(root):
-            found.append(process)
-    return found
-
-
-@pytest.fixture
-def nothing_left(pytester: pytest.Pytester) -> Iterator[None]:
-    """After the test: no process may still work in its directory (checked by pid)."""
-    yield
-    deadline = time.monotonic() + 10.0
-    left = processes_under(pytester.path)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = processes_under(pytester.path)
-    for process in left:
-        process.kill()
-    assert not left, f"processes outlived the test: {[p.pid for p in left]}"
-
-
 @pytest.fixture(autouse=True)
 def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "300")
@@ -434,7 +410,6 @@ def copy_path(pytester: pytest.Pytester, name: str) -> Path:
     return pytester.path / "hosts" / name
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_suite_runs_on_both_hosts(pytester: pytest.Pytester, sshd: SshServer) -> None:
     a, b = copy_path(pytester, "a"), copy_path(pytester, "b")
     make_project(pytester, [sshd.spec("hosta", a), sshd.spec("hostb", b)])
@@ -456,7 +431,6 @@ def test_suite_runs_on_both_hosts(pytester: pytest.Pytester, sshd: SshServer) ->
     )
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_differing_copy_is_refused_and_its_work_moves(
     pytester: pytest.Pytester, sshd: SshServer
 ) -> None:
@@ -500,7 +474,6 @@ def test_killed():
 """
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_replica_killed_mid_test(pytester: pytest.Pytester, sshd: SshServer) -> None:
     a, b = copy_path(pytester, "a"), copy_path(pytester, "b")
     suite = KILLER_SUITE.format(marker=str(pytester.path / "killed.txt"))
@@ -517,7 +490,6 @@ def test_replica_killed_mid_test(pytester: pytest.Pytester, sshd: SshServer) -> 
     assert not psutil.pid_exists(killed)
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_unreachable_host_is_reported_and_skipped(
     pytester: pytest.Pytester, sshd: SshServer
 ) -> None:
@@ -560,7 +532,6 @@ def other_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     return python
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_other_interpreter(pytester: pytest.Pytester, other_python: str) -> None:
     make_project(pytester, [f"popen//python={other_python}"], copies=0)
     result = run(pytester, "-v")
@@ -569,7 +540,6 @@ def test_other_interpreter(pytester: pytest.Pytester, other_python: str) -> None
     result.stdout.fnmatch_lines(["*r0@popen warm*PASSED*"])
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_missing_plugin_on_the_host_is_named(
     pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -588,7 +558,6 @@ def test_missing_plugin_on_the_host_is_named(
     )
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_rsync_into_an_empty_directory(pytester: pytest.Pytester, sshd: SshServer) -> None:
     target = pytester.path / "remote"  # does not exist yet: execnet creates it
     make_project(pytester, [sshd.spec("hosta", target)], copies=0)
@@ -631,7 +600,6 @@ def test_trivial(i):
 """
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_overhead_ssh_against_local(
     pytester: pytest.Pytester, sshd: SshServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -659,7 +627,6 @@ def test_overhead_ssh_against_local(
     assert per_test_ms["ssh"] < 50
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_socket_host(pytester: pytest.Pytester) -> None:
     """``socket=HOST:PORT``: a replica in a process started by execnet's socketserver."""
     a = copy_path(pytester, "a")
@@ -686,7 +653,6 @@ def test_socket_host(pytester: pytest.Pytester) -> None:
     assert not psutil.pid_exists(server.pid)
 
 
-@pytest.mark.usefixtures("nothing_left")
 def test_host_that_never_answers_is_bounded(pytester: pytest.Pytester) -> None:
     """ssh to a port that accepts and never speaks: given up after reuse_host_timeout, and the
     launch's ssh process is killed (by the marker on its command line)."""

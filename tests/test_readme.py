@@ -58,8 +58,13 @@ def test_the_ini_and_marker_example_runs(pytester: pytest.Pytester) -> None:
     source = code.replace("return load_model()", "return 'model'")
     source = source.replace(": ...", ":\n    assert model == 'model'")
     pytester.makepyfile(test_readme_example=source)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:hypothesispytest", "-q", "--reuse-report=report.json", timeout=120
-    )
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:hypothesispytest", "-q", "--reuse-report=report.json", timeout=120
+        )
+    finally:
+        # test_c's ReusePolicy(...) has the default scope, global: its replica stays warm.
+        pytester.runpytest_subprocess("-p", "no:hypothesispytest", "--reuse-stop", timeout=60)
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*= reuse =*", "default (*", "ml (*"])
+    result.stdout.fnmatch_lines(["*reuse: 1 replica stays warm*"])
