@@ -1,5 +1,8 @@
 """pytest-reuse-env: run marked tests in warm, reusable replica processes.
 
+The public API: :class:`ReusePolicy` (and :class:`PolicyError`, raised for a bad one) and the
+warning categories. Everything else is private to the plugin.
+
 PYTEST_DONT_REWRITE: replicas import this package before their pytest session starts, and
 pytest would otherwise warn that it cannot rewrite its asserts (an error under
 ``filterwarnings = error``).
@@ -14,13 +17,12 @@ import time
 STARTED = time.monotonic()
 
 # The start time above is taken before the package's own imports, on purpose.
-from pytest_reuse_env.errors import ReplicaCrashed, ReplicaStartError, ReuseEnvError  # noqa: E402
+from pytest_reuse_env.errors import ReuseEnvWarning, ReuseLeakWarning  # noqa: E402
 from pytest_reuse_env.policy import PolicyError, ReusePolicy  # noqa: E402
 
 __all__ = [
     "PolicyError",
-    "ReplicaCrashed",
-    "ReplicaStartError",
-    "ReuseEnvError",
+    "ReuseEnvWarning",
+    "ReuseLeakWarning",
     "ReusePolicy",
 ]

@@ -1,32 +1,19 @@
-"""Runtime failures of the plugin: one base class, each carrying the replica id."""
+"""The warning categories the plugin issues, for users to filter on
+(``filterwarnings = ignore::pytest_reuse_env.ReuseLeakWarning``).
+
+Failures are not exceptions raised at the user: a replica that crashes, hangs or cannot start
+fails the tests it held with the reason (see ``controller/outcomes``), and a user's mistake is a
+``pytest.UsageError`` naming the option or marker.
+"""
 
 from __future__ import annotations
 
-from typing import final
+import pytest
 
 
-class ReuseEnvError(Exception):
-    """Base of every runtime failure raised by pytest-reuse-env."""
-
-    def __init__(
-        self, message: str, *, replica_id: str | None = None, remote_traceback: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.replica_id = replica_id
-        self.remote_traceback = remote_traceback
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.remote_traceback:
-            text = f"{text}\n{self.remote_traceback}"
-        return text
+class ReuseEnvWarning(pytest.PytestWarning):
+    """Something about a replica the user should know, that is not a test's outcome."""
 
 
-@final
-class ReplicaStartError(ReuseEnvError):
-    """A replica could not start: its session failed before it was ready."""
-
-
-@final
-class ReplicaCrashed(ReuseEnvError):
-    """A replica process ended while it held work."""
+class ReuseLeakWarning(pytest.PytestWarning):
+    """A test left state behind in a reused process (``reuse_leaks``)."""

@@ -1,33 +1,27 @@
-"""The pytest plugin ``reuse_env``: thin hooks that register the controller when reuse is on."""
+"""The pytest plugin ``reuse_env``: options, the marker, and a router that loads the controller
+only once a test is routed to reuse.
+
+A run that routes nothing (reuse off, or no test marked and no ``reuse_all``) imports this
+module, ``options``, ``policy``, ``role`` and ``protocol`` only: never ``controller/`` nor
+``replica/``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, final
 
 import pytest
 
-from pytest_reuse_env.commands import status_lines, stop_all
-from pytest_reuse_env.config import MARKER_HELP, ReuseSettings, register_options
-from pytest_reuse_env.controller import ReuseController
-from pytest_reuse_env.launcher import registry_directory
-from pytest_reuse_env.registry import Registry, RegistryError
-from pytest_reuse_env.reporting import ReuseEnvWarning
-from pytest_reuse_env.summary import ReuseSummary
+from pytest_reuse_env import protocol
+from pytest_reuse_env.options import MARKER_HELP, ReuseSettings, register_options, resolve_policies
+from pytest_reuse_env.role import Role, role_of
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.controller.summary import ReuseSummary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     register_options(parser)
-
-
-def is_replica(config: pytest.Config) -> bool:
-    """True inside a replica's own pytest session."""
-    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
-    return bool(workerinput.get("reuse_replica"))
-
-
-def is_xdist_controller(config: pytest.Config) -> bool:
-    """True in the process that runs ``pytest -n N``: its workers run the tests, not it."""
-    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -36,42 +30,26 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("reuse_status") or config.getoption("reuse_stop"):
         from _pytest.main import wrap_session
 
-        return wrap_session(config, _run_command)
+        from pytest_reuse_env.controller.commands import run_command
+
+        return wrap_session(config, run_command)
     return None
-
-
-def _run_command(config: pytest.Config, session: pytest.Session) -> int:
-    try:
-        registry: Registry | None = Registry(registry_directory(config))
-        problem = None
-    except RegistryError as exc:
-        registry, problem = None, str(exc)
-    writer = config.get_terminal_writer()
-    if config.getoption("reuse_stop"):
-        lines = stop_all(registry)
-        for line in lines or ["reuse: no warm replicas to stop"]:
-            writer.line(line)
-    else:
-        for line in status_lines(registry, problem):
-            writer.line(line)
-    return 0
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    if is_replica(config):
+    role = role_of(config)
+    if role is Role.REPLICA:
         return
     # Validated in xdist's controller too: a bad ini value is one clean usage error, not one
     # per worker.
     settings = ReuseSettings.from_config(config)
     if not settings.enabled:
         return
-    summary = None
-    if not hasattr(config, "workerinput"):  # xdist workers hand their figures to the controller
-        summary = ReuseSummary(config, config.getoption("reuse_report"))
-        config.pluginmanager.register(summary, "reuse_summary")
-    if is_xdist_controller(config) and config.getoption("reuse_verify_cold"):
+    if role is Role.XDIST_CONTROLLER and config.getoption("reuse_verify_cold"):
+        from pytest_reuse_env.errors import ReuseEnvWarning
+
         # xdist's controller prints the reports; nothing can annotate them afterwards.
         config.issue_config_time_warning(
             ReuseEnvWarning(
@@ -80,6 +58,63 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             stacklevel=2,
         )
-    if not is_xdist_controller(config):
-        controller = ReuseController(config, settings, summary)
-        config.pluginmanager.register(controller, "reuse_controller")
+    config.pluginmanager.register(Router(config, settings, role), "reuse_router")
+
+
+@final
+class Router:
+    """Decides, once collection is done, whether this run uses reuse at all.
+
+    Only then are the controller (which starts replicas) and the summary (which reports on
+    them) imported and set up; until then the plugin costs its options and this object.
+    """
+
+    def __init__(self, config: pytest.Config, settings: ReuseSettings, role: Role) -> None:
+        self.config = config
+        self.settings = settings
+        self.role = role
+        self.summary: ReuseSummary | None = None
+
+    def _summary(self) -> ReuseSummary:
+        if self.summary is None:
+            from pytest_reuse_env.controller.summary import ReuseSummary
+
+            self.summary = ReuseSummary(self.config, self.config.getoption("reuse_report"))
+        return self.summary
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self.role.runs_tests:
+            return
+        policies = resolve_policies(session.items, self.settings)
+        if not policies and not self.config.getoption("reuse_fresh"):
+            return
+        from pytest_reuse_env.controller.session import ReuseController
+
+        # xdist workers hand their figures to xdist's controller, which summarizes.
+        summary = self._summary() if self.role is Role.CONTROLLER else None
+        controller = ReuseController(self.config, self.settings, summary)
+        self.config.pluginmanager.register(controller, "reuse_controller")
+        controller.collection_finished(session, policies)
+
+    # The summary's sources, forwarded once it exists (or once a routed report shows up).
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.role.is_worker:
+            return
+        if self.summary is not None or getattr(report, protocol.REPORT_REPLICA, None):
+            self._summary().pytest_runtest_logreport(report)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        if output.get(protocol.WORKEROUTPUT_KEY):
+            self._summary().pytest_testnodedown(node, error)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.summary is not None:
+            self.summary.pytest_terminal_summary(terminalreporter)
+
+    @pytest.hookimpl(trylast=True)  # after the controller has added its snapshots
+    def pytest_sessionfinish(self) -> None:
+        if self.summary is not None:
+            self.summary.pytest_sessionfinish()

@@ -61,6 +61,9 @@ FINISHED: Final = "finished"
 
 #: Keys the replica adds to each serialized report; they become attributes of the report.
 REPORT_REPLICA: Final = "reuse_replica"
+#: Where an xdist worker leaves its environments' figures for xdist's controller
+#: (``config.workeroutput``).
+WORKEROUTPUT_KEY: Final = "reuse_environments"
 REPORT_WARM: Final = "reuse_warm"
 #: Added by the controller when it replays a report: the environment's name.
 REPORT_ENVIRONMENT: Final = "reuse_environment"

@@ -1,0 +1,377 @@
+"""One environment: the tests that share a policy, their queue and their replicas.
+
+It decides which replica gets which test, when replicas start and stop, and what happens to work
+a dead replica held. It knows nothing of pytest: tests are nodeids, replicas are handles from
+``replica.py`` made by the ``launch`` callable the controller passes in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, final
+
+from pytest_reuse_env import scaling
+from pytest_reuse_env.controller.replica import Replica, ReplicaState
+from pytest_reuse_env.policy import ReusePolicy
+
+
+@final
+@dataclass
+class EnvironmentStats:
+    """What the environment did, for the terminal summary and the JSON report."""
+
+    started: int = 0
+    attached: int = 0
+    start_failures: int = 0
+    retired: Counter[str] = field(default_factory=Counter)
+    tests_cold: int = 0
+    tests_warm: int = 0
+    ready: int = 0
+    peak_busy: int = 0
+    peak_tests: int = 0
+    first_start: float | None = None
+    last_finish: float | None = None
+
+
+@final
+class Environment:
+    """The queue and the replicas of one ``ReusePolicy``."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: ReusePolicy,
+        launch: Callable[[Environment], Replica | None],
+        *,
+        max_restarts: int,
+        closing: bool,
+        serial: bool = False,
+        key: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self._launch = launch
+        self.max_restarts = max_restarts
+        #: All work is known up front (a whole run's items): replicas get SHUTDOWN, not DRAIN,
+        #: once the queue is empty, so the last test tears down everything as in plain pytest.
+        self.closing = closing
+        #: Fed one test at a time (inside an xdist worker): one replica is all it can use.
+        self.serial = serial
+        #: Registry key of a persistent (scope="global") environment; None for scope="run".
+        self.key = key
+        #: Since when the environment has wanted a replica that max (across runs) forbids.
+        self.waiting_since: float | None = None
+        self._clock = clock
+        self.queue: deque[str] = deque()
+        self.replicas: list[Replica] = []
+        #: Every replica this environment used in the run, handed back ones included.
+        self.history: list[Replica] = []
+        self.restarts = 0
+        self.stopped = False  # -x, a crash loop, or the end of the run: start nothing more
+        #: Why the environment gave up (crash loop, no replica could start or be had).
+        self.stop_reason: str | None = None
+        self.stats = EnvironmentStats()
+        self.last_start_failure: str | None = None
+        self.last_activity = clock()
+        self.last_scaledown: float | None = None
+        self.limits = scaling.ScalingLimits(
+            min_replicas=0 if closing else min(policy.min_replicas, 1 if serial else 1 << 30),
+            max_replicas=1 if serial else policy.max_replicas,
+            concurrency=policy.concurrency,
+            scaledown_ttl=policy.scaledown_ttl_seconds,
+            idle_ttl=policy.idle_ttl_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Environment {self.name} queued={len(self.queue)} replicas={self.replicas}>"
+
+    # -- capacity ----------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Tests a replica holds at once: enough that it always knows the next one, and with
+        concurrency, several batches' worth, so no round trip stalls its event loop."""
+        concurrency = self.policy.concurrency
+        return concurrency + 2 if concurrency == 1 else 4 * concurrency + 2
+
+    @property
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if r.alive and not r.shutdown_sent]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(r.in_flight) for r in self.replicas if r.state is not ReplicaState.DEAD)
+
+    @property
+    def starved(self) -> bool:
+        """Tests are queued and a ready replica would run out of work during a local test."""
+        return bool(self.queue) and not self.stopped and any(r.accepting for r in self.live)
+
+    @property
+    def done(self) -> bool:
+        return not self.queue and self.in_flight == 0
+
+    @property
+    def ever_ready(self) -> bool:
+        return self.stats.ready > 0
+
+    # -- work --------------------------------------------------------------------------------
+
+    def submit(self, nodeids: Iterable[str]) -> None:
+        self.queue.extend(nodeids)
+        self.pump()
+
+    def pump(self) -> None:
+        """Start replicas the backlog needs, then hand out work; call after every event."""
+        if self.stopped:
+            return
+        if self.queue or not self.closing:
+            self._scale()
+        self._feed()
+
+    def _scale(self) -> None:
+        """Apply what the scaling rules decide for this moment (see ``scaling.py``)."""
+        now = self._clock()
+        for action in scaling.decide(self.state(now), self.limits, now):
+            if isinstance(action, scaling.StartReplicas):
+                for _ in range(action.count):
+                    if not self._start_replica():
+                        break
+            else:
+                replica = next(r for r in self.live if r.id == action.replica_id)
+                if action.reason == "scaledown":
+                    self.last_scaledown = now
+                self.retire(replica, action.reason)
+
+    def state(self, now: float) -> scaling.EnvironmentState:
+        views = []
+        for replica in self.live:
+            if replica.state is ReplicaState.STARTING:
+                phase, idle_since = scaling.ReplicaPhase.STARTING, None
+            elif replica.in_flight:
+                phase, idle_since = scaling.ReplicaPhase.BUSY, None
+            else:
+                phase = scaling.ReplicaPhase.IDLE
+                idle_since = replica.idle_since if replica.idle_since is not None else now
+            views.append(
+                scaling.ReplicaView(
+                    replica.id,
+                    phase,
+                    replica.started_at,
+                    len(replica.in_flight) if phase is scaling.ReplicaPhase.BUSY else 0,
+                    idle_since,
+                )
+            )
+        return scaling.EnvironmentState(
+            tuple(views), len(self.queue), self.last_activity, self.last_scaledown
+        )
+
+    def next_deadline(self) -> float | None:
+        now = self._clock()
+        return scaling.next_deadline(self.state(now), self.limits, now)
+
+    @property
+    def persistent(self) -> bool:
+        return self.key is not None
+
+    def _start_replica(self) -> bool:
+        """Start (or attach) one replica; False when none may be had now."""
+        replica = self._launch(self)
+        if replica is None:
+            if self.waiting_since is None:
+                self.waiting_since = self._clock()
+            return False
+        self.waiting_since = None
+        replica.started_at = self._clock()
+        self.replicas.append(replica)
+        self.history.append(replica)
+        if replica.attached:
+            self.stats.attached += 1
+        else:
+            self.stats.started += 1
+        return True
+
+    def warm_up(self, count: int) -> None:
+        """Start replicas before any work arrives, so the first test finds one ready."""
+        while len(self.live) < min(count, self.limits.max_replicas):
+            if not self._start_replica():
+                break
+
+    def retire(self, replica: Replica, reason: str) -> None:
+        """Ask a replica to finish what it holds and exit; counted when it is gone."""
+        # A specific reason (recycle, stale, scaledown) says more than "end of run".
+        if replica.retire_reason in (None, "end of run"):
+            replica.retire_reason = reason
+        replica.request_shutdown()
+
+    def _feed(self) -> None:
+        # The oldest free replica first: surplus gathers on the newest, which scaledown retires.
+        for replica in sorted(self.live, key=lambda r: (len(r.in_flight), r.started_at)):
+            if not replica.accepting:
+                continue
+            room = self.depth - len(replica.in_flight)
+            if room > 0 and self.queue:
+                batch = [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
+                replica.run(batch)
+        if not self.queue:
+            for replica in self.live:
+                if not replica.accepting:
+                    continue
+                if self.closing:
+                    self.retire(replica, "end of run")
+                elif replica.in_flight:
+                    replica.drain()
+
+    def take_back(self, replica: Replica) -> None:
+        """A replica being recycled runs nothing more: every test it holds and has not started
+        (in the order they were sent, in transit ones included) is first in line again. The
+        replica hands them back too; those echoes find nothing left to take."""
+        held = [n for n in replica.in_flight if n != replica.current and n not in replica.running]
+        for nodeid in held:
+            replica.in_flight.remove(nodeid)
+        self.queue.extendleft(reversed(held))
+
+    def hand_back(self) -> list[Replica]:
+        """Give up the idle persistent replicas (another run waits for one); the caller
+        releases them to the registry. They are not retired: they stay warm."""
+        idle = [r for r in self.live if r.persistent and r.accepting and not r.in_flight]
+        for replica in idle:
+            self.replicas.remove(replica)
+        return idle
+
+    def cancel(self) -> list[str]:
+        """Stop handing out work (``-x``): returns the nodeids that will not run."""
+        self.stopped = True
+        dropped = list(self.queue)
+        self.queue.clear()
+        for replica in self.replicas:
+            if replica.alive:
+                dropped.extend(replica.cancel())
+        return dropped
+
+    # -- events ------------------------------------------------------------------------------
+
+    def replica_ready(self, replica: Replica) -> list[str]:
+        """A replica collected; returns queued nodeids it did not collect (they cannot run)."""
+        replica.idle_since = self._clock()
+        self.stats.ready += 1
+        missing = [n for n in self.queue if n not in replica.nodeids]
+        if missing:
+            # The replica's collection differs from the controller's: those tests cannot run.
+            self.queue = deque(n for n in self.queue if n in replica.nodeids)
+        return missing
+
+    def test_started(self, replica: Replica) -> None:
+        self.last_activity = self._clock()
+        if replica.first_test_at is None:
+            replica.first_test_at = self.last_activity
+        if self.stats.first_start is None:
+            self.stats.first_start = self.last_activity
+        busy = sum(1 for r in self.replicas if r.running)
+        self.stats.peak_busy = max(self.stats.peak_busy, busy)
+        at_once = sum(len(r.running) for r in self.replicas)
+        self.stats.peak_tests = max(self.stats.peak_tests, at_once)
+
+    def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
+        replica.test_finished(nodeid)
+        self.last_activity = self.stats.last_finish = self._clock()
+        if not replica.in_flight:
+            replica.idle_since = self.last_activity
+        if warm:
+            self.stats.tests_warm += 1
+        else:
+            self.stats.tests_cold += 1
+
+    def replica_gone(self, replica: Replica, *, started: bool) -> list[str]:
+        """A replica's channel closed unasked. Returns the nodeids it held that must be requeued
+        (the one it was running is the controller's to report). Decides on a replacement."""
+        replica.mark_dead()
+        replica.end_reason = "crash" if started else "start failure"
+        # What it was running is the controller's to report; what it only held runs elsewhere.
+        held = [n for n in replica.in_flight if n != replica.current and n not in replica.running]
+        replica.in_flight.clear()
+        if started:
+            self.stats.retired["crash"] += 1
+        else:
+            self.stats.start_failures += 1
+        self.restarts += 1
+        self.queue.extendleft(reversed(held))
+        return held
+
+    @property
+    def crash_loop(self) -> bool:
+        return self.restarts > self.max_restarts
+
+    def give_up(self, reason: str) -> list[str]:
+        """No replica can serve this environment: returns every test that will not run."""
+        self.stopped = True
+        self.stop_reason = reason
+        lost = list(self.queue)
+        self.queue.clear()
+        return lost
+
+    def shutdown(self) -> list[Replica]:
+        """End of the run: ask every live run-scoped replica to finish and exit; returns the
+        persistent ones, which the caller releases (they stay warm)."""
+        self.stopped = True
+        keep = []
+        for replica in self.replicas:
+            if not replica.alive:
+                continue
+            if replica.persistent and not replica.shutdown_sent:
+                # Even mid-test (Ctrl-C): it aborts that test when we disconnect, stays warm.
+                keep.append(replica)
+            else:
+                self.retire(replica, "end of run")
+        return keep
+
+    def snapshot(self, notes: list[str]) -> dict[str, Any]:
+        """What this environment did, as builtins (see ``summary.py`` for the schema)."""
+        return {
+            "name": self.name,
+            "policy": self.policy.describe(),
+            "replicas_started": self.stats.started,
+            "replicas_attached": self.stats.attached,
+            "start_failures": self.stats.start_failures,
+            "retired": dict(self.stats.retired),
+            "tests_cold": self.stats.tests_cold,
+            "tests_warm": self.stats.tests_warm,
+            "peak_busy": self.stats.peak_busy,
+            "peak_tests": self.stats.peak_tests,
+            "test_phase_seconds": (
+                self.stats.last_finish - self.stats.first_start
+                if self.stats.first_start is not None and self.stats.last_finish is not None
+                else 0.0
+            ),
+            "max_replicas": self.policy.max_replicas,
+            "setup_seconds_total": sum(
+                r.setup_seconds or 0.0 for r in self.history if not r.attached
+            ),
+            "notes": notes,
+            "replicas": [
+                {
+                    "id": r.id,
+                    "pid": r.pid,
+                    "setup_seconds": r.setup_seconds,
+                    "tests_run": r.tests_run,
+                    "ended": r.end_reason,
+                    "attached": r.attached,
+                    # From the decision to start (or attach) it to its first test: scale-up time.
+                    "first_test_seconds": (
+                        r.first_test_at - r.started_at if r.first_test_at is not None else None
+                    ),
+                }
+                for r in self.history
+            ],
+        }
+
+    def replica_retired(self, replica: Replica) -> None:
+        """A replica asked to stop is gone."""
+        replica.mark_dead()
+        replica.end_reason = replica.retire_reason or "end of run"
+        # "stale: conftest.py changed" counts as "stale"; the replica keeps the detail.
+        self.stats.retired[replica.end_reason.split(":")[0]] += 1

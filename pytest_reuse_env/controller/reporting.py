@@ -1,0 +1,185 @@
+"""Reports and warnings the controller makes up or rebuilds from a replica's words, and their
+replay through pytest's own hooks (so the terminal, junitxml, ``-x`` and ``--lf`` see ordinary
+reports)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, final
+
+import pytest
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.errors import ReuseEnvWarning
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.controller.replica import Replica
+
+
+def synthetic_report(
+    item: pytest.Item, when: str, outcome: str, message: str | None
+) -> pytest.TestReport:
+    """A report for a phase no replica reported: a crash, a test no replica could run."""
+    now = time.time()
+    return pytest.TestReport(
+        nodeid=item.nodeid,
+        location=item.location,
+        keywords={name: 1 for name in item.keywords},
+        outcome=outcome,  # type: ignore[arg-type]
+        longrepr=message,
+        when=when,  # type: ignore[arg-type]
+        sections=[],
+        duration=0.0,
+        start=now,
+        stop=now,
+        user_properties=[],
+    )
+
+
+def warning_from_payload(payload: protocol.WarningPayload) -> warnings.WarningMessage:
+    """Rebuild a replica's warning so pytest's warnings summary shows it as its own."""
+    category: type[Warning] = UserWarning
+    try:
+        found = importlib.import_module(payload["category_module"])
+        for part in payload["category_name"].split("."):
+            found = getattr(found, part)
+        if isinstance(found, type) and issubclass(found, Warning):
+            category = found
+    except (ImportError, AttributeError):
+        pass
+    return warnings.WarningMessage(
+        payload["message"], category, payload["filename"], payload["lineno"]
+    )
+
+
+def log_excerpt(replica: Replica) -> str:
+    """The end of the replica's log (or the start of its faulthandler dump), for a report."""
+    tail = replica.log_tail()
+    if not tail:
+        return ""
+    return f"\nlast lines of the replica's log {replica.log_path}:\n{tail}"
+
+
+def not_collected_message(replica: Replica, nodeid: str) -> str:
+    lines = [
+        f"replica {replica.id} (pid {replica.pid}) did not collect {nodeid}; "
+        "its collection differs from this process's"
+    ]
+    lines += replica.collect_errors
+    return "\n".join(lines)
+
+
+@final
+class ReportReplayer:
+    """Replays reports into the controller's pytest session and makes up the ones no replica
+    could send (a crash, a test no replica could run)."""
+
+    def __init__(self, config: pytest.Config, items: dict[str, pytest.Item], *, labels: bool):
+        self.config = config
+        self.items = items
+        #: Give reports the xdist-style ``node`` (the "[r0 warm]" prefix); not inside an xdist
+        #: worker, where xdist sets its own and serializes it.
+        self.labels = labels
+        #: Nodeids whose logfinish has been replayed.
+        self.completed: set[str] = set()
+        self.teardown_errors: list[tuple[str, str]] = []
+
+    def rebuild(self, data: dict[str, Any]) -> pytest.TestReport:
+        report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
+            config=self.config, data=data
+        )
+        return report
+
+    def replay(self, report: pytest.TestReport, replica: Replica) -> None:
+        self.label(report, replica)
+        if self.config.option.capture == "no":
+            self._show_output(report)
+        self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
+
+    def _show_output(self, report: pytest.TestReport) -> None:
+        """``-s``: a replica captures anyway (its stdout is no terminal); print what the test
+        wrote as its report arrives, and drop the sections, as plain ``-s`` has none."""
+        captured = [
+            (name, content)
+            for name, content in report.sections
+            if name.startswith(("Captured stdout", "Captured stderr"))
+        ]
+        # A phase's report repeats the earlier phases' sections: print its own only.
+        for name, content in captured:
+            if name.endswith(f" {report.when}"):
+                stream = sys.stderr if "stderr" in name else sys.stdout
+                stream.write(content)
+                stream.flush()
+        if captured:
+            report.sections = [s for s in report.sections if s not in captured]
+
+    def label(self, report: pytest.TestReport, replica: Replica) -> None:
+        """``report.node`` gives the "[r0 warm]" prefix in ``-v`` output and keys junitxml."""
+        setattr(report, protocol.REPORT_ENVIRONMENT, replica.environment_name)
+        if self.labels:
+            warm = getattr(report, protocol.REPORT_WARM, False)
+            report.node = replica.node_warm if warm else replica.node_cold  # type: ignore[attr-defined]
+
+    def crash(
+        self,
+        nodeid: str,
+        phases: list[str],
+        message: str,
+        replica: Replica,
+        *,
+        logged_start: bool,
+    ) -> None:
+        """Reports for a test its replica died running: the phase it was in fails."""
+        when = (
+            "setup" if "setup" not in phases else ("call" if "call" not in phases else "teardown")
+        )
+        item = self.items[nodeid]
+        if not logged_start:
+            item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+        sequence = [(when, "failed")]
+        if when == "call" and "setup" not in phases:
+            sequence.insert(0, ("setup", "passed"))
+        if when != "teardown":
+            sequence.append(("teardown", "passed"))
+        for phase, outcome in sequence:
+            report = synthetic_report(
+                item, phase, outcome, message if outcome == "failed" else None
+            )
+            setattr(report, protocol.REPORT_REPLICA, replica.id)
+            setattr(report, protocol.REPORT_WARM, replica.current_warm)
+            self.label(report, replica)
+            item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        self.completed.add(nodeid)
+
+    def fail_unrun(self, nodeid: str, message: str) -> None:
+        """A test no replica could run: an error at setup, so no result is lost."""
+        item = self.items[nodeid]
+        item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+        for phase, outcome in (("setup", "failed"), ("teardown", "passed")):
+            report = synthetic_report(
+                item, phase, outcome, message if outcome == "failed" else None
+            )
+            item.ihook.pytest_runtest_logreport(report=report)
+        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        self.completed.add(nodeid)
+
+    def teardown_error(self, replica: Replica, text: str) -> None:
+        self.teardown_errors.append((replica.id, text))
+        self.warn(f"fixture teardown failed in replica {replica.id} between tests:\n{text}")
+
+    def warn(self, message: str) -> None:
+        """A warning in pytest's warnings summary, about replicas rather than one test."""
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
+                ),
+                "when": "runtest",
+                "nodeid": "",
+                "location": None,
+            }
+        )

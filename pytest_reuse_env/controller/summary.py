@@ -1,0 +1,238 @@
+"""What reuse did, for people and for tools: the terminal section and the JSON report.
+
+The summary is built from two sources, so it works the same under pytest-xdist:
+
+- the reports themselves: every report that came from a replica carries ``reuse_replica`` and
+  ``reuse_warm`` (added on the replica side), which tells who ran each test, cold or warm;
+- environment snapshots (plain dicts from ``Environment.snapshot``): replicas started and
+  retired, their setup times, notes. Inside an xdist worker they travel to xdist's controller in
+  ``config.workeroutput``.
+
+JSON report schema (``--reuse-report=PATH``), version 1::
+
+    {
+      "version": 1,
+      "environments": [{
+        "name": str, "policy": str,             # the policy in its ini form
+        "replicas_started": int, "replicas_attached": int,   # attached: warm, from a past run
+        "start_failures": int,
+        "retired": {reason: int},               # "end of run", "scaledown", "idle", "crash"
+        "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
+        "peak_busy": int,                       # most replicas running tests at once
+        "peak_tests": int,                      # most tests running at once (concurrency)
+        "test_phase_seconds": float,            # first test start to last test finish
+        "max_replicas": int,
+        "setup_seconds_total": float,           # time replicas spent starting and collecting
+        "setup_seconds_mean": float,            # start, collection, pre-warm, first test's setup
+        "saved_seconds_estimate": float,        # mean setup x tests that ran warm
+        "skipped_seconds": float,               # setup of the warm replicas this run attached
+        "notes": [str],                         # starvation and capacity advice
+        "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
+                      "tests_run": int, "ended": str | null, "attached": bool,
+                      "first_test_seconds": float | null}]   # start decision to first test
+      }],
+      "tests": {nodeid: {"replica": str, "warm": bool, "outcome": str}}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
+
+import pytest
+
+from pytest_reuse_env import protocol, scaling
+from pytest_reuse_env.replica.asyncbatch.batch import is_async_item
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.controller.environment import Environment
+    from pytest_reuse_env.controller.replica import Replica
+
+JSON_VERSION: Final = 1
+#: Key under which an xdist worker hands its environment snapshots to xdist's controller.
+
+
+def environment_notes(
+    environment: Environment, items: list[pytest.Item], *, feeders: int | None, remote: bool
+) -> list[str]:
+    """Advice for the summary: starvation, global scope on remote hosts, concurrency that
+    cannot help. ``feeders`` is None inside an xdist worker (its controller sees them all)."""
+    policy = environment.policy
+    notes = []
+    if feeders is not None:
+        limits = scaling.ScalingLimits(
+            policy.min_replicas,
+            policy.max_replicas,
+            policy.concurrency,
+            policy.scaledown_ttl_seconds,
+            policy.idle_ttl_seconds,
+        )
+        starving = scaling.starvation_warning(limits, feeders=feeders)
+        if starving:
+            notes.append(starving)
+    if policy.scope == "global" and remote:
+        notes.append(
+            "scope=global is local-only: replicas on configured hosts (reuse_hosts) lived for "
+            "this run"
+        )
+    if policy.concurrency > 1 and items and not any(is_async_item(item) for item in items):
+        notes.append(
+            f"concurrency {policy.concurrency} has no effect here: the environment holds only "
+            "sync tests (or async ones that cannot share a loop), which run one at a time"
+        )
+    return notes
+
+
+def closing_line(kept_warm: list[Replica], environments: list[Environment]) -> str:
+    """The line after pytest's last: what stays warm, for how long, how to stop it."""
+    names = {replica.environment_name for replica in kept_warm}
+    ttls = sorted({env.policy.idle_ttl_seconds for env in environments if env.name in names})
+    idle = f"{ttls[0]:g} s" if len(ttls) == 1 else f"{ttls[0]:g} to {ttls[-1]:g} s"
+    count = len(kept_warm)
+    return (
+        f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run "
+        f"(each ends after {idle} without a test); stop them now with 'pytest --reuse-stop'"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+@final
+class ReuseSummary:
+    """Collects what reuse did during the run and writes it at the end."""
+
+    def __init__(self, config: pytest.Config, report_path: str | None) -> None:
+        self.config = config
+        self.report_path = report_path
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.snapshots: list[dict[str, Any]] = []
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        replica = getattr(report, protocol.REPORT_REPLICA, None)
+        if replica is None:
+            return
+        warm = bool(getattr(report, protocol.REPORT_WARM, False))
+        entry = self.tests.setdefault(
+            report.nodeid,
+            {"replica": replica, "warm": warm, "outcome": "passed"},
+        )
+        if report.failed:
+            entry["outcome"] = "failed" if report.when == "call" else "error"
+        elif report.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+
+    def add_snapshots(self, snapshots: list[dict[str, Any]]) -> None:
+        self.snapshots.extend(snapshots)
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """xdist's controller: a worker finished; take its environments' snapshots."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.add_snapshots(list(output.get(protocol.WORKEROUTPUT_KEY, [])))
+
+    # -- output ------------------------------------------------------------------------------
+
+    def environments(self) -> list[dict[str, Any]]:
+        """Snapshots merged by environment name (xdist workers each hold their own)."""
+        merged: dict[str, dict[str, Any]] = {}
+        for snap in self.snapshots:
+            into = merged.get(snap["name"])
+            if into is None:
+                merged[snap["name"]] = into = {
+                    **snap,
+                    "retired": Counter(snap["retired"]),
+                    "replicas": list(snap["replicas"]),
+                    "notes": list(snap["notes"]),
+                }
+                continue
+            for key in (
+                "replicas_started",
+                "start_failures",
+                "tests_cold",
+                "tests_warm",
+                "peak_busy",
+                "setup_seconds_total",
+            ):
+                into[key] += snap[key]
+            into["retired"].update(snap["retired"])
+            into["replicas"].extend(snap["replicas"])
+            into["notes"].extend(n for n in snap["notes"] if n not in into["notes"])
+        for env in merged.values():
+            # xdist workers each count their own: a replica used by two workers is one replica,
+            # and their peaks cannot all have happened at once beyond the policy's max.
+            by_id: dict[str, dict[str, Any]] = {}
+            for replica in env["replicas"]:
+                by_id.setdefault(replica["id"], dict(replica))["tests_run"] = sum(
+                    r["tests_run"] for r in env["replicas"] if r["id"] == replica["id"]
+                )
+            env["replicas"] = list(by_id.values())
+            env["replicas_attached"] = sum(1 for r in env["replicas"] if r.get("attached"))
+            env["peak_busy"] = min(env["peak_busy"], env["max_replicas"])
+            # What becoming warm cost each replica (start, collection, pre-warming, its first
+            # test's setup), measured where it happened, in this run or the one that started it.
+            costs = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
+            env["setup_seconds_mean"] = _mean(costs)
+            env["saved_seconds_estimate"] = env["setup_seconds_mean"] * env["tests_warm"]
+            # What this run did not pay at all, against plain pytest too.
+            env["skipped_seconds"] = sum(
+                r["setup_seconds"] or 0.0 for r in env["replicas"] if r.get("attached")
+            )
+            env["retired"] = dict(env["retired"])
+        return list(merged.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": JSON_VERSION, "environments": self.environments(), "tests": self.tests}
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        environments = self.environments()
+        if not environments:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "reuse")
+        for env in environments:
+            retired = ", ".join(f"{n} {reason}" for reason, n in sorted(env["retired"].items()))
+            attached = env["replicas_attached"]
+            tr.write_line(
+                f"{env['name']} ({env['policy']}): "
+                f"{_count(env['replicas_started'], 'replica')} started"
+                + (f", {attached} attached warm" if attached else "")
+                + f" (setup {env['setup_seconds_mean']:.2f} s each), "
+                f"{_count(env['tests_warm'], 'test')} warm, {env['tests_cold']} cold, "
+                f"peak {env['peak_busy']} busy"
+                + (
+                    f" ({env['peak_tests']} tests at once)"
+                    if env["peak_tests"] > env["peak_busy"]
+                    else ""
+                )
+                + f"; retired: {retired or 'none'}; "
+                f"saved ~{env['saved_seconds_estimate']:.1f} s of setup against a fresh process "
+                "per test"
+                + (
+                    f", {env['skipped_seconds']:.1f} s of it by attaching warm replicas"
+                    if env["skipped_seconds"]
+                    else ""
+                )
+            )
+            if env["start_failures"]:
+                failed = _count(env["start_failures"], "replica")
+                tr.write_line(f"  {failed} failed to start", red=True)
+            for note in env["notes"]:
+                tr.write_line(f"  note: {note}", yellow=True)
+        if self.report_path:
+            tr.write_line(f"reuse report written to {self.report_path}")
+
+    def pytest_sessionfinish(self) -> None:
+        if self.report_path:
+            path = Path(self.report_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")

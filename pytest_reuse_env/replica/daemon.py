@@ -1,0 +1,301 @@
+"""A detached replica (``scope="global"``): a replica's pytest session served over a Unix socket,
+outliving the pytest runs that use it.
+
+The controller starts it as
+``python -m pytest_reuse_env.replica.daemon REGISTRY_DIR REPLICA_ID`` in a
+session of its own (so the terminal's Ctrl-C does not reach it), stdin from /dev/null and
+stdout/stderr to its log file (so it never holds a caller's pipes). The first client sends
+START and the replica collects; every later client sends ATTACH and finds it warm.
+
+One client at a time (the registry's lease): messages from it go to the serve loop on the main
+thread; a client that disconnects mid-test gets that test aborted (``ClientGone``) and nothing
+more. With no client, the replica asks the scaling rules every few seconds whether it should
+retire (``idle_ttl``, ``scaledown_ttl``), with the registry's records of its environment as the
+state, so TTLs hold with no pytest running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final, final
+
+from pytest_reuse_env import protocol, scaling
+from pytest_reuse_env.channel import Listener, SocketChannel
+from pytest_reuse_env.fingerprint import changed_files, snapshot_modules
+from pytest_reuse_env.policy import ReusePolicy
+from pytest_reuse_env.registry import Registry, RegistryError
+from pytest_reuse_env.replica.session import (
+    ABORT_SIGNAL,
+    CHANNEL_CLOSED,
+    ReplicaSession,
+    install_abort_handler,
+    run_session,
+)
+
+#: How long a new replica waits for the run that started it to connect.
+FIRST_CLIENT_SECONDS: Final = 60.0
+#: How often an idle replica with no client consults the registry about retiring.
+IDLE_CHECK_SECONDS: Final = 1.0
+#: How long a new client waits for the previous one to finish disconnecting.
+BUSY_WAIT_SECONDS: Final = 5.0
+#: Longest a retiring replica may spend in finalizers before it exits anyway.
+RETIRE_GRACE_SECONDS: Final = 60.0
+
+
+@final
+class Relay:
+    """The replica's one client: ``send`` goes to it, or raises when there is none."""
+
+    def __init__(self, inbox: queue.Queue[Any]) -> None:
+        self._inbox = inbox
+        self._lock = threading.Lock()
+        self._channel: SocketChannel | None = None
+        self.replica: ReplicaSession | None = None
+        self.on_disconnect: list[Any] = []
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._channel is not None
+
+    def attach(self, channel: SocketChannel) -> None:
+        with self._lock:
+            self._channel = channel
+        # Channel callbacks run on the reader thread: only enqueue (and abort a running test).
+        channel.setcallback(lambda message: self._received(channel, message), CHANNEL_CLOSED)
+
+    def _received(self, channel: SocketChannel, message: Any) -> None:
+        if message is not CHANNEL_CLOSED:
+            self._inbox.put(message)
+            return
+        with self._lock:
+            if self._channel is not channel:
+                return
+            self._channel = None
+        if self.replica is not None and self.replica.running:
+            os.kill(os.getpid(), ABORT_SIGNAL)
+        self._inbox.put(CHANNEL_CLOSED)
+        for callback in self.on_disconnect:
+            callback()
+
+    def send(self, message: Any) -> None:
+        with self._lock:
+            channel = self._channel
+        if channel is None:
+            raise OSError("no client connected")
+        channel.send(message)
+
+    def isclosed(self) -> bool:
+        return not self.busy()
+
+
+@final
+class Daemon:
+    """Everything one detached replica does besides running tests."""
+
+    def __init__(self, registry: Registry, replica_id: str) -> None:
+        self.registry = registry
+        self.replica_id = replica_id
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.relay = Relay(self.inbox)
+        self.listener = Listener(registry.socket_path(replica_id), registry.token())
+        self.snapshot: Any = None
+        self.policy: ReusePolicy | None = None
+        self.replica: ReplicaSession | None = None
+        self._next_idle_check = 0.0
+        self._stopping = threading.Event()
+
+    def run(self) -> int:
+        first = self.listener.accept(timeout=FIRST_CLIENT_SECONDS)
+        if first is None:
+            self._log("no client connected within the start timeout; exiting")
+            return 1
+        name, start = first.receive(timeout=30.0)
+        if name != protocol.START:
+            self._log(f"first message was {name!r}, not start; exiting")
+            return 1
+        self.policy = ReusePolicy.parse(start["policy"])
+        self.relay.attach(first)
+        self.relay.on_disconnect.append(self._released)
+        replica = ReplicaSession(
+            self.relay,
+            self.inbox,
+            start,
+            persistent=True,
+            on_idle=self._should_retire,
+            changed_files=self._changed_files,
+            on_ready=self._take_snapshot,
+        )
+        self.replica = self.relay.replica = replica
+        install_abort_handler(replica)
+        threading.Thread(target=self._accept_loop, name="reuse-accept", daemon=True).start()
+        threading.Thread(target=self._watchdog, name="reuse-watchdog", daemon=True).start()
+        try:
+            run_session(self.relay, start, replica)
+        finally:
+            self._stopping.set()
+            self.listener.close()
+            try:
+                record = self.registry.remove(self.replica_id)
+            except RegistryError as exc:
+                record = None
+                self._log(f"could not remove my registry record: {exc}")
+        # A clean exit leaves no log behind; a crashed replica's log stays for the post-mortem.
+        if record is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(record.log)
+        return 0
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._accept_one()
+            except Exception as exc:  # this thread must outlive any one bad connection
+                self._log(f"accept failed: {exc!r}")
+
+    def _accept_one(self) -> None:
+        channel = self.listener.accept(timeout=1.0)
+        if channel is None:
+            return
+        # The registry leases a replica to one run at a time, so a busy relay means the
+        # previous client is still disconnecting (its end of stream is on its way).
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while self.relay.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.relay.busy():
+            channel.close()
+            return
+        self.relay.attach(channel)
+
+    def _released(self) -> None:
+        """The client disconnected: the replica is idle and warm in the registry."""
+        replica = self.replica
+        served = replica.tests_run if replica is not None else 0
+        try:
+            self.registry.update(
+                self.replica_id,
+                state="idle",
+                lease_owner=None,
+                lease_owner_started=None,
+                last_used=time.time(),
+                tests_served=served,
+            )
+        except (RegistryError, KeyError) as exc:
+            self._log(f"could not mark myself idle: {exc}")
+        self._take_snapshot(only_new=True)
+
+    # -- staleness ---------------------------------------------------------------------------
+
+    def _take_snapshot(self, only_new: bool = False) -> None:
+        """Remember the project files imported so far, as they are now."""
+        roots = [os.getcwd()]
+        fresh = snapshot_modules(sys.modules, roots)
+        if only_new and self.snapshot is not None:
+            # Files imported earlier keep the state they were imported in.
+            fresh.update(self.snapshot)
+        self.snapshot = fresh
+
+    def _changed_files(self) -> list[str]:
+        if self.snapshot is None:
+            return []
+        root = os.getcwd()
+        return [os.path.relpath(path, root) for path in changed_files(self.snapshot)]
+
+    # -- retiring ----------------------------------------------------------------------------
+
+    def _should_retire(self) -> bool:
+        """Asked by the serve loop while it waits; True means finish and exit now."""
+        if self.relay.busy() or self.policy is None:
+            return False
+        now = time.time()
+        if now < self._next_idle_check:
+            return False
+        self._next_idle_check = now + IDLE_CHECK_SECONDS
+        try:
+            with self.registry.transaction() as records:
+                mine = records.get(self.replica_id)
+                if mine is None:
+                    self._log("my registry record is gone; retiring")
+                    return True
+                decision = self._decide(records, mine.environment, now)
+                if decision is not None:
+                    records[self.replica_id] = dataclasses.replace(mine, state="retiring")
+                    self._log(f"retiring: {decision}")
+                    return True
+        except RegistryError as exc:
+            self._log(f"registry unusable ({exc}); retiring")
+            return True
+        return False
+
+    def _decide(self, records: dict[str, Any], environment: str, now: float) -> str | None:
+        assert self.policy is not None
+        views = []
+        last_activity = 0.0
+        for record in records.values():
+            if record.environment != environment or record.state == "retiring":
+                continue
+            last_activity = max(last_activity, record.last_used)
+            if record.state == "idle":
+                phase, in_flight, since = scaling.ReplicaPhase.IDLE, 0, record.last_used
+            elif record.state == "leased":
+                phase, in_flight, since = scaling.ReplicaPhase.BUSY, 1, None
+            else:
+                phase, in_flight, since = scaling.ReplicaPhase.STARTING, 0, None
+            views.append(
+                scaling.ReplicaView(record.replica_id, phase, record.started_at, in_flight, since)
+            )
+        limits = scaling.ScalingLimits(
+            self.policy.min_replicas,
+            self.policy.max_replicas,
+            self.policy.concurrency,
+            self.policy.scaledown_ttl_seconds,
+            self.policy.idle_ttl_seconds,
+        )
+        state = scaling.EnvironmentState(tuple(views), 0, last_activity)
+        for action in scaling.decide(state, limits, now):
+            if isinstance(action, scaling.RetireReplica) and action.replica_id == self.replica_id:
+                return action.reason
+        return None
+
+    def _watchdog(self) -> None:
+        """A retiring replica whose finalizers hang still exits: nothing outlives its TTL."""
+        while not self._stopping.wait(1.0):
+            replica = self.replica
+            if replica is None or not replica.shutting_down:
+                continue
+            grace = max(RETIRE_GRACE_SECONDS, replica.start["teardown_timeout"])
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if self._stopping.wait(1.0):
+                    return
+            self._log(f"finalizers still running after {grace:g} s; exiting")
+            try:
+                self.registry.remove(self.replica_id)
+            except RegistryError:
+                pass
+            os._exit(70)
+
+    def _log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{stamp} replica {self.replica_id} pid {os.getpid()}: {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    registry_dir, replica_id = (sys.argv[1:] if argv is None else argv)[:2]
+    return Daemon(Registry(Path(registry_dir)), replica_id).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,543 @@
+"""What runs inside a replica: its own pytest session and the serve loop.
+
+A replica is a Python process reached through an execnet channel. It builds a pytest session from
+the controller's arguments (same rootdir, ini, plugins and collection-shaping options), collects
+once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, package, module
+and class fixtures set up between them.
+
+This module imports only the standard library, pytest, psutil and the package's ``protocol``,
+``hygiene`` and ``concurrent`` modules (the replica must be able to import the project's tests
+anyway, and they may import this package).
+
+Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
+Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Final, final
+
+import pytest
+
+import pytest_reuse_env
+from pytest_reuse_env import protocol
+from pytest_reuse_env.replica import hygiene
+from pytest_reuse_env.replica.asyncbatch import batch as concurrent
+from pytest_reuse_env.role import REPLICA_KEY
+
+#: Put in the inbox by execnet when the controller's channel closes.
+CHANNEL_CLOSED: Final = ("channel_closed", None)
+
+
+class ClientGone(Exception):
+    """Raised into a test that was running for a client that disconnected (persistent mode)."""
+
+
+#: How long one wait for the next message lasts before the loop looks around again.
+POLL_SECONDS: Final = 1.0
+
+
+@final
+class KeepCollectors:
+    """Stands in for "the next item" when it is not known yet.
+
+    pytest tears the setup stack down to the collectors the next item shares. With this
+    stand-in only the finished item's own (function-scope) state goes; module, class and session
+    fixtures stay up until an item that does not share them arrives.
+    """
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._chain = item.listchain()[:-1]
+
+    def listchain(self) -> list[Any]:
+        return self._chain
+
+
+@final
+class ReplicaSession:
+    """The pytest plugin that turns a pytest session into a replica's serve loop."""
+
+    def __init__(
+        self,
+        channel: Any,
+        inbox: queue.Queue[Any],
+        start: protocol.StartPayload,
+        *,
+        persistent: bool = False,
+        on_idle: Callable[[], bool] | None = None,
+        changed_files: Callable[[], list[str]] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        #: Persistent (scope="global"): losing the client means going idle, not exiting.
+        self.persistent = persistent
+        #: Asked while idle with no client: True means "retire now" (idle_ttl, scaledown).
+        self._on_idle = on_idle
+        #: Project files changed since they were imported (persistent replicas only).
+        self._changed_files = changed_files
+        #: Called once collection and pre-warming are done (the import snapshot is taken).
+        self._on_ready = on_ready
+        #: True while a test runs: a disconnect then aborts it with ClientGone.
+        self.running = False
+        self.prewarm_errors: list[str] = []
+        self.ready_at: float | None = None
+        self.first_setup_seconds = 0.0
+        #: Leak checks between tests and recycling (a plugin of the replica's session too).
+        self.leaks = hygiene.LeakWatch(start["replica_id"], start["hygiene"], self.send)
+        #: Running one test by itself (not a batch): its LOGFINISH waits for its warnings.
+        self._one_at_a_time = False
+        self._held_finish: protocol.Message | None = None
+        #: When the running test's teardown began (time.monotonic), for the teardown watchdog.
+        self.teardown_started: float | None = None
+        self.inbox = inbox
+        self.start = start
+        self.replica_id = start["replica_id"]
+        self.items: dict[str, pytest.Item] = {}
+        self.collect_errors: list[str] = []
+        self.ready_sent = False
+        self.tests_run = 0
+        self.pending: deque[str] = deque()
+        self.final = False  # DRAIN or SHUTDOWN seen: do not hold the last item back
+        self.shutting_down = False
+        self.session: pytest.Session | None = None
+
+    # -- pytest hooks ------------------------------------------------------------------------
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(f"{report.nodeid or '<session>'}: {report.longreprtext}")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = {item.nodeid: item for item in session.items}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        self.session = session
+        self.prewarm_errors = self._prewarm(session, self.start["prewarm"])
+        if self._on_ready is not None:
+            self._on_ready()
+        self._send_ready()
+        self.ready_sent = True
+        self.serve(session)
+        return True
+
+    def _send_ready(self) -> None:
+        """READY: to the first client after collection, and to every client that attaches."""
+        ready: protocol.ReadyPayload = {
+            "pid": os.getpid(),
+            "nodeids": list(self.items),
+            "collect_errors": self.collect_errors,
+            "setup_seconds": self.setup_cost(),
+            "prewarm_errors": [] if self.ready_sent else self.prewarm_errors,
+            "tests_run": self.tests_run,
+            "changed_files": self._changed_files() if self._changed_files else [],
+        }
+        self.send((protocol.READY, ready))
+
+    def setup_cost(self) -> float:
+        """Seconds from the package's first import in this process (imports, collection,
+        pre-warming) to ready, plus the setup phase of the first test."""
+        if self.ready_at is None:
+            # Not psutil's create_time: it is derived from a boot time in whole seconds.
+            self.ready_at = time.monotonic() - pytest_reuse_env.STARTED
+        return self.ready_at + self.first_setup_seconds
+
+    def send(self, message: protocol.Message) -> None:
+        try:
+            self.channel.send(message)
+        except (OSError, EOFError, ValueError):
+            if not self.persistent:
+                raise
+            # The client is gone; its close event is in the inbox. Nobody to tell.
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
+        # Watched by _teardown_watchdog: a teardown that hangs leaves every thread's stack in
+        # the log before the controller kills us, so the report can name the finalizer.
+        self.teardown_started = time.monotonic()
+        try:
+            return (yield)
+        finally:
+            self.teardown_started = None
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
+        self.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        config = self._config()
+        data = config.hook.pytest_report_to_serializable(config=config, report=report)
+        data[protocol.REPORT_REPLICA] = self.replica_id
+        data[protocol.REPORT_WARM] = self.tests_run > 0
+        if self.tests_run == 0 and report.when == "setup":
+            self.first_setup_seconds = report.duration
+        self.send((protocol.REPORT, protocol.encode_report(data)))
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
+        message = (protocol.LOGFINISH, {"nodeid": nodeid, "location": location})
+        if self._one_at_a_time:
+            # pytest's warnings plugin records the test's warnings after this hook: hold the
+            # end of the test back until _run_next has sent them (see there).
+            self._held_finish = message
+        else:
+            self.send(message)  # a concurrent batch calls this after the test's warnings
+
+    def pytest_warning_recorded(
+        self,
+        warning_message: warnings.WarningMessage,
+        when: str,
+        nodeid: str,
+        location: tuple[str, int, str] | None,
+    ) -> None:
+        # Config and collection warnings are the controller's own to report: it saw the same.
+        if when != "runtest":
+            return
+        category = warning_message.category
+        payload: protocol.WarningPayload = {
+            "message": str(warning_message.message),
+            "category_module": category.__module__,
+            "category_name": category.__qualname__,
+            "filename": str(warning_message.filename),
+            "lineno": int(warning_message.lineno),
+            "nodeid": nodeid,
+            "location": location,
+        }
+        self.send((protocol.WARNING, payload))
+
+    def _prewarm(self, session: pytest.Session, names: list[str]) -> list[str]:
+        """Set up the named session fixtures now, before any test arrives.
+
+        The fixture is requested through an item that uses it, with only the session on the
+        setup stack, so it is cached and finalized at session scope exactly as if that item had
+        requested it. A fixture that fails stays failed in its cache: the first test that uses
+        it reports the error, as plain pytest would.
+        """
+        errors: list[str] = []
+        for name in names:
+            item = next((i for i in self.items.values() if name in _fixturenames(i)), None)
+            if item is None:
+                errors.append(f"prewarm fixture {name!r} is not used by any collected test")
+                continue
+            session._setupstate.setup(session)  # type: ignore[arg-type]
+            try:
+                item._request.getfixturevalue(name)  # type: ignore[attr-defined]
+            except Exception:  # reported again by the first test that uses it
+                errors.append(f"prewarm fixture {name!r} failed:\n{traceback.format_exc()}")
+            finally:
+                item._initrequest()  # type: ignore[attr-defined]
+        return errors
+
+    # -- serve loop --------------------------------------------------------------------------
+
+    def serve(self, session: pytest.Session) -> None:
+        """Run what the controller sends until it says shut down or goes away."""
+        while True:
+            self._take_messages(block=False)
+            if self.pending and (len(self.pending) >= 2 or self.final):
+                batch = self._async_batch()
+                if batch:
+                    self._run_batch(session, batch)
+                else:
+                    self._run_next(session)
+                continue
+            if self.shutting_down and not self.pending:
+                break
+            if not self._take_messages(block=True) and self._idle_expired():
+                self.final = self.shutting_down = True
+        self._teardown_all(session)
+
+    def _idle_expired(self) -> bool:
+        return bool(self._on_idle is not None and not self.pending and self._on_idle())
+
+    def _take_messages(self, *, block: bool) -> bool:
+        """Handle waiting messages (waiting up to POLL_SECONDS for one if ``block``);
+        False when there were none."""
+        try:
+            message = self.inbox.get(timeout=POLL_SECONDS) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return False
+        while True:
+            self._handle(message)
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _handle(self, message: tuple[str, Any]) -> None:
+        name, payload = message
+        if name == protocol.RUN:
+            if self.leaks.recycling:  # sent before the controller read RECYCLE: hand it back
+                self.send((protocol.RETURNED, list(payload)))
+                return
+            self.pending.extend(payload)
+            self.final = False
+        elif name == protocol.DRAIN:
+            self.final = True
+        elif name == protocol.CANCEL:
+            self.pending.clear()
+        elif name == protocol.SHUTDOWN:
+            self.final = self.shutting_down = True
+        elif name == protocol.ATTACH:
+            self.leaks.forget_baseline()
+            self.pending.clear()
+            self.final = False
+            self._send_ready()
+        elif message == CHANNEL_CLOSED:
+            # The client is gone: nobody will read results, so run nothing more for it.
+            self.pending.clear()
+            if self.persistent:
+                self.final = False  # idle, warm, waiting for the next client
+            else:
+                self.final = self.shutting_down = True
+
+    def _run_next(self, session: pytest.Session) -> None:
+        nodeid = self.pending.popleft()
+        item = self.items.get(nodeid)
+        if item is None:
+            self.send((protocol.UNKNOWN_NODEID, {"nodeid": nodeid}))
+            return
+        nextitem: Any
+        if self.pending and self.pending[0] in self.items:
+            nextitem = self.items[self.pending[0]]
+        elif self.shutting_down and not self.pending:
+            nextitem = None  # the last item tears everything down and reports its errors
+        else:
+            nextitem = KeepCollectors(item)
+        self._teardown_to(session, item)
+        # Running the same item object again must not accumulate the previous run's state.
+        item._report_sections = []
+        item.user_properties = []
+        try:
+            self.running = True
+            self._one_at_a_time = True
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        except ClientGone:
+            pass  # the client went away between phases: the test is abandoned, not reported
+        finally:
+            with _signals_blocked():
+                self.running = False
+            self._one_at_a_time = False
+            held, self._held_finish = self._held_finish, None
+            if held is not None:
+                self.send(held)  # after the test's warnings, so none arrives after its end
+        self.tests_run += 1
+        self.leaks.after_test(nodeid, self.tests_run, self.pending)
+
+    # -- concurrent async batches (concurrent.py) ---------------------------------------------
+
+    def _async_batch(self) -> list[pytest.Item]:
+        """The async tests at the head of the queue, if concurrency allows running them at once.
+
+        Sync tests (and async ones that cannot share a loop, like users of capfd) break the
+        batch: they run one at a time afterwards, never overlapping it.
+        """
+        if self.start["concurrency"] < 2:
+            return []
+        batch = []
+        for nodeid in self.pending:
+            item = self.items.get(nodeid)
+            if item is None or not concurrent.is_async_item(item):
+                break
+            batch.append(item)
+        return batch if len(batch) >= 2 else []
+
+    def _run_batch(self, session: pytest.Session, batch: list[pytest.Item]) -> None:
+        self.leaks.forget_baseline()
+        for _ in batch:
+            self.pending.popleft()
+        self._teardown_to(session, batch[0])
+        for item in batch:
+            item._report_sections = []
+            item.user_properties = []
+        before = self.leaks.batch_started()
+        try:
+            self.running = True
+            concurrent.run_concurrently(
+                session,
+                batch,
+                self.start["concurrency"],
+                timeout=self.start["timeout"],
+                on_started=lambda item: self.send((protocol.STARTED, {"nodeid": item.nodeid})),
+                on_finished=self._batch_item_finished,
+            )
+        except ClientGone:
+            pass  # the client went away: the rest of the batch is abandoned
+        finally:
+            with _signals_blocked():
+                self.running = False
+        self.leaks.batch_finished(before, batch)
+        self.leaks.after_test(batch[-1].nodeid, self.tests_run, self.pending)
+
+    def _batch_item_finished(self, item: pytest.Item) -> None:
+        self.tests_run += 1
+
+    def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
+        """Tear down collectors the item does not share (kept up by KeepCollectors)."""
+        stack = session._setupstate.stack
+        if item is None or list(stack) != item.listchain()[: len(stack)]:
+            self.leaks.forget_baseline()  # finalizers are about to run: not the test's doing
+        try:
+            session._setupstate.teardown_exact(item)
+        except Exception:
+            # A finalizer's failure must not end the replica: report it and keep serving.
+            failure: protocol.FailurePayload = {
+                "pid": os.getpid(),
+                "traceback": traceback.format_exc(),
+            }
+            self.send((protocol.TEARDOWN_ERROR, failure))
+
+    def _teardown_all(self, session: pytest.Session) -> None:
+        # If a finalizer hangs, the controller kills us after teardown_timeout: leave the
+        # stacks in the log first so it can say which one.
+        faulthandler.dump_traceback_later(
+            max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=_log_fd()
+        )
+        self._teardown_to(session, None)
+
+    def _config(self) -> pytest.Config:
+        assert self.session is not None
+        return self.session.config
+
+
+def _fixturenames(item: pytest.Item) -> list[str]:
+    names: list[str] = getattr(item, "fixturenames", [])
+    return names
+
+
+ABORT_SIGNAL: Final = signal.SIGUSR1
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Keep the abort signal out while the "a test is running" flag changes."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {ABORT_SIGNAL})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABORT_SIGNAL})
+
+
+def _teardown_watchdog(replica: ReplicaSession) -> None:
+    """Dumps every thread's stack to the log once when a test's teardown runs past 80 % of
+    reuse_teardown_timeout (the controller kills the replica at 100 %). One thread for the
+    replica's life: arming faulthandler around every teardown would cost a thread per test."""
+    limit = max(0.5, replica.start["teardown_timeout"] * 0.8)
+    dumped_for: float | None = None
+    while True:
+        time.sleep(min(0.25, limit / 4))
+        started = replica.teardown_started
+        if started is None or started == dumped_for:
+            continue
+        if time.monotonic() - started > limit:
+            os.write(_log_fd(), f"Timeout ({limit:g} s in teardown)!\n".encode())
+            faulthandler.dump_traceback(file=_log_fd(), all_threads=True)
+            dumped_for = started
+
+
+def install_abort_handler(replica: ReplicaSession) -> None:
+    """Let another thread abort the running test with ``os.kill(os.getpid(), ABORT_SIGNAL)``."""
+
+    def abort(signum: int, frame: object) -> None:
+        if replica.running:
+            raise ClientGone("the pytest run this test was running for disconnected")
+
+    signal.signal(ABORT_SIGNAL, abort)
+
+
+def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSession) -> None:
+    """Build the replica's pytest session from ``start`` and serve until told to stop."""
+    os.chdir(start["invocation_dir"])
+    sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
+    os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
+    _log_fd()  # before any capture takes fd 2 over
+    threading.Thread(
+        target=_teardown_watchdog, args=(replica,), name="reuse-teardown-watchdog", daemon=True
+    ).start()
+    exit_code: object = None
+    try:
+        from _pytest.config import _prepareconfig
+
+        config = _prepareconfig(list(start["args"]), plugins=[replica, replica.leaks])
+        for dest, value in start["option_overrides"].items():
+            if hasattr(config.option, dest):
+                setattr(config.option, dest, value)
+        # Like an xdist worker: junitxml, cacheprovider and stepwise stay quiet here; the
+        # reuse plugin sees "reuse_replica" and does not start a controller of its own.
+        config.workerinput = {  # type: ignore[attr-defined]
+            "workerid": start["replica_id"],
+            REPLICA_KEY: True,
+        }
+        config.workeroutput = {}  # type: ignore[attr-defined]
+        exit_code = config.hook.pytest_cmdline_main(config=config)
+    except BaseException:  # every failure must reach the controller as text
+        failure: protocol.FailurePayload = {
+            "pid": os.getpid(),
+            "traceback": traceback.format_exc(),
+        }
+        replica.send((protocol.START_FAILED, failure))
+        return
+    if not replica.ready_sent:
+        lines = [f"the replica's pytest session ended with exit code {exit_code} before serving"]
+        lines += replica.collect_errors
+        failure = {"pid": os.getpid(), "traceback": "\n".join(lines)}
+        replica.send((protocol.START_FAILED, failure))
+        return
+    finished: protocol.FinishedPayload = {"tests_run": replica.tests_run}
+    replica.send((protocol.FINISHED, finished))
+
+
+_LOG_FD: int | None = None
+
+
+def _log_fd() -> int:
+    """A descriptor of the replica's log that pytest's fd capture (which takes fd 2 over
+    during a test) cannot redirect: kept from before the session started capturing."""
+    global _LOG_FD
+    if _LOG_FD is None:
+        _LOG_FD = os.dup(2)
+    return _LOG_FD
+
+
+def redirect_stderr(log_path: str) -> None:
+    """The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
+    not the user's terminal; the controller quotes its tail when the replica crashes."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def serve(channel: Any) -> None:
+    """Entry point of a run-scoped replica: the bootstrap the controller sends with
+    execnet's remote_exec calls it with the gateway's channel."""
+    name, start = channel.receive()
+    assert name == protocol.START, name
+    host = start.get("host")
+    if host is not None:  # another machine or interpreter: its paths, its copy of the project
+        from pytest_reuse_env import hostspec as hosts
+
+        root = hosts.relocate(start, host)
+        refused = hosts.first_difference(root, host["files"])
+        if refused is not None:
+            failure: protocol.FailurePayload = {
+                "pid": os.getpid(),
+                "traceback": f"host {host['name']} ({host['spec']}) refused to start a replica: "
+                f"{refused} (project root there: {root}; use --reuse-rsync or update that copy)",
+            }
+            channel.send((protocol.START_FAILED, failure))
+            return
+    redirect_stderr(start["log_path"])
+    inbox: queue.Queue[Any] = queue.Queue()
+    # Channel callbacks run on execnet's receiver thread: only enqueue.
+    channel.setcallback(inbox.put, endmarker=CHANNEL_CLOSED)
+    run_session(channel, start, ReplicaSession(channel, inbox, start))

@@ -1,0 +1,79 @@
+"""The package's layout is its architecture: who may import whom, checked from the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pytest_reuse_env"
+#: Shared modules at the top: both sides import them, so they import neither side.
+SHARED = [
+    "channel",
+    "errors",
+    "fingerprint",
+    "hostspec",
+    "policy",
+    "protocol",
+    "registry",
+    "role",
+    "scaling",
+]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module named by an import statement in ``path``, wherever it stands."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def imports_of(folder: Path) -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(PACKAGE)): imported_modules(path)
+        for path in sorted(folder.rglob("*.py"))
+    }
+
+
+def test_imported_modules_sees_nested_and_from_imports(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from pytest_reuse_env import controller\n")
+    assert "pytest_reuse_env.controller" in imported_modules(source)
+
+
+def test_the_replica_side_never_imports_the_controller() -> None:
+    offenders = {
+        name: sorted(m for m in modules if m.startswith("pytest_reuse_env.controller"))
+        for name, modules in imports_of(PACKAGE / "replica").items()
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert len(offenders) >= 5, "the replica side was found"
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_shared_modules_import_neither_side(name: str) -> None:
+    modules = imported_modules(PACKAGE / f"{name}.py")
+    sides = sorted(
+        m
+        for m in modules
+        if m.startswith(("pytest_reuse_env.controller", "pytest_reuse_env.replica"))
+    )
+    assert sides == []
+
+
+def test_the_plugin_imports_no_side_at_module_level() -> None:
+    """``plugin.py`` loads ``controller/`` only inside the hooks that route a test."""
+    tree = ast.parse((PACKAGE / "plugin.py").read_text())
+    top_level = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    names = {
+        node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+        for node in top_level
+    }
+    assert not {n for n in names if n and n.startswith("pytest_reuse_env.controller")}
+    assert not {n for n in names if n and n.startswith("pytest_reuse_env.replica")}
