@@ -154,6 +154,8 @@ def run_pytest(
         full_env = {**os.environ, **env, MARKER_ENV: marker, SETUP_COUNTER_ENV: str(counter)}
         full_env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
         full_env.pop("PYTEST_ADDOPTS", None)
+        # Bytecode caching on, as users have it (some CI images and sandboxes turn it off).
+        full_env.pop("PYTHONDONTWRITEBYTECODE", None)
         command = [
             sys.executable,
             "-m",

@@ -115,3 +115,37 @@ def detect(scratch: Path) -> PluginSetup:
         origin="unavailable",
         unavailable=f"installed: {installed_problem}; from source: {source_problem}",
     )
+
+
+IMPORT_COST_ROUNDS = 11
+_IMPORT_COST = f"""
+import time
+import pytest
+started = time.perf_counter()
+import {SOURCE_MODULE}
+print(time.perf_counter() - started)
+"""
+
+
+def plugin_import_cost(plugin: PluginSetup) -> float | None:
+    """Seconds the plugin's own modules take to import into an interpreter that has already
+    imported pytest (as every pytest run has), median of fresh interpreters, bytecode caching
+    on; None if it cannot be measured."""
+    env = {**os.environ, **plugin.env}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    times = []
+    for _ in range(IMPORT_COST_ROUNDS):
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _IMPORT_COST],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT,
+                check=True,
+            )
+            times.append(float(done.stdout.strip()))
+        except (subprocess.SubprocessError, ValueError):
+            return None
+    times.sort()
+    return times[len(times) // 2]

@@ -53,6 +53,10 @@ def contender_json(result: ContenderResult, reference: ContenderResult) -> dict[
         "warmup_fixture_setups": [run.setups for run in result.warmups],
         "peak_rss_bytes": result.peak_rss,
         "notes": result.notes,
+        "goals": [
+            {"what": g.what, "measured": g.measured, "limit": g.limit, "unit": g.unit, "met": g.met}
+            for g in result.goals
+        ],
     }
 
 

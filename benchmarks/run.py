@@ -25,6 +25,10 @@ from benchmarks.scenarios import SCENARIOS, ContenderResult, Scenario
 from benchmarks.suites import write_suite
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+#: What ``--quick`` runs: the figures a change to the plugin is most likely to move.
+QUICK_SCENARIOS = ("nothing_routed", "expensive_setup", "edit_loop")
+#: How far past its goal a figure may be in ``--quick`` before the guard fails.
+QUICK_MARGIN = 0.25
 
 
 def outcome_differences(reference: dict[str, str], other: dict[str, str]) -> list[str]:
@@ -81,6 +85,8 @@ class Harness:
                     result.unavailable = f"warm-up run: {warmup.problem}"
                     return None
                 result.warmups.append(warmup)
+            if contender.before_timed is not None:
+                contender.before_timed(cwd, len(result.runs) + 1)
             run = self.run_once(scenario, result, cwd)
         finally:
             stop_marked(self.marker)
@@ -126,6 +132,10 @@ class Harness:
         with tempfile.TemporaryDirectory(prefix=f"reuse-bench-{scenario.name}-") as tmp:
             cwd = Path(tmp)
             write_suite(cwd, scenario.files)
+            # One untimed run first: the suite's bytecode is cached before anything is timed.
+            self.say(f"[{scenario.name}] priming bytecode caches")
+            self.run_once(scenario, results[reference_name], cwd)
+            stop_marked(self.marker)
             for round_number in range(1, self.rounds + 1):
                 for name, result in results.items():
                     if not result.usable:
@@ -194,12 +204,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"where to write the JSON results (default {DEFAULT_JSON})",
     )
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"the regression guard: scenarios {', '.join(QUICK_SCENARIOS)}, one round, and "
+        f"exit 1 when a figure misses its goal by more than {QUICK_MARGIN:.0%} (the machine's "
+        "noise); under a minute",
+    )
+    parser.add_argument(
         "--budget",
         type=float,
         default=240.0,
         help="seconds after which only first rounds still run (default 240)",
     )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.scenario = args.scenario or list(QUICK_SCENARIOS)
+        args.rounds = 1
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     return args
@@ -212,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def benchmark(args: argparse.Namespace, plugin: probe.PluginSetup) -> int:
+    print(
+        "bytecode caching: on (PYTHONDONTWRITEBYTECODE is removed from every run's environment)",
+        file=sys.stderr,
+    )
     print(
         f"plugin: {plugin.origin} ({' '.join(plugin.on_args)})"
         + (f" -- not available: {plugin.unavailable}" if plugin.unavailable else ""),
@@ -228,7 +252,33 @@ def benchmark(args: argparse.Namespace, plugin: probe.PluginSetup) -> int:
     print(render(outcome))
     write_json(to_json(outcome, rounds=args.rounds, plugin_origin=plugin.origin), args.json)
     print(f"\nJSON written to {args.json}")
-    return 1 if any(s.status == "error" for s in outcome) else 0
+    failed = any(s.status == "error" for s in outcome)
+    if args.quick:
+        failed = guard(outcome, QUICK_MARGIN) or failed
+    return 1 if failed else 0
+
+
+def guard(outcome: list[ScenarioResult], margin: float) -> bool:
+    """Print every goal's verdict; True when one is missed by more than ``margin``."""
+    print(f"\nregression guard (goal + {margin:.0%}):")
+    broken = False
+    for scenario in outcome:
+        for result in scenario.results.values():
+            for goal in result.goals:
+                ok = goal.within(margin)
+                broken = broken or not ok
+                verdict = "ok" if ok else "FAILED"
+                print(
+                    f"  {verdict:<6} {scenario.scenario.name} / {result.contender.name}: "
+                    f"{goal.describe()}"
+                )
+            if result.contender.needs_plugin and not result.usable:
+                broken = True
+                print(
+                    f"  FAILED {scenario.scenario.name} / {result.contender.name}: "
+                    f"{result.unavailable or result.error}"
+                )
+    return broken
 
 
 if __name__ == "__main__":

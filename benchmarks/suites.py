@@ -101,4 +101,76 @@ def async_suite(tests: int, sleep: float) -> dict[str, str]:
 def write_suite(root: Path, files: Mapping[str, str]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+
+
+EDIT_LOOP_CONFTEST = f"""\
+import os
+
+import pytest
+
+from app import index
+
+
+@pytest.fixture(scope="session")
+def expensive():
+    built = index.build(float(os.environ.get("{FIXTURE_SECONDS_ENV}", "0")))
+    counter = os.environ.get("{SETUP_COUNTER_ENV}")
+    if counter:
+        with open(counter, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+    return built
+"""
+
+EDIT_LOOP_INDEX = """\
+import time
+
+
+def build(seconds):
+    time.sleep(seconds)
+    return {"value": 42}
+"""
+
+EDIT_LOOP_CORE = """\
+def add(a, b):
+    return a + b
+"""
+
+
+def edit_loop_tests(count: int) -> str:
+    """A module of ``count`` tests of ``app.core`` that use the session fixture."""
+    return (
+        "import pytest\n\nfrom app import core\n\npytestmark = pytest.mark.reuse\n\n\n"
+        f"@pytest.mark.parametrize('i', range({count}))\n"
+        "def test_add(expensive, i):\n"
+        "    assert core.add(expensive['value'], i) == 42 + i\n"
+    )
+
+
+def edit_loop_suite(tests: int, *, files: int = 4) -> dict[str, str]:
+    """The expensive suite with its code in a package: ``app/index.py`` builds the session
+    fixture, ``app/core.py`` is the code under test; each can be edited between runs."""
+    suite = {
+        "pytest.ini": PYTEST_INI,
+        "conftest.py": EDIT_LOOP_CONFTEST,
+        "app/__init__.py": "",
+        "app/index.py": EDIT_LOOP_INDEX,
+        "app/core.py": EDIT_LOOP_CORE,
+    }
+    for n, count in enumerate(split(tests, files)):
+        suite[f"test_core_{n}.py"] = edit_loop_tests(count)
+    return suite
+
+
+def one_test_suite() -> dict[str, str]:
+    """A single unmarked test: what the plugin costs a run that routes nothing."""
+    return {"pytest.ini": PYTEST_INI, "test_one.py": "def test_one():\n    pass\n"}
+
+
+def append_edit(root: Path, name: str, serial: int) -> None:
+    """A real edit of ``root/name`` that keeps its behaviour: a new line at its end (the mtime
+    and the content change, as on a save)."""
+    path = root / name
+    with path.open("a") as f:
+        f.write(f"# edit {serial}\n")
