@@ -17,7 +17,7 @@ import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
-from pytest_reuse_env.controller.launch.link import kill_and_wait, wait_gone
+from pytest_reuse_env.controller.launch.process import kill_and_wait, wait_gone
 from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, process_gone
 
 #: How long a replica asked to stop may run its finalizers before it is killed.

@@ -1,12 +1,13 @@
-"""Where an environment's next replica comes from.
+"""Where an environment's next replica comes from: the launcher picks a launch strategy
+(``launch/``) and does what is common to all of them (ids, the start payload, the handle, the
+registry, attaching).
 
-- ``scope="run"``: a new execnet popen gateway of this process.
 - a policy whose hosts are configured (``reuse_hosts``, ``--reuse-tx``, ``hosts=GROUP``): a new
-  replica on the host of that group with the most free capacity (``hosts.py``), run-scoped
-  whatever the policy's scope; with ``--reuse-rsync`` the rootdir is sent there first.
-- ``scope="global"``: a warm replica of the same environment leased from the project's registry
-  (attached, not started), else a new detached replica if the policy's ``max`` across every run
-  of the project allows one, else none for now (the environment asks again later).
+  replica on a configured host (``launch/hosts.py``), run-scoped whatever the policy's scope.
+- ``scope="global"`` with a usable registry: a warm replica leased from the project's registry,
+  else a new detached one within ``max`` across runs, else none for now (the environment asks
+  again later) (``launch/daemon.py``).
+- otherwise (``scope="run"``): a new execnet popen gateway of this process (``launch/popen.py``).
 
 The environment of a global replica is keyed by the policy and the fingerprint of what the run
 would build (interpreter, installed distributions, shaping options, ini, environment variables);
@@ -17,13 +18,10 @@ this run, is stale: the controller retires it and the launcher starts a fresh on
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import os
 import queue
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -32,13 +30,14 @@ import psutil
 import pytest
 
 from pytest_reuse_env import fingerprint, protocol
-from pytest_reuse_env import hostspec as hosts
-from pytest_reuse_env.controller.launch.hosts import RemoteLink
-from pytest_reuse_env.controller.launch.link import DaemonLink, PopenLink, spawn_daemon
-from pytest_reuse_env.controller.replica import Replica, ReplicaState
+from pytest_reuse_env.controller.launch.base import Link, Strategy
+from pytest_reuse_env.controller.launch.daemon import DaemonStrategy
+from pytest_reuse_env.controller.launch.hosts import HostStrategy
+from pytest_reuse_env.controller.launch.popen import PopenStrategy
+from pytest_reuse_env.controller.replica import Replica
 from pytest_reuse_env.options import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
-from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, new_replica_id
+from pytest_reuse_env.registry import Registry, RegistryError
 
 #: Options that a replica must not inherit: selection, stopping and reporting are the
 #: controller's, and xdist must not start inside a replica.
@@ -160,7 +159,7 @@ def shaping_options(config: pytest.Config) -> list[str]:
 
 @final
 class ReplicaLauncher:
-    """Makes ``Replica`` handles for environments."""
+    """Makes ``Replica`` handles for environments, through the strategy each policy needs."""
 
     def __init__(
         self,
@@ -176,21 +175,23 @@ class ReplicaLauncher:
         self.settings = settings
         self.start_timeout = settings.start_timeout
         self.env_vars = settings.env_vars
-        self._next_id = 0
+        self._next_number = 0
         self._registry: Registry | None = None
         #: Why global replicas cannot be used in this run (then they live for the run only).
         self.registry_problem: str | None = None
         self._fingerprint: dict[str, str] | None = None
         #: Environment keys this process has a waiting marker for.
         self._waiting: set[str] = set()
-        #: Replicas on configured hosts, and the hosts dropped for this run.
-        self.hosts: hosts.HostPool[Replica] = hosts.HostPool(
-            lambda r: r.state is not ReplicaState.DEAD
+        self.popen = PopenStrategy(self, group, self._run_temp)
+        self.hosts = HostStrategy(
+            self, group, config, settings.hosts, self._run_temp, settings.env_vars
         )
-        self._files: dict[str, str] | None = None
-        self._test_files: list[Path] = []
-        self._synced: dict[hosts.HostSpec, threading.Lock] = {}
-        self._synced_done: set[hosts.HostSpec] = set()
+        self._daemons: DaemonStrategy | None = None
+
+    def _run_temp(self) -> Path:
+        """This run's basetemp, where run-scoped replicas keep theirs and their logs."""
+        root: Path = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        return root
 
     # -- global environments -----------------------------------------------------------------
 
@@ -222,188 +223,78 @@ class ReplicaLauncher:
 
     # -- launching ---------------------------------------------------------------------------
 
+    def strategy(self, policy: ReusePolicy, key: str | None) -> Strategy:
+        """How the environment's next replica starts."""
+        if self.hosts.serves(policy):
+            return self.hosts
+        registry = None if key is None else self.registry
+        if registry is None:
+            return self.popen
+        if self._daemons is None:
+            self._daemons = DaemonStrategy(
+                self,
+                registry,
+                self.fingerprint,
+                cwd=str(self.config.invocation_params.dir),
+                start_timeout=self.start_timeout,
+            )
+        return self._daemons
+
     def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
         """A replica for the environment, or None when ``max`` is reached across runs (or
         every host of its group is full)."""
-        targets = self.settings.hosts.hosts_for(policy.hosts)
-        if targets is not None:
-            return self._launch_remote(name, policy, targets)
-        if key is None or self.registry is None:
-            return self._launch_popen(name, policy)
-        registry = self.registry
-        record = registry.lease(key, os.getpid())
-        if record is not None:
-            link = DaemonLink(
-                record.socket,
-                registry.token(),
-                record.pid,
-                record.create_time,
-                None,
-                connect_timeout=10.0,
-            )
-            replica = Replica(record.replica_id, name, self.events, link, persistent=True)
-            replica.attach(record.log)
-            return replica
-        replica_id = new_replica_id()
-        now = time.time()
-        me = psutil.Process()
-        record = ReplicaRecord(
-            replica_id=replica_id,
-            environment=key,
-            policy=policy.describe(),
-            fingerprint=self.fingerprint(),
-            pid=os.getpid(),
-            socket=registry.socket_path(replica_id),
-            log=registry.log_path(replica_id),
-            state="starting",
-            lease_owner=os.getpid(),
-            lease_owner_started=me.create_time(),
-            started_at=now,
-            last_used=now,
-            tests_served=0,
-            create_time=me.create_time(),
-        )
-        if not registry.reserve(key, policy.max_replicas, record):
-            return None
-        popen = spawn_daemon(
-            registry.directory,
-            replica_id,
-            str(self.config.invocation_params.dir),
-            record.log,
-            dict(os.environ),
-        )
-        created = psutil.Process(popen.pid).create_time()
-        registry.update(replica_id, pid=popen.pid, create_time=created, state="leased")
-        link = DaemonLink(
-            record.socket,
-            registry.token(),
-            popen.pid,
-            created,
-            popen,
-            connect_timeout=self.start_timeout,
-        )
-        replica = Replica(replica_id, name, self.events, link, persistent=True)
-        replica.start(
-            self._start_payload(replica_id, policy, registry.directory / "tmp", record.log)
-        )
-        return replica
+        return self.strategy(policy, key).launch(name, policy, key)
 
-    def _launch_popen(
-        self, name: str, policy: ReusePolicy, events: queue.Queue[Any] | None = None
-    ) -> Replica:
-        replica_id = f"r{self._next_id}"
-        self._next_id += 1
-        root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        link = PopenLink(self.group, replica_id)
-        replica = Replica(replica_id, name, events or self.events, link)
-        replica.start(
-            self._start_payload(replica_id, policy, root, str(root / f"replica-{replica_id}.log"))
-        )
-        return replica
+    def launch_fresh(self, name: str, policy: ReusePolicy, events: queue.Queue[Any]) -> Replica:
+        """A new run-scoped replica reporting to ``events``, whatever the policy's scope."""
+        return self.popen.launch(name, policy, events=events)
 
-    # -- configured hosts ----------------------------------------------------------------------
-
-    def remote(self, policy: ReusePolicy) -> bool:
+    def on_hosts(self, policy: ReusePolicy) -> bool:
         """Whether the policy's replicas run on configured hosts (then they are run-scoped)."""
-        return self.settings.hosts.hosts_for(policy.hosts) is not None
-
-    def set_test_files(self, paths: list[Path]) -> None:
-        """The collected test modules: a host's copy of the project must match them."""
-        self._test_files = paths
-        self._files = None
-
-    def project_files(self) -> dict[str, str]:
-        if self._files is None:
-            conftests = [
-                str(getattr(plugin, "__file__", ""))
-                for plugin in self.config.pluginmanager.get_plugins()
-                if os.path.basename(str(getattr(plugin, "__file__", ""))) == "conftest.py"
-            ]
-            self._files = hosts.project_files(
-                self.config.rootpath, self._test_files, conftests, self.config.inipath
-            )
-        return self._files
-
-    def _launch_remote(
-        self, name: str, policy: ReusePolicy, targets: tuple[hosts.HostSpec, ...]
-    ) -> Replica | None:
-        host = self.hosts.pick(targets)
-        if host is None:
-            return None
-        number = self._next_id
-        self._next_id += 1
-        replica_id = f"r{number}@{host.name}"
-        root = self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        table = self.settings.hosts
-        prepare = None
-        if table.rsync and host.relocated:
-            prepare = lambda gateway: self._rsync_once(host, gateway)  # noqa: E731
-        link = RemoteLink(
-            self.group,
-            f"r{number}",
-            host,
-            timeout=table.timeout,
-            ssh_log=str(root / f"ssh-r{number}.log") if host.kind == "ssh" else None,
-            prepare=prepare,
-        )
-        replica = Replica(replica_id, name, self.events, link)
-        payload = self._start_payload(
-            replica_id, policy, root, str(root / f"replica-r{number}.log")
-        )
-        payload["host"] = protocol.HostPayload(
-            name=host.name,
-            spec=host.spec,
-            controller_root=str(self.config.rootpath),
-            relocated=host.relocated,
-            same_machine=host.same_machine,
-            files=self.project_files(),
-            environ=hosts.forwarded_environ(os.environ, self.env_vars),
-        )
-        self.hosts.add(host, replica)
-        replica.start(payload)
-        if not host.same_machine:
-            replica.log_path = None  # it is on the host, out of reach of crash reports
-        return replica
-
-    def _rsync_once(self, host: hosts.HostSpec, gateway: Any) -> None:
-        """Send the rootdir to the host's chdir once per run (later replicas wait for it)."""
-        lock = self._synced.setdefault(host, threading.Lock())
-        with lock:
-            if host in self._synced_done:
-                return
-            rsync = _ProjectRSync(str(self.config.rootpath), verbose=False)
-            rsync.add_target(gateway, ".")  # the gateway's working directory is the chdir
-            rsync.send()
-            self._synced_done.add(host)
+        return self.hosts.serves(policy)
 
     def host_failed(self, replica: Replica, reason: str) -> tuple[str, bool] | None:
-        """A replica on a configured host could not start: drop the host for this run.
+        """See ``HostStrategy.host_failed``."""
+        return self.hosts.host_failed(replica, reason)
 
-        Returns a line for the user and whether the group has hosts left; None for a replica
-        not on a configured host.
-        """
-        host = self.hosts.host_of(replica)
-        if host is None:
-            return None
-        # One line: a host's own message, or the last line (the exception) of a traceback.
-        lines = [line for line in reason.strip().splitlines() if line.strip()] or ["unknown"]
-        why = lines[-1].strip()
-        self.hosts.drop(host, why)
-        group = self.settings.hosts.groups.get(host.group, ())
-        left = self.hosts.usable(group)
-        line = f"{why}; host {host.name} is dropped for this run" + (
-            f" and its share of the work goes to {', '.join(h.name for h in left)}"
-            if left
-            else f": no host of group {host.group!r} is left"
-        )
-        return line, bool(left)
+    # -- what every strategy shares (launch.base.Starter) ------------------------------------
+
+    def local_number(self) -> int:
+        number = self._next_number
+        self._next_number += 1
+        return number
+
+    def start(
+        self,
+        replica_id: str,
+        name: str,
+        link: Link,
+        policy: ReusePolicy,
+        *,
+        log_path: str,
+        basetemp: str | None,
+        persistent: bool = False,
+        host: protocol.HostPayload | None = None,
+        events: queue.Queue[Any] | None = None,
+    ) -> Replica:
+        replica = Replica(replica_id, name, events or self.events, link, persistent=persistent)
+        payload = self._start_payload(replica_id, policy, basetemp, log_path)
+        if host is not None:
+            payload["host"] = host
+        replica.start(payload)
+        return replica
+
+    def attach(self, replica_id: str, name: str, link: Link, log_path: str) -> Replica:
+        replica = Replica(replica_id, name, self.events, link, persistent=True)
+        replica.attach(log_path)
+        return replica
 
     def _start_payload(
-        self, replica_id: str, policy: ReusePolicy, temp_root: Path, log_path: str
+        self, replica_id: str, policy: ReusePolicy, basetemp: str | None, log_path: str
     ) -> Any:
-        basetemp = temp_root / f"replica-{replica_id}"
-        # pytest creates a given --basetemp but not its parents.
-        temp_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if basetemp is not None:
+            # pytest creates a given --basetemp but not its parents.
+            Path(basetemp).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {
             "replica_id": replica_id,
             # A replica's stdout is not the user's terminal: it always captures (the last
@@ -476,10 +367,6 @@ class ReplicaLauncher:
                     os.unlink(marker.parent / name)  # its process is gone
         return False
 
-    def launch_fresh(self, name: str, policy: ReusePolicy, events: queue.Queue[Any]) -> Replica:
-        """A new run-scoped replica reporting to ``events``, whatever the policy's scope."""
-        return self._launch_popen(name, policy, events)
-
     def release(self, replica: Replica) -> None:
         """End of the run for a persistent replica: back to idle in the registry, disconnect."""
         if self.registry is not None:
@@ -488,13 +375,3 @@ class ReplicaLauncher:
             except RegistryError:
                 pass  # the replica marks itself idle when the connection drops, too
         replica.release()
-
-
-class _ProjectRSync(execnet.RSync):
-    """execnet's RSync without version control, caches and virtual environments."""
-
-    def filter(self, path: str) -> bool:
-        name = os.path.basename(path)
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in hosts.RSYNC_IGNORE):
-            return False
-        return not os.path.isfile(os.path.join(path, "pyvenv.cfg"))

@@ -1,7 +1,7 @@
 """The controller's handle of one replica: its state, the work it holds, and how it ended.
 
 How the process is reached (an execnet popen gateway, or a detached replica over a Unix socket)
-is the link's business (``transport.py``). Everything the replica says arrives on a reader thread
+is the link's business (``launch/``). Everything the replica says arrives on a reader thread
 and is only put on the controller's event queue; the controller's loop handles it on the main
 thread.
 """
@@ -17,7 +17,8 @@ from collections import deque
 from typing import Any, Final, final
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.launch.link import END, EXIT_WAIT_SECONDS, Link
+from pytest_reuse_env.controller.launch.base import END, Link
+from pytest_reuse_env.controller.launch.process import EXIT_WAIT_SECONDS
 
 #: Delivered when the replica's link closes, for whatever reason.
 CHANNEL_CLOSED: Final = END[0]

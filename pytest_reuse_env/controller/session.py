@@ -92,7 +92,7 @@ class ReuseController:
                 self._verbose(f"reuse: {line}")
         if self.config.option.collectonly or not policies:
             return
-        self.launcher.set_test_files(sorted({item.path for item in session.items}))
+        self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
         for item in session.items:
             policy = policies.get(item.nodeid)
             if policy is not None:
@@ -112,7 +112,7 @@ class ReuseController:
             if max_restarts is None:
                 max_restarts = 4 * policy.max_replicas
             key = None
-            if policy.scope == "global" and not self.launcher.remote(policy):
+            if policy.scope == "global" and not self.launcher.on_hosts(policy):
                 if self.launcher.registry is not None:
                     key = self.launcher.environment_key(policy)
                 else:
@@ -460,7 +460,7 @@ class ReuseController:
                     env,
                     [self.items[n] for n, e in self.routes.items() if e is env],
                     feeders=None if self.feeding_one_at_a_time else 1,
-                    remote=self.launcher.remote(env.policy),
+                    on_hosts=self.launcher.on_hosts(env.policy),
                 )
             )
             for env in self.environments.values()

@@ -56,9 +56,9 @@ JSON_VERSION: Final = 1
 
 
 def environment_notes(
-    environment: Environment, items: list[pytest.Item], *, feeders: int | None, remote: bool
+    environment: Environment, items: list[pytest.Item], *, feeders: int | None, on_hosts: bool
 ) -> list[str]:
-    """Advice for the summary: starvation, global scope on remote hosts, concurrency that
+    """Advice for the summary: starvation, global scope on configured hosts, concurrency that
     cannot help. ``feeders`` is None inside an xdist worker (its controller sees them all)."""
     policy = environment.policy
     notes = []
@@ -73,7 +73,7 @@ def environment_notes(
         starving = scaling.starvation_warning(limits, feeders=feeders)
         if starving:
             notes.append(starving)
-    if policy.scope == "global" and remote:
+    if policy.scope == "global" and on_hosts:
         notes.append(
             "scope=global is local-only: replicas on configured hosts (reuse_hosts) lived for "
             "this run"

@@ -1,33 +1,44 @@
-"""How the controller reaches a replica on a configured host (``reuse_hosts``): an execnet
-ssh, socket or popen gateway, bounded at every step (see ``transport.py`` for the local links).
+"""Replicas on configured hosts (``reuse_hosts``, ``--reuse-tx``, ``hosts=GROUP``): an execnet
+ssh, socket or popen gateway per replica, bounded at every step; run-scoped whatever the
+policy's scope.
+
+A new replica goes to the host of its group with the most free capacity; a host that cannot
+start one is dropped for the run and the others take its share. With ``--reuse-rsync`` the
+rootdir is sent to a host's ``chdir`` first, once per run. The bootstrap checks that the plugin
+can be imported there, then calls the replica side's ``serve(channel)``, which relocates the
+start payload to the host's paths (``hostspec.relocate``).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import subprocess
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, final
 
 import execnet
 import psutil
+import pytest
 
-from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.launch.link import (
-    END,
+from pytest_reuse_env import hostspec, protocol
+from pytest_reuse_env.controller.launch.base import END, Deliver, Outbox, Starter
+from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
-    Deliver,
-    Outbox,
     describe_exit,
     wait_or_kill,
 )
-from pytest_reuse_env.hostspec import HostSpec
+from pytest_reuse_env.controller.replica import Replica, ReplicaState
+from pytest_reuse_env.hostspec import HostSpec, HostTable
+from pytest_reuse_env.policy import ReusePolicy
 
 # On another host the plugin must be installed: its absence is an error naming the host and the
 # import, not a hang.
-_REMOTE_BOOTSTRAP = """
+_BOOTSTRAP = """
 import os, sys
 try:
     from pytest_reuse_env.replica.session import serve
@@ -45,7 +56,7 @@ class HostUnreachable(Exception):
 
 
 @final
-class RemoteLink:
+class HostLink:
     """A replica on a configured host: an execnet ssh, socket or popen gateway.
 
     ``makegateway`` for ssh can block (a host that accepts and never answers): it runs on a
@@ -94,7 +105,7 @@ class RemoteLink:
             if self._prepare is not None:
                 prepare, gateway = self._prepare, self._gateway
                 self._bounded(lambda: prepare(gateway), "send the project to")
-            bootstrap = _REMOTE_BOOTSTRAP.replace("HOST_NAME", repr(host.name))
+            bootstrap = _BOOTSTRAP.replace("HOST_NAME", repr(host.name))
             channel = self._gateway.remote_exec(bootstrap)
         except HostUnreachable as exc:
             failure = {
@@ -222,4 +233,144 @@ class RemoteLink:
         wait_or_kill(popen, wait, kill=self.kill)
 
     def release(self) -> None:
-        self.terminate(EXIT_WAIT_SECONDS)  # remote replicas live for the run
+        self.terminate(EXIT_WAIT_SECONDS)  # replicas on hosts live for the run
+
+
+@final
+class HostStrategy:
+    """Starts replicas on the configured hosts, run-scoped; drops a host that cannot start one."""
+
+    def __init__(
+        self,
+        starter: Starter,
+        group: execnet.Group,
+        config: pytest.Config,
+        table: HostTable,
+        run_temp: Callable[[], Path],
+        env_vars: tuple[str, ...] | list[str],
+    ) -> None:
+        self._starter = starter
+        self._group = group
+        self._config = config
+        self.table = table
+        self._run_temp = run_temp
+        self._env_vars = env_vars
+        #: Replicas on configured hosts, and the hosts dropped for this run.
+        self.pool: hostspec.HostPool[Replica] = hostspec.HostPool(
+            lambda r: r.state is not ReplicaState.DEAD
+        )
+        self._files: dict[str, str] | None = None
+        self._test_files: list[Path] = []
+        self._synced: dict[HostSpec, threading.Lock] = {}
+        self._synced_done: set[HostSpec] = set()
+
+    def serves(self, policy: ReusePolicy) -> bool:
+        """Whether the policy's replicas run on configured hosts."""
+        return self.table.hosts_for(policy.hosts) is not None
+
+    def launch(self, name: str, policy: ReusePolicy, key: str | None = None) -> Replica | None:
+        targets = self.table.hosts_for(policy.hosts)
+        assert targets is not None, "the launcher asks only for a policy with hosts"
+        host = self.pool.pick(targets)
+        if host is None:
+            return None
+        number = self._starter.local_number()
+        root = self._run_temp()
+        prepare = None
+        if self.table.rsync and host.relocated:
+            prepare = lambda gateway: self._rsync_once(host, gateway)  # noqa: E731
+        link = HostLink(
+            self._group,
+            f"r{number}",
+            host,
+            timeout=self.table.timeout,
+            ssh_log=str(root / f"ssh-r{number}.log") if host.kind == "ssh" else None,
+            prepare=prepare,
+        )
+        payload = protocol.HostPayload(
+            name=host.name,
+            spec=host.spec,
+            controller_root=str(self._config.rootpath),
+            relocated=host.relocated,
+            same_machine=host.same_machine,
+            files=self.project_files(),
+            environ=hostspec.forwarded_environ(os.environ, self._env_vars),
+        )
+        replica_id = f"r{number}@{host.name}"
+        replica = self._starter.start(
+            replica_id,
+            name,
+            link,
+            policy,
+            log_path=str(root / f"replica-r{number}.log"),
+            basetemp=str(root / f"replica-{replica_id}"),
+            host=payload,
+        )
+        self.pool.add(host, replica)
+        if not host.same_machine:
+            replica.log_path = None  # it is on the host, out of reach of crash reports
+        return replica
+
+    # -- the project's files -------------------------------------------------------------------
+
+    def set_test_files(self, paths: list[Path]) -> None:
+        """The collected test modules: a host's copy of the project must match them."""
+        self._test_files = paths
+        self._files = None
+
+    def project_files(self) -> dict[str, str]:
+        if self._files is None:
+            conftests = [
+                str(getattr(plugin, "__file__", ""))
+                for plugin in self._config.pluginmanager.get_plugins()
+                if os.path.basename(str(getattr(plugin, "__file__", ""))) == "conftest.py"
+            ]
+            self._files = hostspec.project_files(
+                self._config.rootpath, self._test_files, conftests, self._config.inipath
+            )
+        return self._files
+
+    def _rsync_once(self, host: HostSpec, gateway: Any) -> None:
+        """Send the rootdir to the host's chdir once per run (later replicas wait for it)."""
+        lock = self._synced.setdefault(host, threading.Lock())
+        with lock:
+            if host in self._synced_done:
+                return
+            rsync = _ProjectRSync(str(self._config.rootpath), verbose=False)
+            rsync.add_target(gateway, ".")  # the gateway's working directory is the chdir
+            rsync.send()
+            self._synced_done.add(host)
+
+    # -- a host that fails ---------------------------------------------------------------------
+
+    def host_failed(self, replica: Replica, reason: str) -> tuple[str, bool] | None:
+        """A replica on a configured host could not start: drop the host for this run.
+
+        Returns a line for the user and whether the group has hosts left; None for a replica
+        not on a configured host.
+        """
+        host = self.pool.host_of(replica)
+        if host is None:
+            return None
+        # One line: a host's own message, or the last line (the exception) of a traceback.
+        lines = [line for line in reason.strip().splitlines() if line.strip()] or ["unknown"]
+        why = lines[-1].strip()
+        self.pool.drop(host, why)
+        group = self.table.groups.get(host.group, ())
+        left = self.pool.usable(group)
+        line = f"{why}; host {host.name} is dropped for this run" + (
+            f" and its share of the work goes to {', '.join(h.name for h in left)}"
+            if left
+            else f": no host of group {host.group!r} is left"
+        )
+        return line, bool(left)
+
+
+class _ProjectRSync(execnet.RSync):
+    """execnet's RSync without version control, caches and virtual environments."""
+
+    def filter(self, path: str) -> bool:
+        name = os.path.basename(path)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in hostspec.RSYNC_IGNORE):
+            return False
+        return not os.path.isfile(os.path.join(path, "pyvenv.cfg"))

@@ -1,0 +1,125 @@
+"""``scope="run"``: a replica that is an execnet popen gateway of this process; it lives and
+dies with the run. Its bootstrap (sent with ``remote_exec``) calls the replica side's
+``serve(channel)``; its basetemp and log sit in this run's basetemp, as xdist's workers' do.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, final
+
+import execnet
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.controller.launch.base import END, Deliver, Starter
+from pytest_reuse_env.controller.launch.process import (
+    EXIT_WAIT_SECONDS,
+    describe_exit,
+    wait_or_kill,
+)
+from pytest_reuse_env.controller.replica import Replica
+from pytest_reuse_env.policy import ReusePolicy
+
+# controller/launch/popen.py -> the folder that holds the package.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[3])
+_BOOTSTRAP = f"""
+import sys
+if {_PACKAGE_PARENT!r} not in sys.path:
+    sys.path.insert(0, {_PACKAGE_PARENT!r})
+from pytest_reuse_env.replica.session import serve
+serve(channel)
+"""
+
+
+@final
+class PopenLink:
+    """A replica that is an execnet popen gateway of this process."""
+
+    def __init__(self, group: execnet.Group, gateway_id: str) -> None:
+        self._group = group
+        self._gateway_id = gateway_id
+        self._gateway: Any = None
+        self._channel: Any = None
+        self.pid: int | None = None
+
+    def open(self, first: protocol.Message, deliver: Deliver) -> None:
+        self._gateway = self._group.makegateway(f"popen//id={self._gateway_id}")
+        self.pid = self._popen().pid
+        self._channel = self._gateway.remote_exec(_BOOTSTRAP)
+        self._channel.setcallback(deliver, endmarker=END)
+        self._channel.send(first)
+
+    def send(self, message: protocol.Message) -> bool:
+        if self._channel is None or self._channel.isclosed():
+            return False
+        try:
+            self._channel.send(message)
+        except (OSError, EOFError, ValueError):
+            return False
+        return True
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        popen: subprocess.Popen[bytes] = self._gateway._io.popen
+        return popen
+
+    def exit_description(self, wait: float) -> str:
+        if self._gateway is None:
+            return "never started"
+        try:
+            return describe_exit(self._popen().wait(timeout=wait))
+        except subprocess.TimeoutExpired:
+            return "still running"
+
+    def kill(self) -> None:
+        if self._gateway is not None and self._popen().poll() is None:
+            self._popen().kill()
+
+    def terminate(self, wait: float) -> None:
+        """Ask (gateway exit), wait up to ``wait`` seconds, then kill, and reap by pid."""
+        if self._gateway is None:
+            return
+        try:
+            self._gateway.exit()
+        except (OSError, EOFError, ValueError):
+            pass
+        wait_or_kill(self._popen(), wait)
+
+    def release(self) -> None:
+        self.terminate(EXIT_WAIT_SECONDS)  # a run-scoped replica has nothing to go back to
+
+
+@final
+class PopenStrategy:
+    """Starts run-scoped replicas as popen gateways of ``group``."""
+
+    def __init__(
+        self, starter: Starter, group: execnet.Group, run_temp: Callable[[], Path]
+    ) -> None:
+        self._starter = starter
+        self._group = group
+        #: This run's basetemp (pytest's own, made on first use).
+        self._run_temp = run_temp
+
+    def launch(
+        self,
+        name: str,
+        policy: ReusePolicy,
+        key: str | None = None,
+        *,
+        events: queue.Queue[Any] | None = None,
+    ) -> Replica:
+        """A new run-scoped replica (reporting to ``events``, by default the run's queue)."""
+        replica_id = f"r{self._starter.local_number()}"
+        root = self._run_temp()
+        return self._starter.start(
+            replica_id,
+            name,
+            PopenLink(self._group, replica_id),
+            policy,
+            log_path=str(root / f"replica-{replica_id}.log"),
+            basetemp=str(root / f"replica-{replica_id}"),
+            events=events,
+        )

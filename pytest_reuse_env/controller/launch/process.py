@@ -1,0 +1,79 @@
+"""Ending a replica's process, by pid and bounded: "ask, wait, kill" and how it ended.
+
+Shared by the launch strategies and ``commands.py`` (``--reuse-stop``).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Final
+
+import psutil
+
+#: Bounded waits of the "ask, wait, kill" teardown, in seconds.
+EXIT_WAIT_SECONDS: Final = 5.0
+KILL_WAIT_SECONDS: Final = 5.0
+
+
+def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each process has exited; returns those still running after ``timeout``.
+
+    A zombie counts as exited: a detached replica is reaped by init, not by us, and init may
+    take seconds to get to it.
+    """
+    deadline = time.monotonic() + timeout
+    alive = list(processes)
+    while True:
+        still = []
+        for process in alive:
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    still.append(process)
+            except psutil.NoSuchProcess:
+                pass
+        alive = still
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def kill_and_wait(processes: list[psutil.Process]) -> None:
+    """SIGKILL what is left, then wait (bounded) for it to go."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    wait_gone(processes, KILL_WAIT_SECONDS)
+
+
+def describe_exit(code: int | None) -> str:
+    """ "exit code 3" or "signal SIGKILL (9)" from a Popen returncode."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {name} ({-code})"
+    return f"exit code {code}"
+
+
+def wait_or_kill(
+    popen: subprocess.Popen[bytes], wait: float, kill: Callable[[], None] | None = None
+) -> None:
+    """Wait up to ``wait`` seconds for the process, then kill it (``kill``, by default SIGKILL
+    to that pid) and wait again, bounded."""
+    try:
+        popen.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        (kill or popen.kill)()
+        try:
+            popen.wait(timeout=KILL_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            sys.stderr.write(f"pytest-reuse-env: pid {popen.pid} did not die after SIGKILL\n")
