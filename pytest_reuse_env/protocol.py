@@ -30,11 +30,16 @@ Replica to controller::
                                   it hands back the tests it held (``returned``)
     RETURNED       list[str]      tests sent after RECYCLE, handed back unrun
     FINISHED       FinishedPayload session torn down, about to exit
+
+A link delivers ``END`` (``(CHANNEL_CLOSED, None)``) after its last message, whatever ended it;
+it is never sent on the wire. Every message is made by one builder below (``protocol.run``,
+``protocol.ready``, ...), so both sides agree on each payload's shape.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Final, NotRequired, TypedDict
 
 # controller -> replica
@@ -72,6 +77,29 @@ REPORT_ENVIRONMENT: Final = "reuse_environment"
 REPLICA_ENV_VAR: Final = "PYTEST_REUSE_REPLICA"
 
 Message = tuple[str, Any]
+
+#: The name of the message a link delivers after its last one (execnet's end marker).
+CHANNEL_CLOSED: Final = "channel_closed"
+#: That message itself; compared by identity on the replica side, so always this object.
+END: Final[Message] = (CHANNEL_CLOSED, None)
+
+#: What a replica may say; anything else is a protocol error the controller reports.
+REPLICA_MESSAGES: Final = frozenset(
+    {
+        READY,
+        START_FAILED,
+        STARTED,
+        LOGSTART,
+        REPORT,
+        LOGFINISH,
+        WARNING,
+        UNKNOWN_NODEID,
+        TEARDOWN_ERROR,
+        RECYCLE,
+        RETURNED,
+        FINISHED,
+    }
+)
 
 
 class HygienePayload(TypedDict):
@@ -117,6 +145,8 @@ class StartPayload(TypedDict):
     concurrency: int
     timeout: float | None
     option_overrides: dict[str, Any]
+    #: The policy in its ini form: a detached replica retires by its TTLs.
+    policy: str
     host: NotRequired[HostPayload]
 
 
@@ -153,6 +183,138 @@ class WarningPayload(TypedDict):
 
 class FinishedPayload(TypedDict):
     tests_run: int
+
+
+class NodeidPayload(TypedDict):
+    nodeid: str
+
+
+class LogPayload(TypedDict):
+    nodeid: str
+    location: tuple[str, int | None, str]
+
+
+# -- builders: controller -> replica ------------------------------------------------------
+
+
+def start(payload: StartPayload) -> Message:
+    return (START, payload)
+
+
+def attach(controller_pid: int) -> Message:
+    payload: AttachPayload = {"controller_pid": controller_pid}
+    return (ATTACH, payload)
+
+
+def run(nodeids: Iterable[str]) -> Message:
+    return (RUN, list(nodeids))
+
+
+def drain() -> Message:
+    return (DRAIN, None)
+
+
+def cancel() -> Message:
+    return (CANCEL, None)
+
+
+def shutdown() -> Message:
+    return (SHUTDOWN, None)
+
+
+# -- builders: replica -> controller ------------------------------------------------------
+
+
+def ready(
+    *,
+    pid: int,
+    nodeids: list[str],
+    collect_errors: list[str],
+    setup_seconds: float,
+    prewarm_errors: list[str],
+    tests_run: int,
+    changed_files: list[str],
+) -> Message:
+    payload: ReadyPayload = {
+        "pid": pid,
+        "nodeids": nodeids,
+        "collect_errors": collect_errors,
+        "setup_seconds": setup_seconds,
+        "prewarm_errors": prewarm_errors,
+        "tests_run": tests_run,
+        "changed_files": changed_files,
+    }
+    return (READY, payload)
+
+
+def start_failed(pid: int, traceback: str) -> Message:
+    payload: FailurePayload = {"pid": pid, "traceback": traceback}
+    return (START_FAILED, payload)
+
+
+def started(nodeid: str) -> Message:
+    payload: NodeidPayload = {"nodeid": nodeid}
+    return (STARTED, payload)
+
+
+def logstart(nodeid: str, location: tuple[str, int | None, str]) -> Message:
+    payload: LogPayload = {"nodeid": nodeid, "location": location}
+    return (LOGSTART, payload)
+
+
+def report(data: dict[str, Any]) -> Message:
+    """A serialized report (``pytest_report_to_serializable`` plus the REPORT_* keys)."""
+    return (REPORT, encode_report(data))
+
+
+def logfinish(nodeid: str, location: tuple[str, int | None, str]) -> Message:
+    payload: LogPayload = {"nodeid": nodeid, "location": location}
+    return (LOGFINISH, payload)
+
+
+def warning(
+    *,
+    message: str,
+    category_module: str,
+    category_name: str,
+    filename: str,
+    lineno: int,
+    nodeid: str,
+    location: tuple[str, int, str] | None,
+) -> Message:
+    payload: WarningPayload = {
+        "message": message,
+        "category_module": category_module,
+        "category_name": category_name,
+        "filename": filename,
+        "lineno": lineno,
+        "nodeid": nodeid,
+        "location": location,
+    }
+    return (WARNING, payload)
+
+
+def unknown_nodeid(nodeid: str) -> Message:
+    payload: NodeidPayload = {"nodeid": nodeid}
+    return (UNKNOWN_NODEID, payload)
+
+
+def teardown_error(pid: int, traceback: str) -> Message:
+    payload: FailurePayload = {"pid": pid, "traceback": traceback}
+    return (TEARDOWN_ERROR, payload)
+
+
+def recycle(payload: RecyclePayload) -> Message:
+    return (RECYCLE, payload)
+
+
+def returned(nodeids: Iterable[str]) -> Message:
+    return (RETURNED, list(nodeids))
+
+
+def finished(tests_run: int) -> Message:
+    payload: FinishedPayload = {"tests_run": tests_run}
+    return (FINISHED, payload)
 
 
 def encode_report(data: dict[str, Any]) -> str:

@@ -57,16 +57,18 @@ import psutil
 __all__ = [
     "CREATE_TIME_TOLERANCE",
     "MAX_SOCKET_PATH_BYTES",
+    "RecordState",
     "Registry",
     "RegistryError",
     "ReplicaRecord",
-    "ReplicaState",
     "new_replica_id",
     "process_gone",
 ]
 
-ReplicaState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
-_STATES: Final[frozenset[str]] = frozenset(get_args(ReplicaState))
+#: What the registry records of a detached replica's lease (not the controller's
+#: ``ReplicaState`` of its handle, nor ``scaling.ReplicaPhase``).
+RecordState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
+_STATES: Final[frozenset[str]] = frozenset(get_args(RecordState))
 
 #: Usable bytes of ``sockaddr_un.sun_path`` (its size minus the terminating NUL).
 MAX_SOCKET_PATH_BYTES: Final[int] = 103 if sys.platform == "darwin" else 107
@@ -109,7 +111,7 @@ class ReplicaRecord:
     pid: int
     socket: str
     log: str
-    state: ReplicaState
+    state: RecordState
     #: Pid of the pytest process holding the lease, None unless ``state == "leased"``.
     lease_owner: int | None
     lease_owner_started: float | None

@@ -98,7 +98,9 @@ class ScalingLimits:
 
 
 class ReplicaPhase(enum.Enum):
-    """Where a live replica is in its life; retiring replicas are not in the view at all."""
+    """The load of a live replica as these rules see it; retiring replicas are not in the view
+    at all. (The controller's ``ReplicaState`` is its handle's lifecycle, the registry's
+    ``RecordState`` a detached replica's lease: three different things.)"""
 
     STARTING = "starting"
     IDLE = "idle"

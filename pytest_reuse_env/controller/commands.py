@@ -91,7 +91,7 @@ def stop_replica(registry: Registry, record: ReplicaRecord, wait: float) -> str:
     asked = False
     try:
         channel = connect(record.socket, registry.token(), timeout=5.0)
-        channel.send((protocol.SHUTDOWN, None))
+        channel.send(protocol.shutdown())
         asked = True
     except OSError:
         pass  # not listening (hung, or busy with another client): it is killed below

@@ -7,14 +7,14 @@ a dead replica held. It knows nothing of pytest: tests are nodeids, replicas are
 
 from __future__ import annotations
 
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, final
 
 from pytest_reuse_env import scaling
-from pytest_reuse_env.controller.replica import Replica, ReplicaState
+from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
+from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.policy import ReusePolicy
 
 
@@ -50,7 +50,7 @@ class Environment:
         closing: bool,
         serial: bool = False,
         key: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -76,7 +76,7 @@ class Environment:
         self.stop_reason: str | None = None
         self.stats = EnvironmentStats()
         self.last_start_failure: str | None = None
-        self.last_activity = clock()
+        self.last_activity = clock.monotonic()
         self.last_scaledown: float | None = None
         self.limits = scaling.ScalingLimits(
             min_replicas=0 if closing else min(policy.min_replicas, 1 if serial else 1 << 30),
@@ -100,11 +100,11 @@ class Environment:
 
     @property
     def live(self) -> list[Replica]:
-        return [r for r in self.replicas if r.alive and not r.shutdown_sent]
+        return [r for r in self.replicas if r.alive]
 
     @property
     def in_flight(self) -> int:
-        return sum(len(r.in_flight) for r in self.replicas if r.state is not ReplicaState.DEAD)
+        return sum(len(r.in_flight) for r in self.replicas if r.state is not ReplicaState.ENDED)
 
     @property
     def starved(self) -> bool:
@@ -135,7 +135,7 @@ class Environment:
 
     def _scale(self) -> None:
         """Apply what the scaling rules decide for this moment (see ``scaling.py``)."""
-        now = self._clock()
+        now = self._clock.monotonic()
         for action in scaling.decide(self.state(now), self.limits, now):
             if isinstance(action, scaling.StartReplicas):
                 for _ in range(action.count):
@@ -171,7 +171,7 @@ class Environment:
         )
 
     def next_deadline(self) -> float | None:
-        now = self._clock()
+        now = self._clock.monotonic()
         return scaling.next_deadline(self.state(now), self.limits, now)
 
     @property
@@ -183,10 +183,10 @@ class Environment:
         replica = self._launch(self)
         if replica is None:
             if self.waiting_since is None:
-                self.waiting_since = self._clock()
+                self.waiting_since = self._clock.monotonic()
             return False
         self.waiting_since = None
-        replica.started_at = self._clock()
+        replica.adopted(self._clock.monotonic())
         self.replicas.append(replica)
         self.history.append(replica)
         if replica.attached:
@@ -203,10 +203,7 @@ class Environment:
 
     def retire(self, replica: Replica, reason: str) -> None:
         """Ask a replica to finish what it holds and exit; counted when it is gone."""
-        # A specific reason (recycle, stale, scaledown) says more than "end of run".
-        if replica.retire_reason in (None, "end of run"):
-            replica.retire_reason = reason
-        replica.request_shutdown()
+        replica.retire(reason)
 
     def _feed(self) -> None:
         # The oldest free replica first: surplus gathers on the newest, which scaledown retires.
@@ -216,7 +213,7 @@ class Environment:
             room = self.depth - len(replica.in_flight)
             if room > 0 and self.queue:
                 batch = [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
-                replica.run(batch)
+                replica.assign(batch)
         if not self.queue:
             for replica in self.live:
                 if not replica.accepting:
@@ -230,10 +227,7 @@ class Environment:
         """A replica being recycled runs nothing more: every test it holds and has not started
         (in the order they were sent, in transit ones included) is first in line again. The
         replica hands them back too; those echoes find nothing left to take."""
-        held = [n for n in replica.in_flight if n != replica.current and n not in replica.running]
-        for nodeid in held:
-            replica.in_flight.remove(nodeid)
-        self.queue.extendleft(reversed(held))
+        self.queue.extendleft(reversed(replica.give_back()))
 
     def hand_back(self) -> list[Replica]:
         """Give up the idle persistent replicas (another run waits for one); the caller
@@ -257,7 +251,6 @@ class Environment:
 
     def replica_ready(self, replica: Replica) -> list[str]:
         """A replica collected; returns queued nodeids it did not collect (they cannot run)."""
-        replica.idle_since = self._clock()
         self.stats.ready += 1
         missing = [n for n in self.queue if n not in replica.nodeids]
         if missing:
@@ -265,41 +258,45 @@ class Environment:
             self.queue = deque(n for n in self.queue if n in replica.nodeids)
         return missing
 
-    def test_started(self, replica: Replica) -> None:
-        self.last_activity = self._clock()
-        if replica.first_test_at is None:
-            replica.first_test_at = self.last_activity
+    def test_started(self, replica: Replica, nodeid: str, *, logged: bool) -> None:
+        """A replica began a test (see ``Replica.took``)."""
+        self.last_activity = self._clock.monotonic()
+        replica.took(nodeid, self.last_activity, logged=logged)
         if self.stats.first_start is None:
             self.stats.first_start = self.last_activity
-        busy = sum(1 for r in self.replicas if r.running)
+        # Only replicas still in this run count: an ended one's last test is not running.
+        serving = [r for r in self.replicas if r.state is not ReplicaState.ENDED]
+        busy = sum(1 for r in serving if r.running)
         self.stats.peak_busy = max(self.stats.peak_busy, busy)
-        at_once = sum(len(r.running) for r in self.replicas)
+        at_once = sum(len(r.running) for r in serving)
         self.stats.peak_tests = max(self.stats.peak_tests, at_once)
 
     def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
-        replica.test_finished(nodeid)
-        self.last_activity = self.stats.last_finish = self._clock()
-        if not replica.in_flight:
-            replica.idle_since = self.last_activity
+        self.last_activity = self.stats.last_finish = self._clock.monotonic()
+        replica.finished(nodeid, self.last_activity)
         if warm:
             self.stats.tests_warm += 1
         else:
             self.stats.tests_cold += 1
 
-    def replica_gone(self, replica: Replica, *, started: bool) -> list[str]:
-        """A replica's channel closed unasked. Returns the nodeids it held that must be requeued
-        (the one it was running is the controller's to report). Decides on a replacement."""
-        replica.mark_dead()
-        replica.end_reason = "crash" if started else "start failure"
-        # What it was running is the controller's to report; what it only held runs elsewhere.
-        held = [n for n in replica.in_flight if n != replica.current and n not in replica.running]
-        replica.in_flight.clear()
-        if started:
-            self.stats.retired["crash"] += 1
-        else:
-            self.stats.start_failures += 1
-        self.restarts += 1
+    def replica_ended(self, replica: Replica, ending: Ending) -> list[str]:
+        """A replica is gone: count how it ended and requeue the tests it held and had not
+        started (returned). What it was running is the controller's to report."""
+        held = replica.give_back()
+        replica.ended(ending)
         self.queue.extendleft(reversed(held))
+        if ending.kind is EndKind.LEFT:
+            # An attached replica that closed before answering was never this run's: lease again.
+            self.replicas.remove(replica)
+        elif ending.kind is EndKind.START_FAILED:
+            self.stats.start_failures += 1
+            self.restarts += 1
+        elif ending.kind in (EndKind.CRASHED, EndKind.KILLED):
+            self.stats.retired["crash"] += 1
+            self.restarts += 1
+        elif ending.kind is EndKind.RETIRED:
+            # "stale: conftest.py changed" counts as "stale"; the replica keeps the detail.
+            self.stats.retired[ending.reason.split(":")[0]] += 1
         return held
 
     @property
@@ -322,7 +319,7 @@ class Environment:
         for replica in self.replicas:
             if not replica.alive:
                 continue
-            if replica.persistent and not replica.shutdown_sent:
+            if replica.persistent:
                 # Even mid-test (Ctrl-C): it aborts that test when we disconnect, stays warm.
                 keep.append(replica)
             else:
@@ -348,6 +345,7 @@ class Environment:
                 else 0.0
             ),
             "max_replicas": self.policy.max_replicas,
+            "concurrency": self.policy.concurrency,
             "setup_seconds_total": sum(
                 r.setup_seconds or 0.0 for r in self.history if not r.attached
             ),
@@ -358,7 +356,7 @@ class Environment:
                     "pid": r.pid,
                     "setup_seconds": r.setup_seconds,
                     "tests_run": r.tests_run,
-                    "ended": r.end_reason,
+                    "ended": r.ending.label if r.ending is not None else None,
                     "attached": r.attached,
                     # From the decision to start (or attach) it to its first test: scale-up time.
                     "first_test_seconds": (
@@ -368,10 +366,3 @@ class Environment:
                 for r in self.history
             ],
         }
-
-    def replica_retired(self, replica: Replica) -> None:
-        """A replica asked to stop is gone."""
-        replica.mark_dead()
-        replica.end_reason = replica.retire_reason or "end of run"
-        # "stale: conftest.py changed" counts as "stale"; the replica keeps the detail.
-        self.stats.retired[replica.end_reason.split(":")[0]] += 1

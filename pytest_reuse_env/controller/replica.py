@@ -1,9 +1,20 @@
 """The controller's handle of one replica: its state, the work it holds, and how it ended.
 
-How the process is reached (an execnet popen gateway, or a detached replica over a Unix socket)
-is the link's business (``launch/``). Everything the replica says arrives on a reader thread
-and is only put on the controller's event queue; the controller's loop handles it on the main
-thread.
+The handle owns its state: every change is a method named after what happened (``ready``,
+``took``, ``finished``, ``retire``, ``ended``), and a change that makes no sense in the handle's
+state raises ``ReplicaProtocolError`` (the replica said something out of turn) or
+``ReplicaStateError`` (the controller asked for something out of turn). It never reads a clock:
+the caller passes ``now`` from the controller's one clock (``clock.py``).
+
+How it ended is one value, ``Ending``. Three words for three different things:
+
+- ``ReplicaState`` (here): where this handle is in its life in this run.
+- ``registry.RecordState``: what the project's registry says of a detached replica's lease.
+- ``scaling.ReplicaPhase``: the load of a live replica as the scaling rules see it.
+
+How the process is reached is the link's business (``launch/``). Everything the replica says
+arrives on a reader thread and is only put on the controller's event queue; the controller's loop
+handles it on the main thread.
 """
 
 from __future__ import annotations
@@ -12,23 +23,70 @@ import enum
 import os
 import queue
 import sys
-import time
 from collections import deque
-from typing import Any, Final, final
+from dataclasses import dataclass
+from typing import Any, final
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.launch.base import END, Link
+from pytest_reuse_env.controller.launch.base import Link
 from pytest_reuse_env.controller.launch.process import EXIT_WAIT_SECONDS
-
-#: Delivered when the replica's link closes, for whatever reason.
-CHANNEL_CLOSED: Final = END[0]
 
 
 class ReplicaState(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    DEAD = "dead"
+    """Where a replica handle is in its life."""
+
+    STARTING = "starting"  # asked to start (or attach); has not answered READY
+    READY = "ready"  # serving: may be given tests
+    STOPPING = "stopping"  # asked to finish what it holds and exit
+    ENDED = "ended"  # gone, released or abandoned: ``Replica.ending`` says how
+
+
+class EndKind(enum.Enum):
+    RETIRED = "retired"  # asked to stop, and it finished (the reason says why it was asked)
+    CRASHED = "crashed"  # its link closed unasked while it served
+    KILLED = "killed"  # the controller killed it while it served (a timeout, a hung teardown)
+    START_FAILED = "start failure"  # it ended before it was ready
+    RELEASED = "released"  # a persistent replica left warm for the next run
+    LEFT = "left"  # attached warm, it closed before answering: the environment leases again
+    ABANDONED = "abandoned"  # the run ended first: killed after its deadline
+
+
+@final
+@dataclass(frozen=True)
+class Ending:
+    """How a replica ended (or, before its link closes, why it is ending)."""
+
+    kind: EndKind
+    #: For the user: why it was retired ("scaledown", "stale: conftest.py changed"), why it was
+    #: killed, the start failure's traceback, or how the process exited.
+    reason: str = ""
+    #: The test whose timeout ended it.
+    test: str | None = None
+
+    @property
+    def forced(self) -> bool:
+        """Ended by the controller's kill or by a failed start, not by a request to stop."""
+        return self.kind in (EndKind.KILLED, EndKind.START_FAILED)
+
+    @property
+    def label(self) -> str | None:
+        """How the summary names it: the retire reason, "crash" or "start failure"; None for
+        a replica that did not end in this run's terms (released, left, abandoned)."""
+        if self.kind is EndKind.RETIRED:
+            return self.reason
+        if self.kind in (EndKind.CRASHED, EndKind.KILLED):
+            return "crash"
+        if self.kind is EndKind.START_FAILED:
+            return "start failure"
+        return None
+
+
+class ReplicaProtocolError(Exception):
+    """The replica said something that makes no sense in its handle's state."""
+
+
+class ReplicaStateError(Exception):
+    """The controller asked a replica handle for a change its state forbids."""
 
 
 @final
@@ -81,42 +139,37 @@ class Replica:
         self.attached = False
         self.state = ReplicaState.STARTING
         self.pid: int | None = None
-        self.started_at = time.monotonic()
+        self.log_path: str | None = None
+        #: When its environment asked for it (the controller's clock): scale-up time from here.
+        self.started_at = 0.0
         self.ready_at: float | None = None
+        #: What becoming warm cost it (see ``protocol.ReadyPayload``), plus its first setup.
         self.setup_seconds: float | None = None
         self.nodeids: frozenset[str] = frozenset()
         self.collect_errors: list[str] = []
         #: Nodeids sent and not finished, in the order the replica runs them.
         self.in_flight: deque[str] = deque()
-        #: The nodeid whose logstart came and whose logfinish has not.
+        #: Tests started and not finished, with when they started (several in async batches).
+        self.running: dict[str, float] = {}
+        #: The nodeid whose logstart came and whose logfinish has not, and its phases so far.
         self.current: str | None = None
-        self.current_location: tuple[str, int | None, str] | None = None
         self.current_phases: list[str] = []
-        self.current_started_at: float | None = None
         self.current_warm = False
-        #: Why the process ended, when the controller ended it (a timeout, a start deadline).
-        self.crash_reason: str | None = None
         #: When the current test's teardown phase began (bounded by reuse_teardown_timeout).
         self.teardown_since: float | None = None
-        #: The test whose timeout made the controller kill this replica.
-        self.timed_out: str | None = None
-        self.start_failure: str | None = None
-        #: Why the environment asked it to stop: "scaledown", "idle", "end of run".
-        self.retire_reason: str | None = None
-        self.log_path: str | None = None
-        #: How it ended, for the summary: a retire reason, "crash" or "start failure".
-        self.end_reason: str | None = None
         self.tests_run = 0
-        #: When its first test began (the environment's clock).
+        #: When its first test began.
         self.first_test_at: float | None = None
         #: Every nodeid this replica started for this run, in order.
         self.ran: list[str] = []
-        #: Tests started and not finished, with when they started (several in async batches).
-        self.running: dict[str, float] = {}
-        self.drained = False
-        self.shutdown_sent = False
-        self.finished = False
         self.idle_since: float | None = None
+        #: Why it is ending, known before its link closes: asked to retire, killed, or its own
+        #: START_FAILED. ``ending`` is the final word, set once when it is gone.
+        self.cause: Ending | None = None
+        self.ending: Ending | None = None
+        #: It said FINISHED: its session was torn down on purpose.
+        self.said_finished = False
+        self._drained = False
 
     def __repr__(self) -> str:
         return f"<Replica {self.id} pid={self.pid} {self.state.value}>"
@@ -126,98 +179,178 @@ class Replica:
     def start(self, payload: protocol.StartPayload) -> None:
         """Start the process (or connect to a new daemon) and send it START; returns at once."""
         self.log_path = payload["log_path"]
-        self.link.open((protocol.START, payload), self._enqueue)
+        self.link.open(protocol.start(payload), self._enqueue)
         self.pid = self.link.pid
 
     def attach(self, log_path: str) -> None:
         """Connect to a warm replica found in the registry; it answers READY."""
         self.attached = True
         self.log_path = log_path
-        attach: protocol.AttachPayload = {"controller_pid": os.getpid()}
-        self.link.open((protocol.ATTACH, attach), self._enqueue)
+        self.link.open(protocol.attach(os.getpid()), self._enqueue)
         self.pid = self.link.pid
 
     def _enqueue(self, message: protocol.Message) -> None:
         self._events.put((self, message))
 
-    def mark_ready(self, payload: protocol.ReadyPayload) -> None:
-        self.state = ReplicaState.STOPPING if self.shutdown_sent else ReplicaState.READY
+    def adopted(self, now: float) -> None:
+        """Its environment took it on at ``now``."""
+        self.started_at = now
+
+    def ready(self, payload: protocol.ReadyPayload, now: float) -> None:
+        """READY: collected (or attached) and serving."""
+        if self.ready_at is not None or self.state not in (
+            ReplicaState.STARTING,
+            ReplicaState.STOPPING,
+        ):
+            raise ReplicaProtocolError(f"said {protocol.READY!r} twice")
+        if self.state is ReplicaState.STARTING:
+            self.state = ReplicaState.READY
         self.pid = payload["pid"]
         self.node_cold.describe(self.pid)
         self.node_warm.describe(self.pid)
-        self.ready_at = time.monotonic()
+        self.ready_at = self.idle_since = now
         self.setup_seconds = payload["setup_seconds"]
         self.nodeids = frozenset(payload["nodeids"])
         self.collect_errors = list(payload["collect_errors"])
-        self.idle_since = self.ready_at
+
+    def start_failed(self, traceback: str) -> None:
+        """START_FAILED: its session could not be built."""
+        if self.ready_at is not None:
+            raise ReplicaProtocolError(f"said {protocol.START_FAILED!r} after it was ready")
+        self.cause = Ending(EndKind.START_FAILED, traceback)
+
+    def session_finished(self) -> None:
+        """FINISHED: its session is torn down; its link closes next."""
+        self.said_finished = True
 
     @property
     def alive(self) -> bool:
+        """Starting or serving, not asked to stop: counts as live capacity."""
         return self.state in (ReplicaState.STARTING, ReplicaState.READY)
 
     @property
     def accepting(self) -> bool:
         """Ready, not asked to stop: may be given work."""
-        return self.state is ReplicaState.READY and not self.shutdown_sent
+        return self.state is ReplicaState.READY
 
-    # -- messages ----------------------------------------------------------------------------
+    # -- work --------------------------------------------------------------------------------
 
-    def send(self, name: str, payload: Any = None) -> bool:
+    def send(self, message: protocol.Message) -> bool:
         """Send a message; False when the link is already gone (the close event follows)."""
-        return self.link.send((name, payload))
+        return self.link.send(message)
 
-    def run(self, nodeids: list[str]) -> None:
+    def assign(self, nodeids: list[str]) -> None:
+        """Append tests to its queue (RUN)."""
+        if not self.accepting:
+            raise ReplicaStateError(f"replica {self.id} is {self.state.value}: it takes no work")
         self.in_flight.extend(nodeids)
-        self.drained = False
+        self._drained = False
         self.idle_since = None
-        self.send(protocol.RUN, nodeids)
+        self.send(protocol.run(nodeids))
 
     def drain(self) -> None:
-        if not self.drained:
-            self.drained = True
-            self.send(protocol.DRAIN)
+        """Run what you hold without waiting for more (DRAIN), once per batch."""
+        if not self._drained:
+            self._drained = True
+            self.send(protocol.drain())
 
     def cancel(self) -> list[str]:
         """Ask the replica to drop what it has not started; returns those nodeids."""
         dropped = [n for n in self.in_flight if n != self.current]
         self.in_flight = deque(n for n in self.in_flight if n == self.current)
-        self.send(protocol.CANCEL)
+        self.send(protocol.cancel())
         return dropped
 
-    def request_shutdown(self) -> None:
-        # A replica still starting gets it too: the message waits in its inbox.
-        if not self.shutdown_sent and self.alive:
-            self.shutdown_sent = True
-            self.state = ReplicaState.STOPPING
-            self.send(protocol.SHUTDOWN)
+    def give_back(self) -> list[str]:
+        """Take back every test it holds and has not started, in the order they were sent
+        (in transit ones included): they run elsewhere."""
+        held = [n for n in self.in_flight if n != self.current and n not in self.running]
+        for nodeid in held:
+            self.in_flight.remove(nodeid)
+        return held
 
-    def batch_test_started(self, nodeid: str) -> None:
-        """An async test of a concurrent batch began (its reports come when it finishes)."""
-        self.ran.append(nodeid)
-        self.running[nodeid] = time.monotonic()
-
-    def test_started(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+    def took(self, nodeid: str, now: float, *, logged: bool) -> None:
+        """A test began: LOGSTART (``logged``), or STARTED for an async test of a concurrent
+        batch (its LOGSTART, reports and LOGFINISH come together when it finishes)."""
+        if self.ready_at is None or self.state is ReplicaState.ENDED:
+            raise ReplicaProtocolError(f"started {nodeid} while {self.state.value}")
         if nodeid not in self.running:
             self.ran.append(nodeid)
-            self.running[nodeid] = time.monotonic()
-        self.current = nodeid
-        self.current_location = location
-        self.current_phases = []
-        self.current_started_at = time.monotonic()
+            self.running[nodeid] = now
+        if self.first_test_at is None:
+            self.first_test_at = now
+        if logged:
+            self.current = nodeid
+            self.current_phases = []
 
-    def test_finished(self, nodeid: str) -> None:
+    def reported(self, when: str, passed: bool, warm: bool, duration: float, now: float) -> None:
+        """A report of the current test's phase ``when`` arrived."""
+        self.current_phases.append(when)
+        if when == "call" or (when == "setup" and not passed):
+            self.teardown_since = now  # its teardown phase starts now
+        self.current_warm = warm
+        if when == "setup" and not warm and self.setup_seconds:
+            self.setup_seconds += duration  # a cold replica's first fixture setup
+
+    def finished(self, nodeid: str, now: float) -> None:
+        """LOGFINISH: the test's reports are all in."""
+        if nodeid not in self.running:
+            raise ReplicaProtocolError(f"finished {nodeid}, which it never started")
+        self._done_with(nodeid, now)
+
+    def not_collected(self, nodeid: str, now: float) -> None:
+        """UNKNOWN_NODEID: it holds no such test; the controller fails it."""
+        self._done_with(nodeid, now)
+
+    def _done_with(self, nodeid: str, now: float) -> None:
         if nodeid in self.in_flight:
             self.in_flight.remove(nodeid)
         self.running.pop(nodeid, None)
         self.teardown_since = None
         if self.current == nodeid:
             self.current = None
-            self.current_started_at = None
         self.tests_run += 1
         if not self.in_flight:
-            self.idle_since = time.monotonic()
+            self.idle_since = now
 
     # -- ending ------------------------------------------------------------------------------
+
+    def retire(self, reason: str) -> None:
+        """Ask it to finish what it holds and exit (SHUTDOWN); ``reason`` is kept for the
+        summary. A replica still starting gets it too: the message waits in its inbox."""
+        if self.state is ReplicaState.ENDED:
+            raise ReplicaStateError(f"replica {self.id} has ended: it cannot retire")
+        # A specific reason (recycle, stale, scaledown) says more than "end of run".
+        if self.cause is None or (
+            self.cause.kind is EndKind.RETIRED and self.cause.reason == "end of run"
+        ):
+            self.cause = Ending(EndKind.RETIRED, reason)
+        if self.alive:
+            self.state = ReplicaState.STOPPING
+            self.send(protocol.shutdown())
+
+    def kill(self, cause: Ending) -> None:
+        """SIGKILL the process now, saying why; its link closes and the controller handles the
+        rest. The first forced cause is kept: a second deadline adds nothing."""
+        if not cause.forced:
+            raise ValueError(f"a kill is forced, not {cause.kind.value}")
+        if self.cause is None or not self.cause.forced:
+            self.cause = cause
+        self.link.kill()
+
+    def ended(self, ending: Ending) -> None:
+        """It is gone (or left warm): the final word on how, set once."""
+        if self.ending is not None:
+            raise ReplicaStateError(
+                f"replica {self.id} already ended ({self.ending.kind.value}), now "
+                f"{ending.kind.value}"
+            )
+        self.ending = ending
+        self.state = ReplicaState.ENDED
+        # A test it was running runs no more: only live replicas' tests count as running.
+        self.running.clear()
+        self.current = None
+        self.in_flight.clear()
 
     def exit_description(self, wait: float = EXIT_WAIT_SECONDS) -> str:
         """How the process ended: "exit code 3" or "signal SIGKILL (9)"; waits at most ``wait``."""
@@ -253,19 +386,12 @@ class Replica:
             dump = dump[:1] + dump[threads[-1] :]
         return "".join(dump[:lines]).rstrip()
 
-    def kill(self) -> None:
-        """SIGKILL the process now; its link closes and the controller handles the rest."""
-        self.link.kill()
-
-    def mark_dead(self) -> None:
-        self.state = ReplicaState.DEAD
-
     def terminate(self, wait: float = EXIT_WAIT_SECONDS) -> None:
-        """Ask, wait up to ``wait`` seconds, then kill, by pid."""
+        """Ask, wait up to ``wait`` seconds, then kill, by pid (the link's end only)."""
         self.link.terminate(wait)
-        self.state = ReplicaState.DEAD
 
     def release(self) -> None:
-        """End of the run for a persistent replica: disconnect, leaving it warm."""
+        """End of the run (or a hand-back) for a persistent replica: disconnect, leaving it
+        warm."""
         self.link.release()
-        self.state = ReplicaState.DEAD
+        self.ended(Ending(EndKind.RELEASED))

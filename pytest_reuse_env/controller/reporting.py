@@ -93,6 +93,26 @@ class ReportReplayer:
         )
         return report
 
+    def logstart(self, nodeid: str) -> None:
+        item = self.items[nodeid]
+        item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+
+    def logfinish(self, nodeid: str) -> None:
+        item = self.items[nodeid]
+        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        self.completed.add(nodeid)
+
+    def replica_warning(self, payload: protocol.WarningPayload) -> None:
+        """A warning a test recorded in a replica, in pytest's warnings summary as its own."""
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warning_from_payload(payload),
+                "when": "runtest",
+                "nodeid": payload["nodeid"],
+                "location": payload["location"],
+            }
+        )
+
     def replay(self, report: pytest.TestReport, replica: Replica) -> None:
         self.label(report, replica)
         if self.config.option.capture == "no":

@@ -16,23 +16,20 @@ Two ways to drive it:
 from __future__ import annotations
 
 import queue
-import time
-from typing import Any, Final, final
+from typing import Final, final
 
 import execnet
 import pytest
 
 from pytest_reuse_env import protocol
+from pytest_reuse_env.controller import outcomes
+from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.commands import stop_all
+from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
-from pytest_reuse_env.controller.replica import CHANNEL_CLOSED, Replica, ReplicaState
-from pytest_reuse_env.controller.reporting import (
-    ReportReplayer,
-    log_excerpt,
-    not_collected_message,
-    warning_from_payload,
-)
+from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
+from pytest_reuse_env.controller.reporting import ReportReplayer, log_excerpt
 from pytest_reuse_env.controller.summary import (
     ReuseSummary,
     closing_line,
@@ -43,9 +40,6 @@ from pytest_reuse_env.options import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.role import Role, role_of
 
-#: How much longer than its timeout an async test of a concurrent batch may run before the
-#: controller kills its replica (the replica cancels it itself first).
-TIMEOUT_GRACE_SECONDS: Final = 5.0
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5
 
@@ -55,9 +49,14 @@ class ReuseController:
     """The pytest plugin object that exists when reuse is on, in the process that runs tests."""
 
     def __init__(
-        self, config: pytest.Config, settings: ReuseSettings, summary: ReuseSummary | None
+        self,
+        config: pytest.Config,
+        settings: ReuseSettings,
+        summary: ReuseSummary | None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.settings = settings
         self.summary = summary
         self.events: queue.Queue[tuple[Replica, protocol.Message]] = queue.Queue()
@@ -68,13 +67,22 @@ class ReuseController:
         # Labels ([r0 warm]) ride on report.node, which xdist sets and serializes itself.
         self.reports = ReportReplayer(config, self.items, labels=role_of(config) is Role.CONTROLLER)
         self.completed = self.reports.completed
-        self.prewarm_errors: set[str] = set()
         self._cancelled = False
         self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
         self.verifier = (
             ColdVerifier(self.launcher)
             if config.getoption("reuse_verify_cold") and role_of(config) is Role.CONTROLLER
             else None
+        )
+        self.dispatcher = ReplicaEvents(
+            self.environments.values,
+            self.reports,
+            clock,
+            wanted=lambda env: [n for n, e in self.routes.items() if e is env],
+            stale=stale_reason,
+            host_failed=self.launcher.host_failed,
+            say=self._verbose,
+            report_seen=self.verifier.record if self.verifier is not None else None,
         )
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
@@ -130,6 +138,7 @@ class ReuseController:
                 closing=not self.feeding_one_at_a_time and key is None,
                 serial=self.feeding_one_at_a_time,
                 key=key,
+                clock=self.clock,
             )
             self.environments[policy] = environment
         return environment
@@ -216,8 +225,8 @@ class ReuseController:
         except queue.Empty:
             event = None
         while event is not None:
-            replica, (name, payload) = event
-            self._handle(replica, name, payload)
+            replica, message = event
+            self.dispatcher.dispatch(replica, message)
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
@@ -227,7 +236,7 @@ class ReuseController:
             environment.pump()
 
     def _check_deadlines(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for environment in self.environments.values():
             timeout = self.settings.start_timeout
             if environment.key is not None:
@@ -235,38 +244,12 @@ class ReuseController:
                 self.launcher.mark_waiting(environment.key, since is not None)
                 if since is not None and not environment.live and now - since > timeout:
                     self._no_capacity(environment, timeout)
-            for replica in environment.replicas:
-                if replica.state is ReplicaState.STARTING and now - replica.started_at > timeout:
-                    replica.start_failure = (
-                        f"replica {replica.id} did not finish starting within {timeout:g} s"
-                        " (reuse_start_timeout); killed"
-                    )
-                    replica.kill()
-            for replica in environment.replicas:
-                since = replica.teardown_since
-                limit = self.settings.teardown_timeout
-                if since is not None and now - since > limit and replica.crash_reason is None:
-                    replica.crash_reason = (
-                        f"teardown did not finish within {limit:g} s (reuse_teardown_timeout); "
-                        "replica killed"
-                    )
-                    replica.kill()
-            test_timeout = environment.policy.timeout
-            if not test_timeout:
-                continue
-            # With concurrency the replica cancels an overrunning async test itself; the
-            # controller steps in only if that did not happen (a blocked event loop).
-            limit = test_timeout + (
-                TIMEOUT_GRACE_SECONDS if environment.policy.concurrency > 1 else 0.0
+            outcomes.enforce_deadlines(
+                environment,
+                now,
+                start_timeout=timeout,
+                teardown_timeout=self.settings.teardown_timeout,
             )
-            for replica in environment.replicas:
-                overran = [n for n, since in replica.running.items() if now - since > limit]
-                if overran and replica.crash_reason is None:
-                    replica.timed_out = overran[0]
-                    replica.crash_reason = (
-                        f"timed out after {test_timeout:g} s (reuse_timeout); replica killed"
-                    )
-                    replica.kill()
 
     def _no_capacity(self, environment: Environment, waited: float) -> None:
         """No replica could be had in time: max is held by other runs. Fail, do not hang."""
@@ -288,163 +271,12 @@ class ReuseController:
         for nodeid in environment.give_up(reason):
             self.reports.fail_unrun(nodeid, reason)
 
-    # -- replica events ----------------------------------------------------------------------
-
-    def _handle(self, replica: Replica, name: str, payload: Any) -> None:
-        if replica.state is ReplicaState.DEAD:
-            return  # a replica this run let go (released, retired, killed): its last words
-        environment = self._environment_of(replica)
-        if name == protocol.READY:
-            replica.mark_ready(payload)
-            wanted = [n for n, env in self.routes.items() if env is environment]
-            stale = stale_reason(replica, payload, wanted)
-            if stale is not None:
-                self._verbose(f"reuse: replica {replica.id} is stale ({stale}); starting afresh")
-                environment.retire(replica, f"stale: {stale}")
-                return
-            for error in payload["prewarm_errors"]:
-                if error not in self.prewarm_errors:
-                    self.prewarm_errors.add(error)
-                    self.reports.warn(f"replica {replica.id}: {error}")
-            for nodeid in environment.replica_ready(replica):
-                self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
-        elif name == protocol.STARTED:
-            replica.batch_test_started(payload["nodeid"])
-            environment.test_started(replica)
-        elif name == protocol.LOGSTART:
-            replica.test_started(payload["nodeid"], tuple(payload["location"]))
-            environment.test_started(replica)
-            item = self.items[payload["nodeid"]]
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        elif name == protocol.REPORT:
-            self._replay_report(replica, protocol.decode_report(payload))
-        elif name == protocol.LOGFINISH:
-            nodeid = payload["nodeid"]
-            item = self.items[nodeid]
-            item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
-            environment.test_finished(replica, nodeid, warm=replica.current_warm)
-            self.completed.add(nodeid)
-        elif name == protocol.WARNING:
-            self.config.hook.pytest_warning_recorded.call_historic(
-                kwargs={
-                    "warning_message": warning_from_payload(payload),
-                    "when": "runtest",
-                    "nodeid": payload["nodeid"],
-                    "location": payload["location"],
-                }
-            )
-        elif name == protocol.UNKNOWN_NODEID:
-            nodeid = payload["nodeid"]
-            replica.test_finished(nodeid)
-            self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
-        elif name == protocol.TEARDOWN_ERROR:
-            self.reports.teardown_error(replica, payload["traceback"])
-        elif name == protocol.RECYCLE:
-            self._verbose(
-                f"reuse: recycling replica {replica.id} after {payload['nodeid']}: "
-                f"{payload['detail']}"
-            )
-            environment.take_back(replica)
-            environment.retire(replica, f"recycle ({payload['kind']})")
-        elif name == protocol.RETURNED:
-            environment.take_back(replica)  # already requeued at RECYCLE: nothing left
-        elif name == protocol.START_FAILED:
-            replica.start_failure = payload["traceback"]
-        elif name == protocol.FINISHED:
-            replica.finished = True
-        elif name == CHANNEL_CLOSED:
-            self._replica_closed(environment, replica)
-
     def _verbose(self, line: str) -> None:
         """A line for ``-v`` users: why a replica was retired or started."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and self.config.option.verbose > 0:
             reporter.ensure_newline()
             reporter.write_line(line)
-
-    def _environment_of(self, replica: Replica) -> Environment:
-        for environment in self.environments.values():
-            if replica in environment.replicas:
-                return environment
-        raise LookupError(replica)
-
-    def _replay_report(self, replica: Replica, data: dict[str, Any]) -> None:
-        report = self.reports.rebuild(data)
-        if self.verifier is not None:
-            self.verifier.record(report, replica, self._environment_of(replica).policy)
-        replica.current_phases.append(report.when or "")
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            replica.teardown_since = time.monotonic()  # its teardown phase starts now
-        replica.current_warm = bool(data.get(protocol.REPORT_WARM))
-        if report.when == "setup" and not replica.current_warm and replica.setup_seconds:
-            replica.setup_seconds += report.duration  # a cold replica's first fixture setup
-        self.reports.replay(report, replica)
-
-    def _replica_closed(self, environment: Environment, replica: Replica) -> None:
-        if replica.state is ReplicaState.DEAD:
-            return
-        if replica.finished:
-            replica.terminate()
-            environment.replica_retired(replica)
-            return
-        was_ready = replica.ready_at is not None
-        if replica.attached and not was_ready and replica.start_failure is None:
-            # A warm replica dropped the connection before answering (another client held it
-            # a moment longer, or it retired meanwhile): not a failure, lease again.
-            replica.mark_dead()
-            environment.replicas.remove(replica)
-            return
-        if replica.start_failure is not None:
-            # It said why it failed and may still be running: end it, then say how it ended.
-            replica.terminate(wait=2.0)
-            how = replica.exit_description(wait=0)
-        else:
-            how = replica.exit_description()
-            replica.terminate(wait=0.5)
-        current = replica.current
-        phases = list(replica.current_phases)
-        environment.replica_gone(replica, started=was_ready)
-        if not was_ready:
-            reason = (
-                f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
-                f"{replica.start_failure or 'no traceback: the process ended early'}"
-                f"{log_excerpt(replica)}"
-            )
-            environment.last_start_failure = reason
-            dropped = self.launcher.host_failed(replica, replica.start_failure or how)
-            if dropped is not None:  # a configured host: the others take its share
-                self.reports.warn(dropped[0])
-                if dropped[1]:
-                    return
-            if not environment.ever_ready or environment.crash_loop or dropped is not None:
-                for nodeid in environment.give_up(reason):
-                    self.reports.fail_unrun(nodeid, reason)
-            return
-        running = list(replica.running)
-        if current is not None and current not in running:
-            running.insert(0, current)
-        for nodeid in running:
-            why = replica.crash_reason or how
-            if replica.timed_out not in (None, nodeid):
-                why = f"{replica.timed_out} {why}"
-            others = [n for n in running if n != nodeid]
-            together = f" (running concurrently with {', '.join(others)})" if others else ""
-            message = (
-                f"replica {replica.id} (pid {replica.pid}) crashed while running "
-                f"{nodeid}{together}: {why}{log_excerpt(replica)}"
-            )
-            if nodeid == current:
-                self.reports.crash(nodeid, phases, message, replica, logged_start=True)
-            else:  # a concurrent test: announced, not yet logged
-                self.reports.crash(nodeid, ["setup"], message, replica, logged_start=False)
-        if environment.crash_loop:
-            reason = (
-                f"not run: environment {environment.name!r} stopped after "
-                f"{environment.restarts} replica crashes (limit reuse_max_restarts="
-                f"{environment.max_restarts})"
-            )
-            for nodeid in environment.give_up(reason):
-                self.reports.fail_unrun(nodeid, reason)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -478,28 +310,27 @@ class ReuseController:
             for replica in environment.shutdown():
                 self.launcher.release(replica)
                 self.kept_warm.append(replica)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(
-            r.state is not ReplicaState.DEAD
+        # Late reports, warnings and teardown errors are replayed like any other; a link that
+        # closes now is a replica that did as asked.
+        self.dispatcher.closing = True
+        deadline = self.clock.monotonic() + wait
+        while self.clock.monotonic() < deadline and any(
+            r.state is not ReplicaState.ENDED
             for env in self.environments.values()
             for r in env.replicas
         ):
             try:
-                replica, (name, payload) = self.events.get(timeout=POLL_SECONDS)
+                replica, message = self.events.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
-            if replica.state is ReplicaState.DEAD:
-                continue  # released warm (its close is our own disconnect) or already ended
-            if name == CHANNEL_CLOSED:
-                replica.terminate()
-                self._environment_of(replica).replica_retired(replica)
-            else:
-                # Late reports, warnings and teardown errors are replayed like any other.
-                self._handle(replica, name, payload)
+            self.dispatcher.dispatch(replica, message)
         for environment in self.environments.values():
-            for replica in environment.replicas:
-                if replica.state is not ReplicaState.DEAD:
+            for replica in list(environment.replicas):
+                if replica.state is not ReplicaState.ENDED:
                     replica.terminate(wait=1.0)
+                    environment.replica_ended(
+                        replica, Ending(EndKind.ABANDONED, "did not finish tearing down in time")
+                    )
                     if not interrupted:
                         self.reports.warn(
                             f"replica {replica.id} (pid {replica.pid}) did not finish tearing "
@@ -514,6 +345,9 @@ class ReuseController:
             reporter.write_line(closing_line(self.kept_warm, list(self.environments.values())))
         # Ctrl-C or an internal error may skip sessionfinish: never leave a process behind.
         for environment in self.environments.values():
-            for replica in environment.replicas:
-                if replica.state is not ReplicaState.DEAD:
+            for replica in list(environment.replicas):
+                if replica.state is not ReplicaState.ENDED:
                     replica.terminate(wait=1.0)
+                    environment.replica_ended(
+                        replica, Ending(EndKind.ABANDONED, "the run ended before it did")
+                    )

@@ -20,11 +20,14 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
         "peak_busy": int,                       # most replicas running tests at once
         "peak_tests": int,                      # most tests running at once (concurrency)
+        "concurrency": int,                     # tests one replica runs at once
         "test_phase_seconds": float,            # first test start to last test finish
         "max_replicas": int,
-        "setup_seconds_total": float,           # time replicas spent starting and collecting
+        "setup_seconds_total": float,           # setup this run paid: replicas it started
         "setup_seconds_mean": float,            # start, collection, pre-warm, first test's setup
-        "saved_seconds_estimate": float,        # mean setup x tests that ran warm
+        "plain_setup_seconds": float,           # what plain pytest would pay: the mean setup
+                                                # once per process that ran the tests
+        "saved_seconds_estimate": float,        # plain minus paid, never below 0
         "skipped_seconds": float,               # setup of the warm replicas this run attached
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
@@ -145,7 +148,11 @@ class ReuseSummary:
     def environments(self) -> list[dict[str, Any]]:
         """Snapshots merged by environment name (xdist workers each hold their own)."""
         merged: dict[str, dict[str, Any]] = {}
+        # Processes that ran an environment's tests: plain pytest sets it up once in each.
+        feeders: Counter[str] = Counter()
         for snap in self.snapshots:
+            if snap["tests_cold"] or snap["tests_warm"]:
+                feeders[snap["name"]] += 1
             into = merged.get(snap["name"])
             if into is None:
                 merged[snap["name"]] = into = {
@@ -161,6 +168,7 @@ class ReuseSummary:
                 "tests_cold",
                 "tests_warm",
                 "peak_busy",
+                "peak_tests",
                 "setup_seconds_total",
             ):
                 into[key] += snap[key]
@@ -178,12 +186,17 @@ class ReuseSummary:
             env["replicas"] = list(by_id.values())
             env["replicas_attached"] = sum(1 for r in env["replicas"] if r.get("attached"))
             env["peak_busy"] = min(env["peak_busy"], env["max_replicas"])
+            env["peak_tests"] = min(env["peak_tests"], env["peak_busy"] * env["concurrency"])
             # What becoming warm cost each replica (start, collection, pre-warming, its first
             # test's setup), measured where it happened, in this run or the one that started it.
             costs = [r["setup_seconds"] for r in env["replicas"] if r["setup_seconds"]]
             env["setup_seconds_mean"] = _mean(costs)
-            env["saved_seconds_estimate"] = env["setup_seconds_mean"] * env["tests_warm"]
-            # What this run did not pay at all, against plain pytest too.
+            # Against plain pytest in this run, not against an invented fresh process per test.
+            env["plain_setup_seconds"] = env["setup_seconds_mean"] * feeders[env["name"]]
+            env["saved_seconds_estimate"] = max(
+                0.0, env["plain_setup_seconds"] - env["setup_seconds_total"]
+            )
+            # Setup the warm replicas it attached had paid in earlier runs.
             env["skipped_seconds"] = sum(
                 r["setup_seconds"] or 0.0 for r in env["replicas"] if r.get("attached")
             )
@@ -215,11 +228,11 @@ class ReuseSummary:
                     else ""
                 )
                 + f"; retired: {retired or 'none'}; "
-                f"saved ~{env['saved_seconds_estimate']:.1f} s of setup against a fresh process "
-                "per test"
+                f"setup {env['setup_seconds_total']:.1f} s in all, plain pytest "
+                f"~{env['plain_setup_seconds']:.1f} s"
                 + (
-                    f", {env['skipped_seconds']:.1f} s of it by attaching warm replicas"
-                    if env["skipped_seconds"]
+                    f": saved ~{env['saved_seconds_estimate']:.1f} s by attaching warm replicas"
+                    if env["saved_seconds_estimate"] >= 0.05
                     else ""
                 )
             )

@@ -9,15 +9,16 @@ tests ran before it in the warm replica: the usual suspects for an order-depende
 from __future__ import annotations
 
 import queue
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 import pytest
 
 from pytest_reuse_env import protocol
+from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.launcher import ReplicaLauncher
-from pytest_reuse_env.controller.replica import CHANNEL_CLOSED, Replica
+from pytest_reuse_env.controller.replica import Replica
 from pytest_reuse_env.policy import ReusePolicy
 
 #: At most this many warm failures are re-run in one session.
@@ -47,9 +48,24 @@ class WarmFailure:
 class ColdVerifier:
     """Collects warm failures during the run and re-runs them in fresh replicas at its end."""
 
-    def __init__(self, launcher: ReplicaLauncher) -> None:
+    def __init__(self, launcher: ReplicaLauncher, clock: Clock = SYSTEM_CLOCK) -> None:
         self.launcher = launcher
+        self.clock = clock
         self.failures: dict[str, WarmFailure] = {}
+        self._running: dict[Replica, WarmFailure] = {}
+        # What each message from a fresh replica means for its verification; the rest of what
+        # a replica says (READY, LOGSTART, ...) tells nothing here.
+        self.table: dict[str, Callable[[Replica, WarmFailure, Any], None]] = {
+            name: self.nothing_to_learn for name in protocol.REPLICA_MESSAGES
+        }
+        self.table.update(
+            {
+                protocol.REPORT: self.cold_report,
+                protocol.UNKNOWN_NODEID: self.not_collected,
+                protocol.START_FAILED: self.start_failed,
+                protocol.CHANNEL_CLOSED: self.replica_closed,
+            }
+        )
 
     def record(self, report: pytest.TestReport, replica: Replica, policy: ReusePolicy) -> None:
         """Called with every replayed report."""
@@ -78,42 +94,63 @@ class ColdVerifier:
 
     def _verify(self, batch: list[WarmFailure]) -> None:
         events: queue.Queue[Any] = queue.Queue()
-        running: dict[Replica, WarmFailure] = {}
+        self._running = {}
         for failure in batch:
             replica = self.launcher.launch_fresh(failure.environment, failure.policy, events)
             failure.cold_replica = replica.id
-            replica.send(protocol.RUN, [failure.nodeid])
-            replica.request_shutdown()
-            running[replica] = failure
-        deadline = time.monotonic() + VERIFY_SECONDS
-        while running and time.monotonic() < deadline:
+            replica.send(protocol.run([failure.nodeid]))
+            replica.retire("verified")
+            self._running[replica] = failure
+        deadline = self.clock.monotonic() + VERIFY_SECONDS
+        while self._running and self.clock.monotonic() < deadline:
             try:
-                replica, (name, payload) = events.get(timeout=0.5)
+                replica, message = events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            found = running.get(replica)
-            if found is None:
-                continue
-            failure = found
-            if name == protocol.REPORT:
-                payload = protocol.decode_report(payload)
-            if name == protocol.REPORT and payload.get("outcome") == "failed":
-                failure.cold_outcome = "failed"
-                failure.detail.append(f"{payload.get('when')}: failed")
-            elif name == protocol.REPORT and failure.cold_outcome is None:
-                failure.cold_outcome = "passed"
-            elif name == protocol.UNKNOWN_NODEID:
-                failure.cold_outcome = "not collected"
-            elif name == protocol.START_FAILED:
-                failure.cold_outcome = "could not start"
-            elif name == CHANNEL_CLOSED:
-                if failure.cold_outcome is None:
-                    failure.cold_outcome = f"crashed ({replica.exit_description(wait=2.0)})"
-                replica.terminate(wait=2.0)
-                del running[replica]
-        for replica, failure in running.items():
+            self.dispatch(replica, message)
+        for replica, failure in self._running.items():
             failure.cold_outcome = failure.cold_outcome or "timed out"
             replica.terminate(wait=1.0)
+
+    def dispatch(self, replica: Replica, message: protocol.Message) -> None:
+        """Handle one message of a fresh replica; an unknown one ends its verification."""
+        failure = self._running.get(replica)
+        if failure is None:
+            return
+        name, payload = message
+        handler = self.table.get(name)
+        if handler is None:
+            failure.cold_outcome = (
+                f"could not verify: replica {replica.id} sent a message this controller does "
+                f"not know: {name!r}"
+            )
+            replica.terminate(wait=2.0)
+            del self._running[replica]
+            return
+        handler(replica, failure, payload)
+
+    def nothing_to_learn(self, replica: Replica, failure: WarmFailure, payload: Any) -> None:
+        pass
+
+    def cold_report(self, replica: Replica, failure: WarmFailure, payload: str) -> None:
+        data = protocol.decode_report(payload)
+        if data.get("outcome") == "failed":
+            failure.cold_outcome = "failed"
+            failure.detail.append(f"{data.get('when')}: failed")
+        elif failure.cold_outcome is None:
+            failure.cold_outcome = "passed"
+
+    def not_collected(self, replica: Replica, failure: WarmFailure, payload: Any) -> None:
+        failure.cold_outcome = "not collected"
+
+    def start_failed(self, replica: Replica, failure: WarmFailure, payload: Any) -> None:
+        failure.cold_outcome = "could not start"
+
+    def replica_closed(self, replica: Replica, failure: WarmFailure, payload: None) -> None:
+        if failure.cold_outcome is None:
+            failure.cold_outcome = f"crashed ({replica.exit_description(wait=2.0)})"
+        replica.terminate(wait=2.0)
+        del self._running[replica]
 
     def _annotate(self, failure: WarmFailure, terminal: Any) -> None:
         if failure.cold_outcome == "passed":

@@ -33,7 +33,6 @@ from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryError
 from pytest_reuse_env.replica.session import (
     ABORT_SIGNAL,
-    CHANNEL_CLOSED,
     ReplicaSession,
     install_abort_handler,
     run_session,
@@ -68,10 +67,10 @@ class Relay:
         with self._lock:
             self._channel = channel
         # Channel callbacks run on the reader thread: only enqueue (and abort a running test).
-        channel.setcallback(lambda message: self._received(channel, message), CHANNEL_CLOSED)
+        channel.setcallback(lambda message: self._received(channel, message), protocol.END)
 
     def _received(self, channel: SocketChannel, message: Any) -> None:
-        if message is not CHANNEL_CLOSED:
+        if message is not protocol.END:
             self._inbox.put(message)
             return
         with self._lock:
@@ -80,7 +79,7 @@ class Relay:
             self._channel = None
         if self.replica is not None and self.replica.running:
             os.kill(os.getpid(), ABORT_SIGNAL)
-        self._inbox.put(CHANNEL_CLOSED)
+        self._inbox.put(protocol.END)
         for callback in self.on_disconnect:
             callback()
 

@@ -376,4 +376,4 @@ class LeakWatch:
             self.recycling = True
             request["returned"] = list(pending)
             pending.clear()
-            self._send((protocol.RECYCLE, request))
+            self._send(protocol.recycle(request))

@@ -37,9 +37,6 @@ from pytest_reuse_env.replica import hygiene
 from pytest_reuse_env.replica.asyncbatch import batch as concurrent
 from pytest_reuse_env.role import REPLICA_KEY
 
-#: Put in the inbox by execnet when the controller's channel closes.
-CHANNEL_CLOSED: Final = ("channel_closed", None)
-
 
 class ClientGone(Exception):
     """Raised into a test that was running for a client that disconnected (persistent mode)."""
@@ -135,16 +132,17 @@ class ReplicaSession:
 
     def _send_ready(self) -> None:
         """READY: to the first client after collection, and to every client that attaches."""
-        ready: protocol.ReadyPayload = {
-            "pid": os.getpid(),
-            "nodeids": list(self.items),
-            "collect_errors": self.collect_errors,
-            "setup_seconds": self.setup_cost(),
-            "prewarm_errors": [] if self.ready_sent else self.prewarm_errors,
-            "tests_run": self.tests_run,
-            "changed_files": self._changed_files() if self._changed_files else [],
-        }
-        self.send((protocol.READY, ready))
+        self.send(
+            protocol.ready(
+                pid=os.getpid(),
+                nodeids=list(self.items),
+                collect_errors=self.collect_errors,
+                setup_seconds=self.setup_cost(),
+                prewarm_errors=[] if self.ready_sent else self.prewarm_errors,
+                tests_run=self.tests_run,
+                changed_files=self._changed_files() if self._changed_files else [],
+            )
+        )
 
     def setup_cost(self) -> float:
         """Seconds from the package's first import in this process (imports, collection,
@@ -173,7 +171,7 @@ class ReplicaSession:
             self.teardown_started = None
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        self.send((protocol.LOGSTART, {"nodeid": nodeid, "location": location}))
+        self.send(protocol.logstart(nodeid, location))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         config = self._config()
@@ -182,10 +180,10 @@ class ReplicaSession:
         data[protocol.REPORT_WARM] = self.tests_run > 0
         if self.tests_run == 0 and report.when == "setup":
             self.first_setup_seconds = report.duration
-        self.send((protocol.REPORT, protocol.encode_report(data)))
+        self.send(protocol.report(data))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        message = (protocol.LOGFINISH, {"nodeid": nodeid, "location": location})
+        message = protocol.logfinish(nodeid, location)
         if self._one_at_a_time:
             # pytest's warnings plugin records the test's warnings after this hook: hold the
             # end of the test back until _run_next has sent them (see there).
@@ -204,16 +202,17 @@ class ReplicaSession:
         if when != "runtest":
             return
         category = warning_message.category
-        payload: protocol.WarningPayload = {
-            "message": str(warning_message.message),
-            "category_module": category.__module__,
-            "category_name": category.__qualname__,
-            "filename": str(warning_message.filename),
-            "lineno": int(warning_message.lineno),
-            "nodeid": nodeid,
-            "location": location,
-        }
-        self.send((protocol.WARNING, payload))
+        self.send(
+            protocol.warning(
+                message=str(warning_message.message),
+                category_module=category.__module__,
+                category_name=category.__qualname__,
+                filename=str(warning_message.filename),
+                lineno=int(warning_message.lineno),
+                nodeid=nodeid,
+                location=location,
+            )
+        )
 
     def _prewarm(self, session: pytest.Session, names: list[str]) -> list[str]:
         """Set up the named session fixtures now, before any test arrives.
@@ -278,7 +277,7 @@ class ReplicaSession:
         name, payload = message
         if name == protocol.RUN:
             if self.leaks.recycling:  # sent before the controller read RECYCLE: hand it back
-                self.send((protocol.RETURNED, list(payload)))
+                self.send(protocol.returned(payload))
                 return
             self.pending.extend(payload)
             self.final = False
@@ -293,7 +292,7 @@ class ReplicaSession:
             self.pending.clear()
             self.final = False
             self._send_ready()
-        elif message == CHANNEL_CLOSED:
+        elif message == protocol.END:
             # The client is gone: nobody will read results, so run nothing more for it.
             self.pending.clear()
             if self.persistent:
@@ -305,7 +304,7 @@ class ReplicaSession:
         nodeid = self.pending.popleft()
         item = self.items.get(nodeid)
         if item is None:
-            self.send((protocol.UNKNOWN_NODEID, {"nodeid": nodeid}))
+            self.send(protocol.unknown_nodeid(nodeid))
             return
         nextitem: Any
         if self.pending and self.pending[0] in self.items:
@@ -368,7 +367,7 @@ class ReplicaSession:
                 batch,
                 self.start["concurrency"],
                 timeout=self.start["timeout"],
-                on_started=lambda item: self.send((protocol.STARTED, {"nodeid": item.nodeid})),
+                on_started=lambda item: self.send(protocol.started(item.nodeid)),
                 on_finished=self._batch_item_finished,
             )
         except ClientGone:
@@ -391,11 +390,7 @@ class ReplicaSession:
             session._setupstate.teardown_exact(item)
         except Exception:
             # A finalizer's failure must not end the replica: report it and keep serving.
-            failure: protocol.FailurePayload = {
-                "pid": os.getpid(),
-                "traceback": traceback.format_exc(),
-            }
-            self.send((protocol.TEARDOWN_ERROR, failure))
+            self.send(protocol.teardown_error(os.getpid(), traceback.format_exc()))
 
     def _teardown_all(self, session: pytest.Session) -> None:
         # If a finalizer hangs, the controller kills us after teardown_timeout: leave the
@@ -481,20 +476,14 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
         config.workeroutput = {}  # type: ignore[attr-defined]
         exit_code = config.hook.pytest_cmdline_main(config=config)
     except BaseException:  # every failure must reach the controller as text
-        failure: protocol.FailurePayload = {
-            "pid": os.getpid(),
-            "traceback": traceback.format_exc(),
-        }
-        replica.send((protocol.START_FAILED, failure))
+        replica.send(protocol.start_failed(os.getpid(), traceback.format_exc()))
         return
     if not replica.ready_sent:
         lines = [f"the replica's pytest session ended with exit code {exit_code} before serving"]
         lines += replica.collect_errors
-        failure = {"pid": os.getpid(), "traceback": "\n".join(lines)}
-        replica.send((protocol.START_FAILED, failure))
+        replica.send(protocol.start_failed(os.getpid(), "\n".join(lines)))
         return
-    finished: protocol.FinishedPayload = {"tests_run": replica.tests_run}
-    replica.send((protocol.FINISHED, finished))
+    replica.send(protocol.finished(replica.tests_run))
 
 
 _LOG_FD: int | None = None
@@ -529,15 +518,17 @@ def serve(channel: Any) -> None:
         root = hosts.relocate(start, host)
         refused = hosts.first_difference(root, host["files"])
         if refused is not None:
-            failure: protocol.FailurePayload = {
-                "pid": os.getpid(),
-                "traceback": f"host {host['name']} ({host['spec']}) refused to start a replica: "
-                f"{refused} (project root there: {root}; use --reuse-rsync or update that copy)",
-            }
-            channel.send((protocol.START_FAILED, failure))
+            channel.send(
+                protocol.start_failed(
+                    os.getpid(),
+                    f"host {host['name']} ({host['spec']}) refused to start a replica: "
+                    f"{refused} (project root there: {root}; use --reuse-rsync or update that "
+                    "copy)",
+                )
+            )
             return
     redirect_stderr(start["log_path"])
     inbox: queue.Queue[Any] = queue.Queue()
     # Channel callbacks run on execnet's receiver thread: only enqueue.
-    channel.setcallback(inbox.put, endmarker=CHANNEL_CLOSED)
+    channel.setcallback(inbox.put, endmarker=protocol.END)
     run_session(channel, start, ReplicaSession(channel, inbox, start))

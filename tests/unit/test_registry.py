@@ -27,10 +27,10 @@ import pytest
 
 from pytest_reuse_env.registry import (
     MAX_SOCKET_PATH_BYTES,
+    RecordState,
     Registry,
     RegistryError,
     ReplicaRecord,
-    ReplicaState,
     new_replica_id,
 )
 
@@ -52,7 +52,7 @@ def make_record(
     replica_id: str = "g-00000001",
     *,
     environment: str = "env-a",
-    state: ReplicaState = "idle",
+    state: RecordState = "idle",
     pid: int = ME,
     create_time: float = ME_STARTED,
     last_used: float = 0.0,

@@ -22,8 +22,8 @@ from pytest_reuse_env.policy import ReusePolicy
 if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
 
-#: Delivered after the last message of a link, whatever ended it.
-END: Final = ("channel_closed", None)
+#: Delivered after the last message of a link, whatever ended it (defined by the protocol).
+END: Final = protocol.END
 
 Deliver = Callable[[Any], None]
 

@@ -81,12 +81,8 @@ class DaemonLink:
             except OSError as exc:
                 if time.monotonic() > deadline or not self._process_alive():
                     deliver(
-                        (
-                            protocol.START_FAILED,
-                            {
-                                "pid": self.pid or 0,
-                                "traceback": f"could not connect to {self._socket_path}: {exc}",
-                            },
+                        protocol.start_failed(
+                            self.pid or 0, f"could not connect to {self._socket_path}: {exc}"
                         )
                     )
                     deliver(END)
@@ -138,7 +134,7 @@ class DaemonLink:
 
     def terminate(self, wait: float) -> None:
         """Ask (SHUTDOWN: finalizers run), wait up to ``wait`` seconds, then kill by pid."""
-        self.send((protocol.SHUTDOWN, None))
+        self.send(protocol.shutdown())
         if self._popen is not None:
             wait_or_kill(self._popen, wait)
         else:

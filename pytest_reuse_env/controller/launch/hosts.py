@@ -108,12 +108,11 @@ class HostLink:
             bootstrap = _BOOTSTRAP.replace("HOST_NAME", repr(host.name))
             channel = self._gateway.remote_exec(bootstrap)
         except HostUnreachable as exc:
-            failure = {
-                "pid": 0,
-                "traceback": f"could not reach host {host.name} ({host.spec}, {host.source}): "
-                f"{exc}",
-            }
-            deliver((protocol.START_FAILED, failure))
+            deliver(
+                protocol.start_failed(
+                    0, f"could not reach host {host.name} ({host.spec}, {host.source}): {exc}"
+                )
+            )
             deliver(END)
             return
         channel.setcallback(deliver, endmarker=END)
@@ -257,7 +256,7 @@ class HostStrategy:
         self._env_vars = env_vars
         #: Replicas on configured hosts, and the hosts dropped for this run.
         self.pool: hostspec.HostPool[Replica] = hostspec.HostPool(
-            lambda r: r.state is not ReplicaState.DEAD
+            lambda r: r.state is not ReplicaState.ENDED
         )
         self._files: dict[str, str] | None = None
         self._test_files: list[Path] = []

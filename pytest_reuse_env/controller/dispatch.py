@@ -1,0 +1,188 @@
+"""What the controller does with each message a replica sends: one handler per message name,
+named after the event, dispatched from one table.
+
+A message name the table does not know, or a message out of turn (a second READY, the end of
+a test that never started), is a protocol error: it is never dropped silently. The replica is
+named in a warning and killed with the reason, so the test it was running fails once with that
+reason and the tests it held run elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, final
+
+import pytest
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.controller import outcomes
+from pytest_reuse_env.controller.clock import Clock
+from pytest_reuse_env.controller.environment import Environment
+from pytest_reuse_env.controller.replica import (
+    Ending,
+    EndKind,
+    Replica,
+    ReplicaProtocolError,
+    ReplicaState,
+)
+from pytest_reuse_env.controller.reporting import ReportReplayer, not_collected_message
+from pytest_reuse_env.policy import ReusePolicy
+
+Handler = Callable[[Replica, Any], None]
+#: Why a replica that answered READY cannot serve this run (stale code, missing tests), or None.
+StaleCheck = Callable[[Replica, protocol.ReadyPayload, list[str]], "str | None"]
+#: Called with every replayed report (``--reuse-verify-cold`` records warm failures).
+ReportSeen = Callable[[pytest.TestReport, Replica, ReusePolicy], None]
+
+
+@final
+class ReplicaEvents:
+    """The controller's handlers of replica messages, and the table that picks one."""
+
+    def __init__(
+        self,
+        environments: Callable[[], Iterable[Environment]],
+        reports: ReportReplayer,
+        clock: Clock,
+        *,
+        wanted: Callable[[Environment], list[str]],
+        stale: StaleCheck,
+        host_failed: outcomes.HostFailed,
+        say: Callable[[str], None],
+        report_seen: ReportSeen | None = None,
+    ) -> None:
+        self._environments = environments
+        self.reports = reports
+        self._clock = clock
+        self._wanted = wanted
+        self._stale = stale
+        self._host_failed = host_failed
+        self._say = say
+        self._report_seen = report_seen
+        self.prewarm_errors: set[str] = set()
+        #: The end of the run: replicas were asked to stop, so a closed link is a retirement.
+        self.closing = False
+        self.table: dict[str, Handler] = {
+            protocol.READY: self.replica_ready,
+            protocol.START_FAILED: self.start_failed,
+            protocol.STARTED: self.batch_test_started,
+            protocol.LOGSTART: self.test_started,
+            protocol.REPORT: self.test_reported,
+            protocol.LOGFINISH: self.test_finished,
+            protocol.WARNING: self.warning_recorded,
+            protocol.UNKNOWN_NODEID: self.unknown_nodeid,
+            protocol.TEARDOWN_ERROR: self.teardown_failed,
+            protocol.RECYCLE: self.recycle_requested,
+            protocol.RETURNED: self.tests_returned,
+            protocol.FINISHED: self.session_finished,
+            protocol.CHANNEL_CLOSED: self.replica_closed,
+        }
+
+    def dispatch(self, replica: Replica, message: protocol.Message) -> None:
+        """Handle one message from ``replica``."""
+        if replica.state is ReplicaState.ENDED:
+            return  # a replica this run let go (released, retired, killed): its last words
+        name, payload = message
+        handler = self.table.get(name)
+        if handler is None:
+            self.protocol_error(replica, f"sent a message this controller does not know: {name!r}")
+            return
+        try:
+            handler(replica, payload)
+        except ReplicaProtocolError as exc:
+            self.protocol_error(replica, str(exc))
+
+    def protocol_error(self, replica: Replica, what: str) -> None:
+        """The replica cannot be trusted to report truthfully: warn, naming it, and kill it
+        with the reason (its test in flight fails with it; what it held runs elsewhere)."""
+        reason = f"replica {replica.id} (pid {replica.pid}) {what}; killed"
+        self.reports.warn(reason)
+        kind = EndKind.START_FAILED if replica.ready_at is None else EndKind.KILLED
+        replica.kill(Ending(kind, reason))
+
+    def environment_of(self, replica: Replica) -> Environment:
+        for environment in self._environments():
+            if replica in environment.history:
+                return environment
+        raise LookupError(replica)
+
+    # -- handlers, one per message -----------------------------------------------------------
+
+    def replica_ready(self, replica: Replica, payload: protocol.ReadyPayload) -> None:
+        environment = self.environment_of(replica)
+        replica.ready(payload, self._clock.monotonic())
+        stale = self._stale(replica, payload, self._wanted(environment))
+        if stale is not None:
+            self._say(f"reuse: replica {replica.id} is stale ({stale}); starting afresh")
+            environment.retire(replica, f"stale: {stale}")
+            return
+        for error in payload["prewarm_errors"]:
+            if error not in self.prewarm_errors:
+                self.prewarm_errors.add(error)
+                self.reports.warn(f"replica {replica.id}: {error}")
+        for nodeid in environment.replica_ready(replica):
+            self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
+
+    def start_failed(self, replica: Replica, payload: protocol.FailurePayload) -> None:
+        replica.start_failed(payload["traceback"])
+
+    def batch_test_started(self, replica: Replica, payload: protocol.NodeidPayload) -> None:
+        self.environment_of(replica).test_started(replica, payload["nodeid"], logged=False)
+
+    def test_started(self, replica: Replica, payload: protocol.LogPayload) -> None:
+        nodeid = payload["nodeid"]
+        self.environment_of(replica).test_started(replica, nodeid, logged=True)
+        self.reports.logstart(nodeid)
+
+    def test_reported(self, replica: Replica, payload: str) -> None:
+        data = protocol.decode_report(payload)
+        report = self.reports.rebuild(data)
+        if self._report_seen is not None:
+            self._report_seen(report, replica, self.environment_of(replica).policy)
+        replica.reported(
+            report.when or "",
+            report.passed,
+            bool(data.get(protocol.REPORT_WARM)),
+            report.duration,
+            self._clock.monotonic(),
+        )
+        self.reports.replay(report, replica)
+
+    def test_finished(self, replica: Replica, payload: protocol.LogPayload) -> None:
+        nodeid = payload["nodeid"]
+        warm = replica.current_warm
+        self.environment_of(replica).test_finished(replica, nodeid, warm=warm)
+        self.reports.logfinish(nodeid)
+
+    def warning_recorded(self, replica: Replica, payload: protocol.WarningPayload) -> None:
+        self.reports.replica_warning(payload)
+
+    def unknown_nodeid(self, replica: Replica, payload: protocol.NodeidPayload) -> None:
+        nodeid = payload["nodeid"]
+        replica.not_collected(nodeid, self._clock.monotonic())
+        self.reports.fail_unrun(nodeid, not_collected_message(replica, nodeid))
+
+    def teardown_failed(self, replica: Replica, payload: protocol.FailurePayload) -> None:
+        self.reports.teardown_error(replica, payload["traceback"])
+
+    def recycle_requested(self, replica: Replica, payload: protocol.RecyclePayload) -> None:
+        environment = self.environment_of(replica)
+        self._say(
+            f"reuse: recycling replica {replica.id} after {payload['nodeid']}: {payload['detail']}"
+        )
+        environment.take_back(replica)
+        environment.retire(replica, f"recycle ({payload['kind']})")
+
+    def tests_returned(self, replica: Replica, payload: list[str]) -> None:
+        self.environment_of(replica).take_back(replica)  # requeued at RECYCLE: nothing left
+
+    def session_finished(self, replica: Replica, payload: protocol.FinishedPayload) -> None:
+        replica.session_finished()
+
+    def replica_closed(self, replica: Replica, payload: None) -> None:
+        environment = self.environment_of(replica)
+        if self.closing:
+            replica.terminate()
+            environment.replica_ended(replica, outcomes.retired(replica))
+            return
+        outcomes.replica_closed(environment, replica, self.reports, self._host_failed)

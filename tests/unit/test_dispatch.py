@@ -1,0 +1,136 @@
+"""The controller's dispatch table: every message a replica may send has a handler named after
+the event, reports are replayed in order, and an unknown or out-of-turn message is a protocol
+error that fails the test in flight once, with the reason, and hands the rest back."""
+
+from __future__ import annotations
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.controller.replica import EndKind, ReplicaState
+from tests.unit.fakes import Run, phase, ready
+
+TESTS = ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
+LOCATION = ("t.py", 1, "test_a")
+
+
+def started_run() -> Run:
+    run = Run(TESTS)
+    run.environment.submit(TESTS)
+    run.say(run.replicas[0], ready(TESTS))
+    return run
+
+
+def test_every_replica_message_has_a_handler() -> None:
+    run = Run(TESTS)
+    assert set(run.dispatcher.table) == protocol.REPLICA_MESSAGES | {protocol.CHANNEL_CLOSED}
+
+
+def test_a_test_is_replayed_through_pytest_hooks_in_order() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.run_test(r0, TESTS[0])
+    assert [(hook, n) for hook, n, _ in run.calls] == [
+        ("logstart", TESTS[0]),
+        ("logreport", TESTS[0]),
+        ("logreport", TESTS[0]),
+        ("logreport", TESTS[0]),
+        ("logfinish", TESTS[0]),
+    ]
+    assert [r.when for r in run.reports_of(TESTS[0])] == ["setup", "call", "teardown"]
+    assert run.reports_of(TESTS[0])[0].node.id == "r0 cold"
+    assert TESTS[0] in run.reports.completed
+    assert r0.tests_run == 1
+    assert r0.setup_seconds == 2.25, "a cold replica's first setup phase is part of its setup"
+    run.run_test(r0, TESTS[1], warm=True)
+    assert run.reports_of(TESTS[1])[0].node.id == "r0 warm"
+    assert (run.environment.stats.tests_cold, run.environment.stats.tests_warm) == (1, 1)
+
+
+def test_warnings_and_teardown_errors_reach_the_warnings_summary() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.say(
+        r0,
+        protocol.warning(
+            message="careful",
+            category_module="builtins",
+            category_name="DeprecationWarning",
+            filename="t.py",
+            lineno=3,
+            nodeid=TESTS[0],
+            location=LOCATION,
+        ),
+        protocol.teardown_error(4242, "Traceback: finalizer failed"),
+    )
+    warning, teardown = run.warnings
+    assert warning["warning_message"].category is DeprecationWarning
+    assert warning["nodeid"] == TESTS[0]
+    assert "fixture teardown failed in replica r0" in str(teardown["warning_message"].message)
+
+
+def test_an_unknown_message_fails_the_test_in_flight_once_and_hands_the_rest_back() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.say(r0, protocol.logstart(TESTS[0], LOCATION), phase(TESTS[0], "setup"))
+    run.say(r0, ("bogus", {"x": 1}))
+    (warning,) = run.warnings
+    text = str(warning["warning_message"].message)
+    assert "replica r0 (pid 4242) sent a message this controller does not know: 'bogus'" in text
+    assert run.link(r0).killed, "never dropped silently: the replica is stopped"
+    run.say(r0, protocol.END)
+    (failure,) = run.failed(TESTS[0])
+    assert failure.when == "call"
+    assert "does not know: 'bogus'" in str(failure.longrepr)
+    assert [hook for hook, n, _ in run.calls if n == TESTS[0]].count("logfinish") == 1
+    assert r0.ending is not None
+    assert r0.ending.kind is EndKind.KILLED
+    # The tests it held and had not started run on a new replica.
+    r1 = run.replicas[1]
+    run.say(r1, ready(TESTS))
+    assert run.sent_runs(r1) == TESTS[1:]
+    assert not run.failed(TESTS[1])
+
+
+def test_a_message_out_of_turn_is_a_protocol_error() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.say(r0, protocol.logfinish(TESTS[1], LOCATION))
+    assert "finished t.py::test_b, which it never started" in str(
+        run.warnings[0]["warning_message"].message
+    )
+    assert run.link(r0).killed
+    assert TESTS[1] not in run.reports.completed, "nothing replayed for it"
+
+
+def test_a_protocol_error_before_ready_is_a_start_failure() -> None:
+    run = Run(TESTS)
+    run.environment.submit(TESTS)
+    r0 = run.replicas[0]
+    run.say(r0, protocol.logstart(TESTS[0], LOCATION))
+    assert r0.cause is not None
+    assert r0.cause.kind is EndKind.START_FAILED
+    run.say(r0, protocol.END)
+    for nodeid in TESTS:
+        (failure,) = run.failed(nodeid)
+        assert "started t.py::test_a while starting" in str(failure.longrepr)
+
+
+def test_messages_of_an_ended_replica_are_its_last_words() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.say(r0, protocol.END)
+    assert r0.state is ReplicaState.ENDED
+    calls = list(run.calls)
+    run.say(r0, phase(TESTS[0], "call"), ("bogus", None))
+    assert run.calls == calls
+    assert not run.warnings
+
+
+def test_during_shutdown_a_closed_link_is_a_retirement() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.environment.shutdown()
+    run.dispatcher.closing = True
+    run.say(r0, protocol.END)
+    assert r0.ending is not None
+    assert (r0.ending.kind, r0.ending.reason) == (EndKind.RETIRED, "end of run")
+    assert run.link(r0).terminated

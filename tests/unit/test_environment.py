@@ -1,0 +1,101 @@
+"""An environment feeds its replicas from its queue, scales by its (fake) clock and hands work
+back; the real Environment and Replica, with fake links."""
+
+from __future__ import annotations
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.controller.replica import Ending, EndKind, ReplicaState
+from pytest_reuse_env.policy import ReusePolicy
+from tests.unit.fakes import Run, ready
+
+TESTS = [f"t.py::test_{i}" for i in range(8)]
+
+
+def test_backlog_starts_replicas_and_each_is_fed_its_depth_once_ready() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=(0, 2), scope="run"))
+    run.environment.submit(TESTS)
+    r0, r1 = run.replicas
+    assert [run.link(r).names() for r in (r0, r1)] == [[protocol.START]] * 2, "no work before READY"
+    run.say(r0, ready(TESTS))
+    # Depth: the test it runs, the next one, and one more (concurrency 1).
+    assert run.sent_runs(r0) == TESTS[:3]
+    run.say(r1, ready(TESTS))
+    assert run.sent_runs(r1) == TESTS[3:6]
+    run.run_test(r0, TESTS[0])
+    assert run.sent_runs(r0) == [*TESTS[:3], TESTS[6]], "refilled after a test finishes"
+    assert list(run.environment.queue) == TESTS[7:]
+
+
+def test_an_empty_queue_retires_replicas_at_the_end_of_a_run() -> None:
+    run = Run(TESTS[:2])
+    run.environment.submit(TESTS[:2])
+    (r0,) = run.replicas
+    run.say(r0, ready(TESTS[:2]))
+    assert run.sent_runs(r0) == TESTS[:2]
+    assert run.link(r0).names()[-1] == protocol.SHUTDOWN, "all work known: the last test tears down"
+    run.run_test(r0, TESTS[0])
+    run.run_test(r0, TESTS[1], warm=True)
+    run.say(r0, protocol.finished(2), protocol.END)
+    assert r0.ending == Ending(EndKind.RETIRED, "end of run")
+    assert run.environment.done
+    stats = run.environment.stats
+    assert (stats.tests_cold, stats.tests_warm, dict(stats.retired)) == (1, 1, {"end of run": 1})
+
+
+def test_scaledown_and_idle_ttl_follow_the_injected_clock() -> None:
+    policy = ReusePolicy(replicas=(1, 2), scope="run", scaledown_ttl=30, idle_ttl=60)
+    run = Run(TESTS[:4], policy, closing=False)
+    run.environment.submit(TESTS[:4])
+    r0, r1 = run.replicas
+    run.say(r0, ready(TESTS))
+    run.say(r1, ready(TESTS))
+    for replica in (r0, r1):
+        for nodeid in run.sent_runs(replica):
+            run.run_test(replica, nodeid)
+    assert run.environment.done
+    run.clock.advance(29)
+    run.pump()
+    assert all(r.state is ReplicaState.READY for r in (r0, r1)), "not yet: 29 s idle"
+    run.clock.advance(2)
+    run.pump()
+    assert r1.cause == Ending(EndKind.RETIRED, "scaledown"), "the newest idle replica goes"
+    assert r0.state is ReplicaState.READY
+    run.clock.advance(30)
+    run.pump()
+    assert r0.cause == Ending(EndKind.RETIRED, "idle"), "idle_ttl: everything goes"
+
+
+def test_recycle_puts_what_the_replica_held_first_in_line() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=1, scope="run"))
+    run.environment.submit(TESTS)
+    (r0,) = run.replicas
+    run.say(r0, ready(TESTS))
+    run.run_test(r0, TESTS[0])
+    held = run.sent_runs(r0)[1:]
+    recycle: protocol.RecyclePayload = {
+        "kind": "max tests",
+        "detail": "max tests per replica (1) reached",
+        "nodeid": TESTS[0],
+        "returned": held,
+    }
+    run.say(r0, protocol.recycle(recycle))
+    assert list(run.environment.queue)[: len(held)] == held
+    assert r0.state is ReplicaState.STOPPING
+    assert not r0.in_flight
+    assert any("recycling replica r0" in line for line in run.said)
+    run.say(r0, protocol.returned(held), protocol.finished(1), protocol.END)
+    assert r0.ending == Ending(EndKind.RETIRED, "recycle (max tests)")
+    (_, r1) = run.replicas
+    run.say(r1, ready(TESTS))
+    assert run.sent_runs(r1)[:3] == held[:3], "the held tests run next, in order"
+
+
+def test_a_test_the_replica_did_not_collect_fails_as_not_run() -> None:
+    run = Run(TESTS[:2])
+    run.environment.submit(TESTS[:2])
+    (r0,) = run.replicas
+    run.say(r0, ready(TESTS[:1]))
+    (failure,) = run.failed(TESTS[1])
+    assert failure.when == "setup"
+    assert "did not collect t.py::test_1" in str(failure.longrepr)
+    assert run.sent_runs(r0) == TESTS[:1]

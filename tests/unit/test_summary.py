@@ -1,0 +1,116 @@
+"""The summary's figures are true: peaks count only what ran at once, and "saved" is measured
+against what plain pytest would have paid in this run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.controller.summary import ReuseSummary
+from tests.unit.fakes import Run, ready
+
+TESTS = [f"t.py::test_{i}" for i in range(4)]
+
+
+class Terminal:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write_sep(self, sep: str, title: str) -> None:
+        self.lines.append(title)
+
+    def write_line(self, line: str, **markup: bool) -> None:
+        self.lines.append(line)
+
+
+def summary_line(*snapshots: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    summary = ReuseSummary(None, None)  # type: ignore[arg-type]
+    summary.add_snapshots(list(snapshots))
+    terminal = Terminal()
+    summary.pytest_terminal_summary(terminal)  # type: ignore[arg-type]
+    (env,) = summary.environments()
+    return terminal.lines[1], env
+
+
+def snapshot(replicas: list[tuple[float, bool]], warm: int, cold: int) -> dict[str, Any]:
+    """An environment's snapshot with replicas given as (setup seconds, attached)."""
+    return {
+        "name": "default",
+        "policy": "replicas=1",
+        "replicas_started": sum(1 for _, attached in replicas if not attached),
+        "replicas_attached": sum(1 for _, attached in replicas if attached),
+        "start_failures": 0,
+        "retired": {"end of run": len(replicas)},
+        "tests_cold": cold,
+        "tests_warm": warm,
+        "peak_busy": 1,
+        "peak_tests": 1,
+        "test_phase_seconds": 1.0,
+        "max_replicas": 2,
+        "concurrency": 1,
+        "setup_seconds_total": sum(s for s, attached in replicas if not attached),
+        "notes": [],
+        "replicas": [
+            {
+                "id": f"r{i}",
+                "pid": i,
+                "setup_seconds": setup,
+                "tests_run": 1,
+                "ended": "end of run",
+                "attached": attached,
+                "first_test_seconds": 0.1,
+            }
+            for i, (setup, attached) in enumerate(replicas)
+        ],
+    }
+
+
+def test_replicas_started_by_the_run_save_nothing_against_plain_pytest() -> None:
+    # Two replicas of 36 s each ran 2000 tests warm: plain pytest pays 36 s once, this run
+    # paid 72 s. The old figure claimed 36 s x 2000 = 72000 s saved.
+    line, env = summary_line(snapshot([(36.0, False), (36.0, False)], warm=2000, cold=2))
+    assert env["saved_seconds_estimate"] == 0.0
+    assert env["plain_setup_seconds"] == pytest.approx(36.0)
+    assert "setup 72.0 s in all, plain pytest ~36.0 s" in line
+    assert "saved" not in line
+
+
+def test_attaching_a_warm_replica_saves_its_setup_once() -> None:
+    line, env = summary_line(snapshot([(10.0, True), (10.0, True)], warm=100, cold=0))
+    assert env["saved_seconds_estimate"] == pytest.approx(10.0), "plain pytest pays it once"
+    assert env["skipped_seconds"] == pytest.approx(20.0)
+    assert "setup 0.0 s in all, plain pytest ~10.0 s: saved ~10.0 s" in line
+
+
+def test_each_xdist_worker_would_have_paid_the_setup_in_plain_pytest() -> None:
+    _line, env = summary_line(
+        snapshot([(10.0, True)], warm=50, cold=0),
+        snapshot([(10.0, True)], warm=50, cold=0),
+        snapshot([], warm=0, cold=0),  # a worker that ran none of its tests pays nothing
+    )
+    assert env["plain_setup_seconds"] == pytest.approx(20.0)
+    assert env["saved_seconds_estimate"] == pytest.approx(20.0)
+
+
+def test_peak_counts_only_tests_running_at_once_on_live_replicas() -> None:
+    """One replica of concurrency 1 ends mid-test (its last test never finished); its
+    replacement runs the rest: one test ran at a time, on one replica."""
+    run = Run(TESTS)
+    run.environment.submit(TESTS)
+    r0 = run.replicas[0]
+    run.say(r0, ready(TESTS))
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.logstart(TESTS[1], ("t.py", 1, "test_1")))
+    run.say(r0, protocol.END)  # crashed while running test_1
+    r1 = run.replicas[1]
+    run.say(r1, ready(TESTS))
+    for nodeid in TESTS[2:]:
+        run.run_test(r1, nodeid)
+    stats = run.environment.stats
+    assert (stats.peak_busy, stats.peak_tests) == (1, 1)
+    line, env = summary_line(run.environment.snapshot([]))
+    assert "peak 1 busy;" in line, line
+    assert "tests at once" not in line
+    assert [r["ended"] for r in env["replicas"]] == ["crash", None]
