@@ -29,7 +29,14 @@ Replica to controller::
     RECYCLE        RecyclePayload replace me: a leak (reuse_leaks=recycle) or a recycling limit;
                                   it hands back the tests it held (``returned``)
     RETURNED       list[str]      tests sent after RECYCLE, handed back unrun
+    STOPPED_EARLY  StoppedEarlyPayload the session is ending unasked (KeyboardInterrupt,
+                                  pytest.exit, an error inside pytest) while running tests
     FINISHED       FinishedPayload session torn down, about to exit
+
+Leases: START and ATTACH carry the controller's lease id; every message about a test carries
+the lease it was started under (``"lease"`` in a dict payload, ``REPORT_LEASE`` in a report),
+so the controller drops what a replica says for an earlier client (a test that outlived its
+run). A report's captured sections and failure text are cut to ``MAX_SECTION_CHARS`` each.
 
 A link delivers ``END`` (``(CHANNEL_CLOSED, None)``) after its last message, whatever ended it;
 it is never sent on the wire. Every message is made by one builder below (``protocol.run``,
@@ -62,6 +69,7 @@ UNKNOWN_NODEID: Final = "unknown_nodeid"
 TEARDOWN_ERROR: Final = "teardown_error"
 RECYCLE: Final = "recycle"
 RETURNED: Final = "returned"
+STOPPED_EARLY: Final = "stopped_early"
 FINISHED: Final = "finished"
 
 #: Keys the replica adds to each serialized report; they become attributes of the report.
@@ -70,6 +78,11 @@ REPORT_REPLICA: Final = "reuse_replica"
 #: (``config.workeroutput``).
 WORKEROUTPUT_KEY: Final = "reuse_environments"
 REPORT_WARM: Final = "reuse_warm"
+#: The lease (START or ATTACH) the report's test was started under.
+REPORT_LEASE: Final = "reuse_lease"
+#: Longest captured-output section or failure text a report carries (characters); the rest is
+#: cut with a note, so a test printing 100 MB is reported, not lost with its connection.
+MAX_SECTION_CHARS: Final = 10 * 1024 * 1024
 #: Added by the controller when it replays a report: the environment's name.
 REPORT_ENVIRONMENT: Final = "reuse_environment"
 
@@ -97,6 +110,7 @@ REPLICA_MESSAGES: Final = frozenset(
         TEARDOWN_ERROR,
         RECYCLE,
         RETURNED,
+        STOPPED_EARLY,
         FINISHED,
     }
 )
@@ -148,6 +162,8 @@ class StartPayload(TypedDict):
     #: The policy in its ini form: a detached replica retires by its TTLs.
     policy: str
     host: NotRequired[HostPayload]
+    #: This lease's id: stamped on every message about a test started under it.
+    lease: NotRequired[str]
 
 
 class ReadyPayload(TypedDict):
@@ -160,10 +176,25 @@ class ReadyPayload(TypedDict):
     prewarm_errors: list[str]
     tests_run: int
     changed_files: list[str]
+    lease: NotRequired[str]
 
 
 class AttachPayload(TypedDict):
     controller_pid: int
+    lease: NotRequired[str]
+
+
+class StoppedEarlyPayload(TypedDict):
+    #: The tests running when the session's end began (none between tests).
+    nodeids: list[str]
+    #: "interrupt" (KeyboardInterrupt), "exit" (pytest.exit) or "error" (anything else).
+    kind: str
+    #: pytest.exit's returncode, if it gave one.
+    returncode: int | None
+    #: The exception's message (pytest.exit's reason), for the run's closing line.
+    message: str
+    traceback: str
+    lease: str
 
 
 class FailurePayload(TypedDict):
@@ -179,19 +210,24 @@ class WarningPayload(TypedDict):
     lineno: int
     nodeid: str
     location: tuple[str, int, str] | None
+    lease: NotRequired[str]
 
 
 class FinishedPayload(TypedDict):
     tests_run: int
+    #: The replica's pytest exit code.
+    exit_code: NotRequired[int | None]
 
 
 class NodeidPayload(TypedDict):
     nodeid: str
+    lease: NotRequired[str]
 
 
 class LogPayload(TypedDict):
     nodeid: str
     location: tuple[str, int | None, str]
+    lease: NotRequired[str]
 
 
 # -- builders: controller -> replica ------------------------------------------------------
@@ -201,8 +237,8 @@ def start(payload: StartPayload) -> Message:
     return (START, payload)
 
 
-def attach(controller_pid: int) -> Message:
-    payload: AttachPayload = {"controller_pid": controller_pid}
+def attach(controller_pid: int, lease: str = "") -> Message:
+    payload: AttachPayload = {"controller_pid": controller_pid, "lease": lease}
     return (ATTACH, payload)
 
 
@@ -234,6 +270,7 @@ def ready(
     prewarm_errors: list[str],
     tests_run: int,
     changed_files: list[str],
+    lease: str = "",
 ) -> Message:
     payload: ReadyPayload = {
         "pid": pid,
@@ -243,6 +280,7 @@ def ready(
         "prewarm_errors": prewarm_errors,
         "tests_run": tests_run,
         "changed_files": changed_files,
+        "lease": lease,
     }
     return (READY, payload)
 
@@ -252,13 +290,13 @@ def start_failed(pid: int, traceback: str) -> Message:
     return (START_FAILED, payload)
 
 
-def started(nodeid: str) -> Message:
-    payload: NodeidPayload = {"nodeid": nodeid}
+def started(nodeid: str, lease: str = "") -> Message:
+    payload: NodeidPayload = {"nodeid": nodeid, "lease": lease}
     return (STARTED, payload)
 
 
-def logstart(nodeid: str, location: tuple[str, int | None, str]) -> Message:
-    payload: LogPayload = {"nodeid": nodeid, "location": location}
+def logstart(nodeid: str, location: tuple[str, int | None, str], lease: str = "") -> Message:
+    payload: LogPayload = {"nodeid": nodeid, "location": location, "lease": lease}
     return (LOGSTART, payload)
 
 
@@ -267,8 +305,13 @@ def report(data: dict[str, Any]) -> Message:
     return (REPORT, encode_report(data))
 
 
-def logfinish(nodeid: str, location: tuple[str, int | None, str]) -> Message:
-    payload: LogPayload = {"nodeid": nodeid, "location": location}
+def encoded_report(text: str) -> Message:
+    """A report already encoded (and cut to fit) by the replica."""
+    return (REPORT, text)
+
+
+def logfinish(nodeid: str, location: tuple[str, int | None, str], lease: str = "") -> Message:
+    payload: LogPayload = {"nodeid": nodeid, "location": location, "lease": lease}
     return (LOGFINISH, payload)
 
 
@@ -281,6 +324,7 @@ def warning(
     lineno: int,
     nodeid: str,
     location: tuple[str, int, str] | None,
+    lease: str = "",
 ) -> Message:
     payload: WarningPayload = {
         "message": message,
@@ -290,12 +334,13 @@ def warning(
         "lineno": lineno,
         "nodeid": nodeid,
         "location": location,
+        "lease": lease,
     }
     return (WARNING, payload)
 
 
-def unknown_nodeid(nodeid: str) -> Message:
-    payload: NodeidPayload = {"nodeid": nodeid}
+def unknown_nodeid(nodeid: str, lease: str = "") -> Message:
+    payload: NodeidPayload = {"nodeid": nodeid, "lease": lease}
     return (UNKNOWN_NODEID, payload)
 
 
@@ -312,8 +357,12 @@ def returned(nodeids: Iterable[str]) -> Message:
     return (RETURNED, list(nodeids))
 
 
-def finished(tests_run: int) -> Message:
-    payload: FinishedPayload = {"tests_run": tests_run}
+def stopped_early(payload: StoppedEarlyPayload) -> Message:
+    return (STOPPED_EARLY, payload)
+
+
+def finished(tests_run: int, exit_code: int | None = None) -> Message:
+    payload: FinishedPayload = {"tests_run": tests_run, "exit_code": exit_code}
     return (FINISHED, payload)
 
 

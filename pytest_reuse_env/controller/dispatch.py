@@ -60,6 +60,9 @@ class ReplicaEvents:
         self._say = say
         self._report_seen = report_seen
         self.prewarm_errors: set[str] = set()
+        #: A test in a replica interrupted the run (KeyboardInterrupt, pytest.exit), and the
+        #: reason to stop it with; the controller ends the run as plain pytest would.
+        self.stopped_by: tuple[protocol.StoppedEarlyPayload, str] | None = None
         #: The end of the run: replicas were asked to stop, so a closed link is a retirement.
         self.closing = False
         self.table: dict[str, Handler] = {
@@ -74,6 +77,7 @@ class ReplicaEvents:
             protocol.TEARDOWN_ERROR: self.teardown_failed,
             protocol.RECYCLE: self.recycle_requested,
             protocol.RETURNED: self.tests_returned,
+            protocol.STOPPED_EARLY: self.session_stopped_early,
             protocol.FINISHED: self.session_finished,
             protocol.CHANNEL_CLOSED: self.replica_closed,
         }
@@ -83,6 +87,8 @@ class ReplicaEvents:
         if replica.state is ReplicaState.ENDED:
             return  # a replica this run let go (released, retired, killed): its last words
         name, payload = message
+        if isinstance(payload, dict) and not replica.of_this_lease(payload.get("lease")):
+            return  # about a test of an earlier client (it outlived that run): not ours
         handler = self.table.get(name)
         if handler is None:
             self.protocol_error(replica, f"sent a message this controller does not know: {name!r}")
@@ -136,6 +142,8 @@ class ReplicaEvents:
 
     def test_reported(self, replica: Replica, payload: str) -> None:
         data = protocol.decode_report(payload)
+        if not replica.of_this_lease(data.get(protocol.REPORT_LEASE)):
+            return  # a test of an earlier client's, finished after that run died
         report = self.reports.rebuild(data)
         if self._report_seen is not None:
             self._report_seen(report, replica, self.environment_of(replica).policy)
@@ -176,8 +184,25 @@ class ReplicaEvents:
     def tests_returned(self, replica: Replica, payload: list[str]) -> None:
         self.environment_of(replica).take_back(replica)  # requeued at RECYCLE: nothing left
 
+    def session_stopped_early(
+        self, replica: Replica, payload: protocol.StoppedEarlyPayload
+    ) -> None:
+        """Its session is ending unasked: its running tests fail with the reason, what it
+        held runs elsewhere, and an interrupt stops the whole run (see ``stopped_by``)."""
+        environment = self.environment_of(replica)
+        interrupt = payload["kind"] != "error"
+        now = self._clock.monotonic()
+        outcomes.stopped_early(
+            environment, replica, payload, self.reports, now, requeue=not interrupt
+        )
+        replica.teardown_since = now  # its session's teardown is bounded too
+        if interrupt and self.stopped_by is None:
+            self.stopped_by = (payload, f"{payload['message']} (in replica {replica.id})")
+            for each in self._environments():
+                each.cancel()  # as in plain pytest, nothing more starts
+
     def session_finished(self, replica: Replica, payload: protocol.FinishedPayload) -> None:
-        replica.session_finished()
+        replica.session_finished(payload.get("exit_code"))
 
     def replica_closed(self, replica: Replica, payload: None) -> None:
         environment = self.environment_of(replica)

@@ -11,9 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.environment import Environment
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
-from pytest_reuse_env.controller.reporting import ReportReplayer, log_excerpt
+from pytest_reuse_env.controller.reporting import (
+    ReportReplayer,
+    log_excerpt,
+    stopped_early_message,
+)
 
 #: How much longer than its timeout an async test of a concurrent batch may run before the
 #: controller kills its replica (the replica cancels it itself first).
@@ -80,10 +85,16 @@ def replica_closed(
     if replica.state is ReplicaState.ENDED:
         return
     cause = replica.cause
-    if replica.said_finished:
+    if replica.said_finished and not replica.in_flight:
         replica.terminate()
         environment.replica_ended(replica, retired(replica))
         return
+    if replica.said_finished and (cause is None or not cause.forced):
+        # It ended its session with tests still to run and never said why: not a success.
+        cause = Ending(
+            EndKind.KILLED,
+            f"its pytest session ended (exit code {replica.exit_code}) with tests still to run",
+        )
     was_ready = replica.ready_at is not None
     start_failure = (
         cause.reason if cause is not None and cause.kind is EndKind.START_FAILED else None
@@ -129,6 +140,41 @@ def replica_closed(
             f"not run: environment {environment.name!r} stopped after "
             f"{environment.restarts} replica crashes (limit reuse_max_restarts="
             f"{environment.max_restarts})"
+        )
+        for nodeid in environment.give_up(reason):
+            reports.fail_unrun(nodeid, reason)
+
+
+def stopped_early(
+    environment: Environment,
+    replica: Replica,
+    payload: protocol.StoppedEarlyPayload,
+    reports: ReportReplayer,
+    now: float,
+    *,
+    requeue: bool,
+) -> None:
+    """A replica's session is ending unasked (STOPPED_EARLY): each test it was running fails
+    once with the reason; the ones it only held run elsewhere (``requeue``) or, when the run
+    stops, not at all; it counts towards reuse_max_restarts."""
+    for nodeid in [n for n in payload["nodeids"] if n in replica.in_flight]:
+        message = stopped_early_message(replica, payload, nodeid)
+        if nodeid == replica.current:
+            reports.crash(nodeid, list(replica.current_phases), message, replica, logged_start=True)
+        else:  # not logged yet: started in a concurrent batch, or about to start
+            phases = ["setup"] if nodeid in replica.running else []
+            reports.crash(nodeid, phases, message, replica, logged_start=False)
+        replica.reported_for(nodeid, now)
+    held = replica.give_back()
+    if requeue:
+        environment.queue.extendleft(reversed(held))
+    environment.restarts += 1
+    environment.retire(replica, "stopped early")
+    if requeue and environment.crash_loop:
+        reason = (
+            f"not run: environment {environment.name!r} stopped after "
+            f"{environment.restarts} replicas crashed or stopped early (limit "
+            f"reuse_max_restarts={environment.max_restarts})"
         )
         for nodeid in environment.give_up(reason):
             reports.fail_unrun(nodeid, reason)

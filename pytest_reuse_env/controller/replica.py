@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import os
 import queue
+import secrets
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -133,6 +134,13 @@ class Replica:
         self.node_warm = ReplicaNode(replica_id, "warm")
         self._events = events
         self.link = link
+        #: This lease's id: the replica stamps it on every message about a test it was sent
+        #: under it; anything else (a test that outlived an earlier run) is not ours.
+        self.lease = f"{os.getpid()}-{secrets.token_hex(8)}"
+        #: Set when its session ended unasked (KeyboardInterrupt, pytest.exit, an error).
+        self.stopped_early: protocol.StoppedEarlyPayload | None = None
+        #: Its pytest session's exit code, from FINISHED.
+        self.exit_code: int | None = None
         #: A detached replica (scope="global"): the end of the run only disconnects it.
         self.persistent = persistent
         #: Attached warm from the registry rather than started by this run.
@@ -179,6 +187,7 @@ class Replica:
     def start(self, payload: protocol.StartPayload) -> None:
         """Start the process (or connect to a new daemon) and send it START; returns at once."""
         self.log_path = payload["log_path"]
+        payload["lease"] = self.lease
         self.link.open(protocol.start(payload), self._enqueue)
         self.pid = self.link.pid
 
@@ -186,11 +195,16 @@ class Replica:
         """Connect to a warm replica found in the registry; it answers READY."""
         self.attached = True
         self.log_path = log_path
-        self.link.open(protocol.attach(os.getpid()), self._enqueue)
+        self.link.open(protocol.attach(os.getpid(), self.lease), self._enqueue)
         self.pid = self.link.pid
 
     def _enqueue(self, message: protocol.Message) -> None:
         self._events.put((self, message))
+
+    def of_this_lease(self, lease: object) -> bool:
+        """Whether a message stamped ``lease`` (None or "": not stamped) is about this lease's
+        work."""
+        return not lease or lease == self.lease
 
     def adopted(self, now: float) -> None:
         """Its environment took it on at ``now``."""
@@ -219,9 +233,10 @@ class Replica:
             raise ReplicaProtocolError(f"said {protocol.START_FAILED!r} after it was ready")
         self.cause = Ending(EndKind.START_FAILED, traceback)
 
-    def session_finished(self) -> None:
+    def session_finished(self, exit_code: int | None = None) -> None:
         """FINISHED: its session is torn down; its link closes next."""
         self.said_finished = True
+        self.exit_code = exit_code
 
     @property
     def alive(self) -> bool:
@@ -300,6 +315,11 @@ class Replica:
 
     def not_collected(self, nodeid: str, now: float) -> None:
         """UNKNOWN_NODEID: it holds no such test; the controller fails it."""
+        self._done_with(nodeid, now)
+
+    def reported_for(self, nodeid: str, now: float) -> None:
+        """The controller reported the test itself (the replica stopped while running it):
+        nothing more of it is expected."""
         self._done_with(nodeid, now)
 
     def _done_with(self, nodeid: str, now: float) -> None:

@@ -63,6 +63,26 @@ def log_excerpt(replica: Replica) -> str:
     return f"\nlast lines of the replica's log {replica.log_path}:\n{tail}"
 
 
+#: What ended a replica's session, by StoppedEarlyPayload kind.
+_STOP_CAUSES = {
+    "interrupt": "the test raised KeyboardInterrupt; the run is interrupted, as plain pytest's",
+    "exit": "pytest.exit() was called; the run ends, as plain pytest's",
+    "error": "an error inside pytest ended the replica's session; its other tests run elsewhere",
+}
+
+
+def stopped_early_message(
+    replica: Replica, payload: protocol.StoppedEarlyPayload, nodeid: str
+) -> str:
+    others = [n for n in payload["nodeids"] if n != nodeid]
+    together = f" (running concurrently with {', '.join(others)})" if others else ""
+    cause = _STOP_CAUSES.get(payload["kind"], _STOP_CAUSES["error"])
+    return (
+        f"replica {replica.id} (pid {replica.pid}) stopped while running {nodeid}{together}: "
+        f"{cause}\n{payload['traceback'].rstrip()}"
+    )
+
+
 def not_collected_message(replica: Replica, nodeid: str) -> str:
     lines = [
         f"replica {replica.id} (pid {replica.pid}) did not collect {nodeid}; "

@@ -197,6 +197,7 @@ class ReuseController:
         environment.submit([item.nodeid])
         while item.nodeid not in self.completed:
             self._pump(timeout=POLL_SECONDS)
+        self._raise_if_stopped_by_a_test()
         if environment.key is not None and self.launcher.others_waiting(environment.key):
             # Another xdist worker (or run) waits for this environment's capacity: share it
             # test by test rather than hold it for the whole session.
@@ -205,8 +206,9 @@ class ReuseController:
         return True
 
     def _stop_if_asked(self, session: pytest.Session) -> None:
-        """``-x`` / ``--maxfail``: send nothing more, let in-flight tests finish, then stop."""
-        if not (session.shouldfail or session.shouldstop):
+        """``-x`` / ``--maxfail``, or a test that interrupted its replica: send nothing more,
+        let in-flight tests finish, then stop."""
+        if not (session.shouldfail or session.shouldstop or self.dispatcher.stopped_by):
             return
         if not self._cancelled:
             self._cancelled = True
@@ -216,7 +218,19 @@ class ReuseController:
             self._pump(timeout=POLL_SECONDS)
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
-        raise session.Interrupted(session.shouldstop)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+        self._raise_if_stopped_by_a_test()
+
+    def _raise_if_stopped_by_a_test(self) -> None:
+        """The run ends as plain pytest's would after a test's KeyboardInterrupt or
+        pytest.exit in a replica, with the same exit code."""
+        if self.dispatcher.stopped_by is None:
+            return
+        stopped, reason = self.dispatcher.stopped_by
+        if stopped["kind"] == "exit":
+            pytest.exit(reason, stopped["returncode"])
+        raise KeyboardInterrupt(reason)
 
     def _pump(self, timeout: float) -> None:
         """Handle every event that is waiting (waiting at most ``timeout`` for the first)."""

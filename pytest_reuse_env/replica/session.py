@@ -33,7 +33,7 @@ import pytest
 
 import pytest_reuse_env
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import hygiene
+from pytest_reuse_env.replica import hygiene, sendable
 from pytest_reuse_env.replica.asyncbatch import batch as concurrent
 from pytest_reuse_env.role import REPLICA_KEY
 
@@ -42,6 +42,8 @@ class ClientGone(Exception):
     """Raised into a test that was running for a client that disconnected (persistent mode)."""
 
 
+#: Frames of the exception that ended a session early quoted in the test's report.
+STOP_FRAMES: Final = 6
 #: How long one wait for the next message lasts before the loop looks around again.
 POLL_SECONDS: Final = 1.0
 
@@ -101,6 +103,15 @@ class ReplicaSession:
         self.inbox = inbox
         self.start = start
         self.replica_id = start["replica_id"]
+        #: This replica's process: a child a test forks and lets return into pytest is not it.
+        self.pid = os.getpid()
+        #: The client's lease (START, then each ATTACH), and the one the running test came in.
+        self.lease = start.get("lease", "")
+        self.test_lease = self.lease
+        #: What runs now, named if the session ends unasked (STOPPED_EARLY).
+        self.running_nodeids: list[str] = []
+        #: Tests that already had a report replaced because it could not be encoded.
+        self._unsendable: set[str] = set()
         self.items: dict[str, pytest.Item] = {}
         self.collect_errors: list[str] = []
         self.ready_sent = False
@@ -127,8 +138,32 @@ class ReplicaSession:
             self._on_ready()
         self._send_ready()
         self.ready_sent = True
-        self.serve(session)
+        try:
+            self.serve(session)
+        except BaseException as exc:  # the session ends unasked: say so before its teardown
+            self._send_stopped_early(exc)
+            raise
         return True
+
+    def _send_stopped_early(self, exc: BaseException) -> None:
+        """STOPPED_EARLY: what ends the session (KeyboardInterrupt, pytest.exit, an error
+        inside pytest) and the tests it interrupts, so none of them is silently lost."""
+        kind, returncode = "error", None
+        if isinstance(exc, KeyboardInterrupt):
+            kind = "interrupt"
+        elif isinstance(exc, pytest.exit.Exception):
+            kind, returncode = "exit", exc.returncode
+        payload: protocol.StoppedEarlyPayload = {
+            "nodeids": list(self.running_nodeids),
+            "kind": kind,
+            "returncode": returncode,
+            "message": str(getattr(exc, "msg", exc)) or type(exc).__name__,
+            # The innermost frames: the test's or the hook's, not pytest's and pluggy's.
+            "traceback": "".join(traceback.format_exception(exc, limit=-STOP_FRAMES)),
+            "lease": self.test_lease,
+        }
+        with contextlib.suppress(Exception):  # a closed channel: nobody left to tell
+            self.send(protocol.stopped_early(payload))
 
     def _send_ready(self) -> None:
         """READY: to the first client after collection, and to every client that attaches."""
@@ -141,6 +176,7 @@ class ReplicaSession:
                 prewarm_errors=[] if self.ready_sent else self.prewarm_errors,
                 tests_run=self.tests_run,
                 changed_files=self._changed_files() if self._changed_files else [],
+                lease=self.lease,
             )
         )
 
@@ -153,12 +189,26 @@ class ReplicaSession:
         return self.ready_at + self.first_setup_seconds
 
     def send(self, message: protocol.Message) -> None:
+        self.exit_if_forked()
         try:
             self.channel.send(message)
         except (OSError, EOFError, ValueError):
             if not self.persistent:
                 raise
             # The client is gone; its close event is in the inbox. Nobody to tell.
+
+    def exit_if_forked(self) -> None:
+        """A child a test forked that returned into pytest is not this replica: its reports
+        would double the test's and it would serve on. It ends here, without a word."""
+        if os.getpid() == self.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.write(
+                _log_fd(),
+                f"pid {os.getpid()}, forked from replica {self.replica_id} (pid {self.pid}) by "
+                "a test, returned into pytest: exiting without reporting\n".encode(),
+            )
+        os._exit(0)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
@@ -171,19 +221,52 @@ class ReplicaSession:
             self.teardown_started = None
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        self.send(protocol.logstart(nodeid, location))
+        self.send(protocol.logstart(nodeid, location, self.test_lease))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        config = self._config()
-        data = config.hook.pytest_report_to_serializable(config=config, report=report)
-        data[protocol.REPORT_REPLICA] = self.replica_id
-        data[protocol.REPORT_WARM] = self.tests_run > 0
         if self.tests_run == 0 and report.when == "setup":
             self.first_setup_seconds = report.duration
-        self.send(protocol.report(data))
+        self.send(protocol.encoded_report(self._sendable(report)))
+
+    def _sendable(self, report: pytest.TestReport) -> str:
+        """The report as text that can always be sent (see ``sendable.py``): a report that
+        cannot be encoded fails its test with the reason instead of ending the session."""
+        config = self._config()
+        data: dict[str, Any] = {}
+        try:
+            data = config.hook.pytest_report_to_serializable(config=config, report=report)
+            self._stamp(data)
+            return sendable.bounded(data, report.longreprtext)
+        except Exception as exc:  # a value json cannot encode (a list that contains itself)
+            reason = (
+                f"the {report.when} report of {report.nodeid} could not be sent from replica "
+                f"{self.replica_id}: {type(exc).__name__}: {exc} (a user_properties value or "
+                "a report attribute that cannot be serialized?)"
+            )
+        first = report.nodeid not in self._unsendable
+        self._unsendable.add(report.nodeid)
+        if not data:
+            data = {
+                "$report_type": "TestReport",
+                "nodeid": report.nodeid,
+                "location": report.location,
+                "keywords": {},
+                "when": report.when,
+                "duration": report.duration,
+                "start": report.start,
+                "stop": report.stop,
+                "outcome": report.outcome,
+            }
+            self._stamp(data)
+        return sendable.substitute(data, reason, first=first, longreprtext=report.longreprtext)
+
+    def _stamp(self, data: dict[str, Any]) -> None:
+        data[protocol.REPORT_REPLICA] = self.replica_id
+        data[protocol.REPORT_WARM] = self.tests_run > 0
+        data[protocol.REPORT_LEASE] = self.test_lease
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        message = protocol.logfinish(nodeid, location)
+        message = protocol.logfinish(nodeid, location, self.test_lease)
         if self._one_at_a_time:
             # pytest's warnings plugin records the test's warnings after this hook: hold the
             # end of the test back until _run_next has sent them (see there).
@@ -211,6 +294,7 @@ class ReplicaSession:
                 lineno=int(warning_message.lineno),
                 nodeid=nodeid,
                 location=location,
+                lease=self.test_lease,
             )
         )
 
@@ -242,6 +326,7 @@ class ReplicaSession:
     def serve(self, session: pytest.Session) -> None:
         """Run what the controller sends until it says shut down or goes away."""
         while True:
+            self.exit_if_forked()
             self._take_messages(block=False)
             if self.pending and (len(self.pending) >= 2 or self.final):
                 batch = self._async_batch()
@@ -288,6 +373,7 @@ class ReplicaSession:
         elif name == protocol.SHUTDOWN:
             self.final = self.shutting_down = True
         elif name == protocol.ATTACH:
+            self.lease = self.test_lease = payload.get("lease", "")
             self.leaks.forget_baseline()
             self.pending.clear()
             self.final = False
@@ -303,8 +389,9 @@ class ReplicaSession:
     def _run_next(self, session: pytest.Session) -> None:
         nodeid = self.pending.popleft()
         item = self.items.get(nodeid)
+        self.test_lease = self.lease
         if item is None:
-            self.send(protocol.unknown_nodeid(nodeid))
+            self.send(protocol.unknown_nodeid(nodeid, self.test_lease))
             return
         nextitem: Any
         if self.pending and self.pending[0] in self.items:
@@ -313,6 +400,7 @@ class ReplicaSession:
             nextitem = None  # the last item tears everything down and reports its errors
         else:
             nextitem = KeepCollectors(item)
+        self.running_nodeids = [nodeid]
         self._teardown_to(session, item)
         # Running the same item object again must not accumulate the previous run's state.
         item._report_sections = []
@@ -330,6 +418,7 @@ class ReplicaSession:
             held, self._held_finish = self._held_finish, None
             if held is not None:
                 self.send(held)  # after the test's warnings, so none arrives after its end
+        self.running_nodeids = []
         self.tests_run += 1
         self.leaks.after_test(nodeid, self.tests_run, self.pending)
 
@@ -355,6 +444,8 @@ class ReplicaSession:
         self.leaks.forget_baseline()
         for _ in batch:
             self.pending.popleft()
+        self.test_lease = self.lease
+        self.running_nodeids = [item.nodeid for item in batch]
         self._teardown_to(session, batch[0])
         for item in batch:
             item._report_sections = []
@@ -367,7 +458,7 @@ class ReplicaSession:
                 batch,
                 self.start["concurrency"],
                 timeout=self.start["timeout"],
-                on_started=lambda item: self.send(protocol.started(item.nodeid)),
+                on_started=lambda item: self.send(protocol.started(item.nodeid, self.test_lease)),
                 on_finished=self._batch_item_finished,
             )
         except ClientGone:
@@ -375,6 +466,7 @@ class ReplicaSession:
         finally:
             with _signals_blocked():
                 self.running = False
+        self.running_nodeids = []
         self.leaks.batch_finished(before, batch)
         self.leaks.after_test(batch[-1].nodeid, self.tests_run, self.pending)
 
@@ -483,7 +575,9 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
         lines += replica.collect_errors
         replica.send(protocol.start_failed(os.getpid(), "\n".join(lines)))
         return
-    replica.send(protocol.finished(replica.tests_run))
+    replica.send(
+        protocol.finished(replica.tests_run, int(exit_code) if isinstance(exit_code, int) else None)
+    )
 
 
 _LOG_FD: int | None = None
