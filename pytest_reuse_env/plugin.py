@@ -46,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # per worker.
     settings = ReuseSettings.from_config(config)
     if not settings.enabled:
+        if role is not Role.XDIST_WORKER:
+            config.pluginmanager.register(OffNote(), "reuse_off_note")
         return
     if role is Role.XDIST_CONTROLLER and config.getoption("reuse_verify_cold"):
         from pytest_reuse_env.errors import ReuseEnvWarning
@@ -59,6 +61,17 @@ def pytest_configure(config: pytest.Config) -> None:
             stacklevel=2,
         )
     config.pluginmanager.register(Router(config, settings, role), "reuse_router")
+
+
+@final
+class OffNote:
+    """``--reuse=off``: warm replicas of the project may still hold ports or files this plain
+    run needs; the header says so once, with how to stop them (a file check, no controller)."""
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        from pytest_reuse_env.warm import registry_directory, warm_replicas_note
+
+        return warm_replicas_note(registry_directory(config))
 
 
 @final

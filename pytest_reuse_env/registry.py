@@ -25,9 +25,17 @@ Rules:
   ``registry.json.corrupt-<timestamp>`` and the registry starts empty; the message is kept in
   :attr:`Registry.last_recovery`. Corruption never raises. The replicas it listed are not
   reachable through the registry any more and end on their own idle timeout.
-- An unusable directory (looser permissions, another owner, not writable, lock held too long)
-  raises :class:`RegistryError` naming the path and the problem, so the caller can fall back to
-  ``scope="run"``.
+- An unusable directory (looser permissions, another owner, not writable, disk full, a file
+  where a directory belongs) raises :class:`RegistryError` naming the path, the problem and the
+  fix, so the caller can fall back to ``scope="run"``; a lock held longer than ``lock_timeout``
+  (a few seconds) raises :class:`RegistryBusy`: "run without the registry this time".
+- Every directory it creates is 0700, whoever creates it. One of ours that is merely readable
+  by others (created by something that honoured the umask) is tightened to 0700; one that others
+  may write to, or owned by someone else, is refused. A registry opened with ``create=False``
+  (inside a replica) never re-creates a directory that was removed: the registry is gone.
+- Sockets whose path would be too long live under ``$TMPDIR/pytest-reuse-<uid>/``, used only if
+  it is ours and 0700; if another user created that name first, a fresh ``mkdtemp`` directory is
+  used instead (anyone may create names in ``/tmp`` first).
 
 This module does not import pytest and imports nothing from the rest of the package.
 """
@@ -36,6 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import glob
 import hashlib
 import json
 import os
@@ -56,13 +66,17 @@ import psutil
 
 __all__ = [
     "CREATE_TIME_TOLERANCE",
+    "LOCK_WAIT_SECONDS",
     "MAX_SOCKET_PATH_BYTES",
     "RecordState",
     "Registry",
+    "RegistryBusy",
     "RegistryError",
     "ReplicaRecord",
+    "live_pids",
     "new_replica_id",
     "process_gone",
+    "registry_error",
 ]
 
 #: What the registry records of a detached replica's lease (not the controller's
@@ -77,13 +91,22 @@ MAX_SOCKET_PATH_BYTES: Final[int] = 103 if sys.platform == "darwin" else 107
 #: from the boot time, which moves when the wall clock is stepped.
 CREATE_TIME_TOLERANCE: Final[float] = 1.0
 
+#: How long a transaction waits for the lock: a transaction takes milliseconds, so a lock busy
+#: for longer is held by something else (a stuck process, a hand-held lock) and the caller runs
+#: without the registry this time rather than wait.
+LOCK_WAIT_SECONDS: Final[float] = 3.0
+
 _FORMAT_VERSION: Final[int] = 1
 _REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TOKEN = re.compile(r"[0-9a-f]{64}")
 
 
 class RegistryError(Exception):
-    """The registry cannot be used: the message names the path and the problem."""
+    """The registry cannot be used: the message names the path, the problem and the fix."""
+
+
+class RegistryBusy(RegistryError):
+    """The registry's lock stayed busy past the bounded wait: try again later, or run without."""
 
 
 def new_replica_id() -> str:
@@ -196,34 +219,76 @@ def process_gone(pid: int, create_time: float | None) -> str | None:
     return None
 
 
+def _fix_for(path: Path | str, error: OSError) -> str:
+    """What the user can do about ``error`` on ``path``, in a few words."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space on that file system"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            "make it writable, or point cache_dir at a writable directory "
+            "(pytest -o cache_dir=/some/writable/dir)"
+        )
+    if error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ELOOP):
+        return f"remove {path} (the registry re-creates what it needs)"
+    return f"check {path}, or remove the registry directory to start afresh"
+
+
+def registry_error(error: OSError, action: str) -> RegistryError:
+    """A RegistryError for an OSError met outside this module (the replica's log file, ...):
+    the path, the problem and the fix."""
+    return _os_error(error.filename or "?", action, error)
+
+
 def _os_error(path: Path | str, action: str, error: OSError) -> RegistryError:
     reason = os.strerror(error.errno) if error.errno is not None else str(error)
-    return RegistryError(f"cannot {action} {path}: {reason}")
+    return RegistryError(f"cannot {action} {path}: {reason}; fix: {_fix_for(path, error)}")
 
 
-def _private_directory(path: Path) -> None:
-    """Create ``path`` with mode 0700, or check that the existing one is 0700 and ours."""
+def _private_directory(path: Path, *, create: bool = True) -> None:
+    """Create ``path`` with mode 0700, or check that the existing one is 0700 and ours.
+
+    With ``create=False`` a missing directory is a RegistryError: it was removed on purpose.
+    """
     try:
-        try:
-            os.makedirs(path, mode=0o700)
-        except FileExistsError:
-            pass
-        else:
-            os.chmod(path, 0o700)  # makedirs' mode is filtered by the umask
+        if create:
+            try:
+                os.mkdir(path, mode=0o700)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                # Parents (the cache directory) as pytest makes them; the registry's own 0700.
+                os.makedirs(path.parent, exist_ok=True)
+                os.mkdir(path, mode=0o700)
         info = os.lstat(path)
+    except FileNotFoundError:
+        raise RegistryError(
+            f"the registry directory {path} was removed; fix: nothing, the next run creates it"
+        ) from None
     except OSError as error:
         raise _os_error(path, "create the registry directory", error) from None
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+        mode = stat.S_IMODE(info.st_mode)
+        # Ours and only readable by others (mkdir honours the umask): tighten it. Writable by
+        # others means something may have been planted: refused below.
+        if mode != 0o700 and not mode & 0o022:
+            try:
+                os.chmod(path, 0o700)
+                info = os.lstat(path)
+            except OSError as error:
+                raise _os_error(path, "make private (chmod 700)", error) from None
     _check_private(path, info, 0o700, "directory")
 
 
 def _check_private(path: Path, info: os.stat_result, mode: int, kind: str) -> None:
     expected = stat.S_ISDIR if kind == "directory" else stat.S_ISREG
     if stat.S_ISLNK(info.st_mode) or not expected(info.st_mode):
-        raise RegistryError(f"refusing to use {path}: it is not a {kind} (or is a symlink)")
+        raise RegistryError(
+            f"refusing to use {path}: it is not a {kind} (or is a symlink); fix: remove it"
+        )
     if info.st_uid != os.geteuid():
         raise RegistryError(
             f"refusing to use {path}: it is owned by uid {info.st_uid}, not by you "
-            f"(uid {os.geteuid()})"
+            f"(uid {os.geteuid()}); fix: remove it (as its owner or root)"
         )
     actual = stat.S_IMODE(info.st_mode)
     if actual & 0o077:
@@ -246,7 +311,8 @@ class Registry:
         directory: Path,
         *,
         clock: Callable[[], float] = time.time,
-        lock_timeout: float = 10.0,
+        lock_timeout: float = LOCK_WAIT_SECONDS,
+        create: bool = True,
     ) -> None:
         self.directory = Path(os.path.abspath(directory))
         self.records_path = self.directory / "registry.json"
@@ -256,16 +322,22 @@ class Registry:
         self.logs_directory = self.directory / "logs"
         self._clock = clock
         self._lock_timeout = lock_timeout
+        #: Whether a removed directory is re-created (a run) or means the registry is gone (a
+        #: replica: it must not bring back a directory the user deleted, with another mode).
+        self._create = create
         #: What the last recovery from a corrupt registry.json did, for the caller to show.
         self.last_recovery: str | None = None
         #: What the most recent transaction's prune cleaned.
         self.last_pruned: tuple[str, ...] = ()
         self._token: str | None = None
+        self._fallback: Path | None = None
         self._local = threading.local()
-        _private_directory(self.directory)
-        _private_directory(self.sockets_directory)
-        _private_directory(self.logs_directory)
+        self._ensure_directories()
         self._lock = filelock.FileLock(self.lock_path, timeout=lock_timeout, mode=0o600)
+
+    def _ensure_directories(self) -> None:
+        for path in (self.directory, self.sockets_directory, self.logs_directory):
+            _private_directory(path, create=self._create)
 
     # -- locking and storage ------------------------------------------------------------------
 
@@ -273,12 +345,15 @@ class Registry:
     def _locked(self) -> Iterator[None]:
         if getattr(self._local, "held", False):
             raise RuntimeError("registry transactions do not nest")
+        # Checked every time: filelock would re-create a removed directory with the umask's mode.
+        self._ensure_directories()
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            raise RegistryError(
+            raise RegistryBusy(
                 f"registry lock held for more than {self._lock_timeout:g} s by another "
-                f"process: {self.lock_path}"
+                f"process: {self.lock_path}; fix: nothing if another pytest run is busy with "
+                f"it, else find the holder with: fuser {self.lock_path}"
             ) from None
         except OSError as error:
             raise _os_error(self.lock_path, "lock", error) from None
@@ -395,12 +470,42 @@ class Registry:
     def _unlink_socket(self, socket: str) -> None:
         # Only inside our own socket directories: the path comes from a file on disk.
         path = Path(socket)
-        if path.parent not in (self.sockets_directory, self._fallback_socket_directory()):
+        if not self.own_socket_directory(path.parent):
             return
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
             path.unlink()
 
+    def own_socket_directory(self, directory: Path) -> bool:
+        """Whether ``directory`` is one this registry puts sockets in (``sockets/`` or one
+        of its fallbacks under $TMPDIR), private and ours."""
+        if directory == self.sockets_directory:
+            return True
+        if directory.name != self._digest() or not directory.parent.name.startswith(
+            f"pytest-reuse-{os.geteuid()}"
+        ):
+            return False
+        try:
+            _check_private(directory, os.lstat(directory), 0o700, "directory")
+            _check_private(directory.parent, os.lstat(directory.parent), 0o700, "directory")
+        except (OSError, RegistryError):
+            return False
+        return True
+
     # -- public operations ----------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Check, once before a run relies on it, that every part of the registry works:
+        the lock, reading (and if needed writing) the records, the token, and creating files
+        in the directory and in ``logs/``. Raises RegistryError naming what does not."""
+        self.records()
+        self.token()
+        for directory in (self.directory, self.logs_directory):
+            try:
+                handle, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+                os.close(handle)
+                os.unlink(probe)
+            except OSError as error:
+                raise _os_error(directory, "create files in", error) from None
 
     def records(self) -> list[ReplicaRecord]:
         """Every record of a live replica, oldest first."""
@@ -508,15 +613,38 @@ class Registry:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
             raise RegistryError(
                 f"no socket path short enough for replica {replica_id}: {path} is longer than "
-                f"{MAX_SOCKET_PATH_BYTES} bytes; set TMPDIR to a shorter directory"
+                f"{MAX_SOCKET_PATH_BYTES} bytes; fix: set TMPDIR to a shorter directory"
             )
-        _private_directory(fallback.parent)
-        _private_directory(fallback)
         return path
 
+    def _digest(self) -> str:
+        return hashlib.blake2b(os.fsencode(self.directory), digest_size=6).hexdigest()
+
     def _fallback_socket_directory(self) -> Path:
-        digest = hashlib.blake2b(os.fsencode(self.directory), digest_size=6).hexdigest()
-        return Path(tempfile.gettempdir()) / f"pytest-reuse-{os.geteuid()}" / digest
+        """``$TMPDIR/pytest-reuse-<uid>/<digest>``, created 0700; if that name is another
+        user's (or not private), the first private ``pytest-reuse-<uid>-*`` of ours, else a
+        new one: nobody else can block or watch our sockets by creating a name first."""
+        if self._fallback is None:
+            tmp = tempfile.gettempdir()
+            base = Path(tmp) / f"pytest-reuse-{os.geteuid()}"
+            candidates = [base, *sorted(Path(p) for p in glob.glob(f"{glob.escape(str(base))}-*"))]
+            chosen = None
+            for candidate in candidates:
+                try:
+                    _private_directory(candidate, create=candidate == base)
+                except RegistryError:
+                    continue
+                chosen = candidate
+                break
+            if chosen is None:
+                try:
+                    chosen = Path(tempfile.mkdtemp(prefix=f"{base.name}-", dir=tmp))
+                except OSError as error:
+                    raise _os_error(tmp, "create a socket directory in", error) from None
+            fallback = chosen / self._digest()
+            _private_directory(fallback)
+            self._fallback = fallback
+        return self._fallback
 
     def log_path(self, replica_id: str) -> str:
         return os.path.join(self.logs_directory, f"{_checked_id(replica_id)}.log")
@@ -553,6 +681,21 @@ class Registry:
         except OSError as error:
             raise _os_error(self.token_path, "write", error) from None
         return text
+
+
+def live_pids(records_path: Path) -> list[int]:
+    """The pids of the records in ``records_path`` whose process still runs, read without the
+    lock and without pruning (a quick look for a run that does not use the registry); [] if the
+    file is unreadable."""
+    try:
+        records = Registry._parse(records_path.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []
+    return sorted(
+        record.pid
+        for record in records.values()
+        if process_gone(record.pid, record.create_time) is None
+    )
 
 
 def _count(records: dict[str, ReplicaRecord], environment: str) -> int:

@@ -4,14 +4,20 @@ All three work with no replica present and with no registry at all. Stopping is 
 kill": the replica is sent SHUTDOWN over its socket (its finalizers run), waited for by pid, and
 killed only if it has not exited in time. A replica leased by another running pytest is left
 alone: stopping it would fail that run's tests.
+
+A registry that cannot be used (a file where a directory belongs, a busy lock, a read-only or
+full disk) is reported with its path and fix, never a traceback: ``--reuse-status`` says so and
+exits 0, ``--reuse-stop`` says what it could not stop and exits 1.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Final
 
+import execnet
 import psutil
 import pytest
 
@@ -19,6 +25,7 @@ from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
 from pytest_reuse_env.controller.launch.process import kill_and_wait, wait_gone
 from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, process_gone
+from pytest_reuse_env.warm import registry_directory
 
 #: How long a replica asked to stop may run its finalizers before it is killed.
 STOP_WAIT_SECONDS: Final = 30.0
@@ -61,7 +68,10 @@ def status_lines(registry: Registry | None, problem: str | None) -> list[str]:
     """One header and one line per warm replica of this project."""
     if registry is None:
         return [f"reuse: no registry ({problem})" if problem else "reuse: no registry"]
-    records = registry.records()
+    try:
+        records = registry.records()
+    except RegistryError as exc:
+        return [f"reuse: the registry in {registry.directory} cannot be used: {exc}"]
     lines = [
         f"reuse: {len(records)} warm replica{'s' if len(records) != 1 else ''} "
         f"in {registry.directory}"
@@ -89,21 +99,27 @@ def status_lines(registry: Registry | None, problem: str | None) -> list[str]:
 def stop_replica(registry: Registry, record: ReplicaRecord, wait: float) -> str:
     """Ask one replica to stop, wait for it by pid, kill it if it does not; say what happened."""
     asked = False
+    channel = None
     try:
         channel = connect(record.socket, registry.token(), timeout=5.0)
         channel.send(protocol.shutdown())
         asked = True
-    except OSError:
+    except (OSError, RegistryError, execnet.DataFormatError):
         pass  # not listening (hung, or busy with another client): it is killed below
     try:
-        process = psutil.Process(record.pid)
-        if process_gone(record.pid, record.create_time) is not None:
-            raise psutil.NoSuchProcess(record.pid)
-    except psutil.NoSuchProcess:
-        registry.remove(record.replica_id)
-        return f"{record.replica_id} (pid {record.pid}) was already gone"
-    alive = wait_gone([process], wait if asked else 0)
-    registry.remove(record.replica_id)
+        try:
+            process = psutil.Process(record.pid)
+            if process_gone(record.pid, record.create_time) is not None:
+                raise psutil.NoSuchProcess(record.pid)
+        except psutil.NoSuchProcess:
+            _forget(registry, record)
+            return f"{record.replica_id} (pid {record.pid}) was already gone"
+        alive = wait_gone([process], wait if asked else 0)
+    finally:
+        # Held open until it is gone, so it does not see its client vanish first.
+        if channel is not None:
+            channel.close()
+    _forget(registry, record)
     if not alive:
         return f"stopped {record.replica_id} (pid {record.pid}); its finalizers ran"
     kill_and_wait(alive)
@@ -111,8 +127,18 @@ def stop_replica(registry: Registry, record: ReplicaRecord, wait: float) -> str:
     return f"killed {record.replica_id} (pid {record.pid}): it {why}; finalizers may not have run"
 
 
+def _forget(registry: Registry, record: ReplicaRecord) -> None:
+    """Drop the record of a replica that is gone; a busy registry prunes it later."""
+    try:
+        registry.remove(record.replica_id)
+    except RegistryError:
+        pass
+
+
 def stop_all(registry: Registry | None, *, wait: float = STOP_WAIT_SECONDS) -> list[str]:
-    """Stop every warm replica that no running pytest holds; one line per replica."""
+    """Stop every warm replica that no running pytest holds; one line per replica.
+
+    RegistryError if the records cannot be read (nothing was stopped then)."""
     if registry is None:
         return []
     lines = []
@@ -129,19 +155,26 @@ def stop_all(registry: Registry | None, *, wait: float = STOP_WAIT_SECONDS) -> l
 
 def run_command(config: pytest.Config, session: pytest.Session) -> int:
     """``--reuse-status`` or ``--reuse-stop``, run by the plugin in place of a test session."""
-    from pytest_reuse_env.controller.launcher import registry_directory
-
+    directory = registry_directory(config)
     try:
-        registry: Registry | None = Registry(registry_directory(config))
+        registry: Registry | None = Registry(directory)
         problem = None
     except RegistryError as exc:
         registry, problem = None, str(exc)
     writer = config.get_terminal_writer()
-    if config.getoption("reuse_stop"):
-        lines = stop_all(registry)
-        for line in lines or ["reuse: no warm replicas to stop"]:
-            writer.line(line)
-    else:
+    if not config.getoption("reuse_stop"):
         for line in status_lines(registry, problem):
             writer.line(line)
+        return 0
+    try:
+        lines = stop_all(registry)
+    except RegistryError as exc:
+        problem = str(exc)
+        lines = []
+    if problem is not None and (registry is not None or os.path.lexists(directory)):
+        # A registry is there and may list replicas: say that none could be stopped.
+        writer.line(f"reuse: cannot stop warm replicas: {problem}")
+        return 1
+    for line in lines or ["reuse: no warm replicas to stop"]:
+        writer.line(line)
     return 0

@@ -34,10 +34,12 @@ from pytest_reuse_env.controller.launch.base import Link, Strategy
 from pytest_reuse_env.controller.launch.daemon import DaemonStrategy
 from pytest_reuse_env.controller.launch.hosts import HostStrategy
 from pytest_reuse_env.controller.launch.popen import PopenStrategy
+from pytest_reuse_env.controller.registry_access import RegistryAccess
 from pytest_reuse_env.controller.replica import Replica
 from pytest_reuse_env.options import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryError
+from pytest_reuse_env.warm import registry_directory
 
 #: Options that a replica must not inherit: selection, stopping and reporting are the
 #: controller's, and xdist must not start inside a replica.
@@ -138,16 +140,6 @@ def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
     return None
 
 
-def registry_directory(config: pytest.Config) -> Path:
-    """``<cache_dir>/reuse``, where pytest's cache lives (``.pytest_cache`` by default)."""
-    try:
-        configured = str(config.getini("cache_dir"))
-    except ValueError:  # -p no:cacheprovider: the key is not even declared
-        configured = ".pytest_cache"
-    cache_dir = Path(os.path.expanduser(os.path.expandvars(configured)))
-    return (cache_dir if cache_dir.is_absolute() else config.rootpath / cache_dir) / "reuse"
-
-
 def shaping_options(config: pytest.Config) -> list[str]:
     """The parsed options that shape collection and fixtures, as sorted ``name=value``."""
     return sorted(
@@ -176,9 +168,8 @@ class ReplicaLauncher:
         self.start_timeout = settings.start_timeout
         self.env_vars = settings.env_vars
         self._next_number = 0
-        self._registry: Registry | None = None
-        #: Why global replicas cannot be used in this run (then they live for the run only).
-        self.registry_problem: str | None = None
+        #: The registry, until a problem with it makes this run do without (scope=run).
+        self.registry_access = RegistryAccess(lambda: registry_directory(config))
         self._fingerprint: dict[str, str] | None = None
         #: Environment keys this process has a waiting marker for.
         self._waiting: set[str] = set()
@@ -197,12 +188,12 @@ class ReplicaLauncher:
 
     @property
     def registry(self) -> Registry | None:
-        if self._registry is None and self.registry_problem is None:
-            try:
-                self._registry = Registry(registry_directory(self.config))
-            except RegistryError as exc:
-                self.registry_problem = str(exc)
-        return self._registry
+        return self.registry_access.registry
+
+    @property
+    def registry_problem(self) -> str | None:
+        """Why global replicas cannot be used in this run (then they live for the run only)."""
+        return self.registry_access.problem
 
     def fingerprint(self) -> dict[str, str]:
         if self._fingerprint is None:
@@ -243,7 +234,16 @@ class ReplicaLauncher:
     def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
         """A replica for the environment, or None when ``max`` is reached across runs (or
         every host of its group is full)."""
-        return self.strategy(policy, key).launch(name, policy, key)
+        strategy = self.strategy(policy, key)
+        if strategy is not self._daemons:
+            return strategy.launch(name, policy, key)
+        try:
+            return strategy.launch(name, policy, key)
+        except (RegistryError, OSError) as exc:
+            # A lock, a read-only or full disk, a log or socket directory: do without.
+            self.registry_access.give_up(exc)
+            self._daemons = None
+            return self.popen.launch(name, policy)
 
     def launch_fresh(self, name: str, policy: ReusePolicy, events: queue.Queue[Any]) -> Replica:
         """A new run-scoped replica reporting to ``events``, whatever the policy's scope."""

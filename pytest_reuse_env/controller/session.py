@@ -38,6 +38,7 @@ from pytest_reuse_env.controller.summary import (
 from pytest_reuse_env.controller.verify import ColdVerifier
 from pytest_reuse_env.options import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
+from pytest_reuse_env.registry import RegistryError
 from pytest_reuse_env.role import Role, role_of
 
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
@@ -96,8 +97,11 @@ class ReuseController:
     ) -> None:
         """Called by the plugin's router once collection is done and a test is routed."""
         if self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:
-            for line in stop_all(self.launcher.registry):
-                self._verbose(f"reuse: {line}")
+            try:
+                for line in stop_all(self.launcher.registry):
+                    self._verbose(f"reuse: {line}")
+            except RegistryError as exc:
+                self.launcher.registry_access.give_up(exc)
         if self.config.option.collectonly or not policies:
             return
         self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
@@ -123,11 +127,7 @@ class ReuseController:
             if policy.scope == "global" and not self.launcher.on_hosts(policy):
                 if self.launcher.registry is not None:
                     key = self.launcher.environment_key(policy)
-                else:
-                    self.reports.warn(
-                        f"scope=global is unavailable, so environment {name!r} ends with this "
-                        f"run: {self.launcher.registry_problem}"
-                    )
+                self._warn_registry_problem()
             environment = Environment(
                 name,
                 policy,
@@ -152,7 +152,15 @@ class ReuseController:
         return f"env{len(self.environments)}"
 
     def _launch(self, environment: Environment) -> Replica | None:
-        return self.launcher.launch(environment.name, environment.policy, environment.key)
+        replica = self.launcher.launch(environment.name, environment.policy, environment.key)
+        self._warn_registry_problem()
+        return replica
+
+    def _warn_registry_problem(self) -> None:
+        """Once a run does without the registry, say so once, with the path and the fix."""
+        warning = self.launcher.registry_access.take_warning()
+        if warning is not None:
+            self.reports.warn(warning)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -268,10 +276,14 @@ class ReuseController:
     def _no_capacity(self, environment: Environment, waited: float) -> None:
         """No replica could be had in time: max is held by other runs. Fail, do not hang."""
         registry = self.launcher.registry
+        try:
+            records = registry.records() if registry else []
+        except RegistryError:
+            records = []  # only for naming the holders
         owners = sorted(
             {
                 r.lease_owner
-                for r in (registry.records() if registry else [])
+                for r in records
                 if r.environment == environment.key and r.lease_owner is not None
             }
         )

@@ -30,7 +30,7 @@ from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.channel import Listener, SocketChannel
 from pytest_reuse_env.fingerprint import changed_files, snapshot_modules
 from pytest_reuse_env.policy import ReusePolicy
-from pytest_reuse_env.registry import Registry, RegistryError
+from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
 from pytest_reuse_env.replica.session import (
     ABORT_SIGNAL,
     ReplicaSession,
@@ -103,12 +103,23 @@ class Daemon:
         self.replica_id = replica_id
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.relay = Relay(self.inbox)
-        self.listener = Listener(registry.socket_path(replica_id), registry.token())
+        self.listener = Listener(self._socket_path(), registry.token(), log=self._log)
         self.snapshot: Any = None
         self.policy: ReusePolicy | None = None
         self.replica: ReplicaSession | None = None
         self._next_idle_check = 0.0
         self._stopping = threading.Event()
+
+    def _socket_path(self) -> str:
+        """Where the run that started me recorded my socket (a fallback directory under
+        $TMPDIR may be one only that run could pick), if it is one of the registry's own."""
+        with self.registry.transaction() as records:
+            record = records.get(self.replica_id)
+        if record is None:
+            raise RegistryError(f"replica {self.replica_id} has no registry record")
+        if not self.registry.own_socket_directory(Path(record.socket).parent):
+            raise RegistryError(f"{record.socket} is not in a private socket directory of mine")
+        return record.socket
 
     def run(self) -> int:
         first = self.listener.accept(timeout=FIRST_CLIENT_SECONDS)
@@ -229,6 +240,9 @@ class Daemon:
                     records[self.replica_id] = dataclasses.replace(mine, state="retiring")
                     self._log(f"retiring: {decision}")
                     return True
+        except RegistryBusy as exc:
+            self._log(f"not deciding about retiring now: {exc}")
+            return False
         except RegistryError as exc:
             self._log(f"registry unusable ({exc}); retiring")
             return True
@@ -293,7 +307,14 @@ class Daemon:
 
 def main(argv: list[str] | None = None) -> int:
     registry_dir, replica_id = (sys.argv[1:] if argv is None else argv)[:2]
-    return Daemon(Registry(Path(registry_dir)), replica_id).run()
+    try:
+        # create=False: a registry the user removed stays removed (and is never re-created
+        # with another mode); this replica then retires.
+        daemon = Daemon(Registry(Path(registry_dir), create=False), replica_id)
+    except RegistryError as exc:
+        print(f"replica {replica_id}: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return daemon.run()
 
 
 if __name__ == "__main__":

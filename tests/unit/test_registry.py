@@ -8,6 +8,7 @@ below a regular file (ENOTDIR), since a chmod'ed read-only directory would not s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psutil
 import pytest
@@ -29,6 +31,7 @@ from pytest_reuse_env.registry import (
     MAX_SOCKET_PATH_BYTES,
     RecordState,
     Registry,
+    RegistryBusy,
     RegistryError,
     ReplicaRecord,
     new_replica_id,
@@ -224,12 +227,23 @@ def test_layout_is_private_despite_a_loose_umask(registry_dir: Path) -> None:
     assert (registry_dir / "registry.lock").exists()
 
 
-def test_looser_directory_is_refused(registry_dir: Path) -> None:
+def test_directory_writable_by_others_is_refused(registry_dir: Path) -> None:
     registry_dir.mkdir(parents=True)
-    os.chmod(registry_dir, 0o755)
-    with pytest.raises(RegistryError, match=r"its mode is 0755, it must be 0700") as info:
+    os.chmod(registry_dir, 0o775)
+    with pytest.raises(RegistryError, match=r"its mode is 0775, it must be 0700") as info:
         Registry(registry_dir)
     assert str(registry_dir) in str(info.value)
+    assert f"fix with: chmod 700 {registry_dir}" in str(info.value)
+
+
+def test_own_directory_only_readable_by_others_is_tightened(registry_dir: Path) -> None:
+    # What filelock or an old version leaves after the cache was removed: ours, 0755.
+    (registry_dir / "logs").mkdir(parents=True)
+    os.chmod(registry_dir, 0o755)
+    os.chmod(registry_dir / "logs", 0o755)
+    Registry(registry_dir).records()
+    assert mode(registry_dir) == 0o700
+    assert mode(registry_dir / "logs") == 0o700
 
 
 def test_looser_sockets_directory_is_refused(registry_dir: Path) -> None:
@@ -615,13 +629,12 @@ def test_lock_wait_is_bounded(registry_dir: Path, children: list[subprocess.Pope
     holder = spawn(children, LOCK_HOLDER, str(registry_dir))
     expect_line(holder, "locked")
     waiting = Registry(registry_dir, lock_timeout=0.1)
-    message = (
-        "registry lock held for more than 0.1 s by another process: "
-        f"{registry_dir / 'registry.lock'}"
-    )
-    with pytest.raises(RegistryError) as info:
+    with pytest.raises(RegistryBusy) as info:
         waiting.records()
-    assert str(info.value) == message
+    assert str(info.value).startswith(
+        "registry lock held for more than 0.1 s by another process: "
+        f"{registry_dir / 'registry.lock'}; fix: "
+    )
     holder.kill()
     holder.wait(timeout=CHILD_TIMEOUT)
     assert waiting.records() == []
@@ -694,16 +707,129 @@ def test_socket_path_falls_back_to_tmp_when_too_long(
         subprocess.run(["rm", "-rf", str(short_tmp)], check=True)
 
 
-def test_socket_fallback_directory_of_someone_else_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    registry = Registry(tmp_path / ("d" * 120) / "reuse")
-    short_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+@pytest.fixture
+def short_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short $TMPDIR (tempfile.tempdir) for socket fallback directories."""
+    path = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
     try:
-        monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
-        (short_tmp / f"pytest-reuse-{os.geteuid()}").mkdir(mode=0o777)
-        os.chmod(short_tmp / f"pytest-reuse-{os.geteuid()}", 0o777)
-        with pytest.raises(RegistryError, match="its mode is 0777"):
-            registry.socket_path("g-1234abcd")
+        yield path
     finally:
-        subprocess.run(["rm", "-rf", str(short_tmp)], check=True)
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+@pytest.mark.parametrize("squat", ["loose", "other-owner", "file"])
+def test_socket_fallback_directory_squatted_by_someone_else_is_avoided(
+    tmp_path: Path, short_tmp: Path, squat: str
+) -> None:
+    # Any local user may create /tmp/pytest-reuse-<uid> first: that must not block a run.
+    registry = Registry(tmp_path / ("d" * 120) / "reuse")
+    squatted = short_tmp / f"pytest-reuse-{os.geteuid()}"
+    if squat == "file":
+        squatted.write_text("")
+    else:
+        squatted.mkdir(mode=0o777)
+        os.chmod(squatted, 0o777)
+        if squat == "other-owner":
+            if os.geteuid() != 0:
+                pytest.skip("changing a directory's owner needs root")
+            os.chmod(squatted, 0o700)
+            os.chown(squatted, 65534, -1)
+    path = Path(registry.socket_path("g-1234abcd"))
+    assert path.parent.parent != squatted
+    assert path.parent.parent.name.startswith(f"pytest-reuse-{os.geteuid()}-")
+    for directory in (path.parent, path.parent.parent):
+        info = os.lstat(directory)
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, os.geteuid())
+    assert registry.own_socket_directory(path.parent)
+    assert not registry.own_socket_directory(squatted)
+    # The next registry of the project finds the same private directory, not a new one.
+    again = Registry(tmp_path / ("d" * 120) / "reuse")
+    assert again.socket_path("g-1234abcd") == str(path)
+    assert len(list(short_tmp.iterdir())) == 2
+
+
+def test_the_busy_lock_is_a_registry_busy_error_after_a_few_seconds(
+    registry_dir: Path, children: list[subprocess.Popen[str]]
+) -> None:
+    Registry(registry_dir)
+    holder = spawn(children, LOCK_HOLDER, str(registry_dir))
+    expect_line(holder, "locked")
+    started = time.monotonic()
+    with pytest.raises(RegistryBusy, match=r"registry lock held for more than 3 s"):
+        Registry(registry_dir).records()
+    assert time.monotonic() - started < 3.0 + 2.0  # the default wait is a few seconds, bounded
+
+
+# -- faults of the file system (simulated: this suite runs as root, which permissions do not stop)
+
+
+def test_records_file_that_is_a_directory(registry: Registry, registry_dir: Path) -> None:
+    (registry_dir / "registry.json").mkdir()
+    with pytest.raises(RegistryError) as info:
+        registry.records()
+    message = str(info.value)
+    assert str(registry_dir / "registry.json") in message
+    assert "Is a directory" in message
+    assert f"fix: remove {registry_dir / 'registry.json'}" in message
+    with pytest.raises(RegistryError):
+        registry.probe()
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.ENOSPC, "free some space on that file system"),
+        (errno.EROFS, "make it writable, or point cache_dir at a writable directory"),
+    ],
+)
+def test_a_failing_write_names_the_path_and_the_fix(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, code: int, fix: str
+) -> None:
+    # A full disk or a read-only file system, simulated: every write of a file fails.
+    def failing_write(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile, "mkstemp", failing_write)
+    with pytest.raises(RegistryError) as info:
+        registry.add(make_record())
+    assert str(info.value).startswith(
+        f"cannot write {registry.records_path}: {os.strerror(code)}; fix: {fix}"
+    )
+    with pytest.raises(RegistryError, match=os.strerror(code)):
+        registry.probe()
+
+
+def test_probe_finds_an_unwritable_log_directory(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        if Path(kwargs["dir"]) == registry.logs_directory:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(RegistryError, match=rf"cannot create files in {registry.logs_directory}"):
+        registry.probe()
+
+
+def test_probe_passes_on_a_healthy_registry(registry: Registry) -> None:
+    registry.probe()
+    assert registry.records_path.exists()
+
+
+def test_a_replica_never_re_creates_a_removed_registry(registry_dir: Path) -> None:
+    # rm -rf .pytest_cache while replicas idle: a replica's registry must not bring it back.
+    Registry(registry_dir)
+    in_replica = Registry(registry_dir, create=False)
+    subprocess.run(["rm", "-rf", str(registry_dir)], check=True)
+    with pytest.raises(RegistryError, match="was removed"):
+        in_replica.records()
+    assert not registry_dir.exists()
+    with pytest.raises(RegistryError, match="was removed"):
+        Registry(registry_dir, create=False)
+    # A run re-creates it, private.
+    Registry(registry_dir).records()
+    assert mode(registry_dir) == 0o700

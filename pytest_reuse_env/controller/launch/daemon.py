@@ -9,6 +9,7 @@ where plain pytest would make one (``replica/startup.py``). Ending the run only 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
 from pytest_reuse_env.controller.launch.base import END, Deliver, Outbox, Starter
 from pytest_reuse_env.controller.launch.process import (
+    KILL_WAIT_SECONDS,
     describe_exit,
     kill_and_wait,
     wait_gone,
@@ -31,7 +33,13 @@ from pytest_reuse_env.controller.launch.process import (
 )
 from pytest_reuse_env.controller.replica import Replica
 from pytest_reuse_env.policy import ReusePolicy
-from pytest_reuse_env.registry import Registry, ReplicaRecord, new_replica_id, process_gone
+from pytest_reuse_env.registry import (
+    Registry,
+    RegistryError,
+    ReplicaRecord,
+    new_replica_id,
+    process_gone,
+)
 
 # controller/launch/daemon.py -> the folder that holds the package.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[3])
@@ -229,9 +237,19 @@ class DaemonStrategy:
         )
         if not registry.reserve(key, policy.max_replicas, record):
             return None
-        popen = spawn(registry.directory, replica_id, self._cwd, record.log, dict(os.environ))
-        created = psutil.Process(popen.pid).create_time()
-        registry.update(replica_id, pid=popen.pid, create_time=created, state="leased")
+        popen = None
+        try:
+            popen = spawn(registry.directory, replica_id, self._cwd, record.log, dict(os.environ))
+            created = psutil.Process(popen.pid).create_time()
+            registry.update(replica_id, pid=popen.pid, create_time=created, state="leased")
+        except BaseException:
+            # A log that cannot be opened, a registry gone bad: nothing half-started stays.
+            if popen is not None:
+                popen.kill()
+                wait_or_kill(popen, KILL_WAIT_SECONDS)
+            with contextlib.suppress(RegistryError):
+                registry.remove(replica_id)
+            raise
         link = DaemonLink(
             record.socket,
             registry.token(),
