@@ -19,6 +19,7 @@ SHARED = [
     "registry",
     "role",
     "scaling",
+    "warm",
 ]
 
 
