@@ -480,8 +480,10 @@ class Registry:
         of its fallbacks under $TMPDIR), private and ours."""
         if directory == self.sockets_directory:
             return True
-        if directory.name != self._digest() or not directory.parent.name.startswith(
-            f"pytest-reuse-{os.geteuid()}"
+        base = f"pytest-reuse-{os.geteuid()}"
+        parent = directory.parent.name
+        if directory.name != self._digest() or not (
+            parent == base or parent.startswith(f"{base}-")
         ):
             return False
         try:
