@@ -128,8 +128,8 @@ def replica_closed(
         others = [n for n in running if n != nodeid]
         together = f" (running concurrently with {', '.join(others)})" if others else ""
         message = (
-            f"replica {replica.id} (pid {replica.pid}) crashed while running "
-            f"{nodeid}{together}: {why}{log_excerpt(replica)}"
+            f"replica {replica.id} (pid {replica.pid}) {_what_happened(replica, ending, nodeid)} "
+            f"while running {nodeid}{together}: {why}{log_excerpt(replica)}"
         )
         if nodeid == current:
             reports.crash(nodeid, phases, message, replica, logged_start=True)
@@ -143,6 +143,23 @@ def replica_closed(
         )
         for nodeid in environment.give_up(reason):
             reports.fail_unrun(nodeid, reason)
+
+
+def _what_happened(replica: Replica, ending: Ending | None, nodeid: str) -> str:
+    """ "timed out" for a test past its timeout (the reuse marker's, or pytest-timeout's, whose
+    thread method ends the process after its banner), "was killed" for another deadline,
+    "crashed" otherwise: a timeout is not a crash."""
+    if ending is not None and ending.test == nodeid:
+        return "timed out"
+    if ending is not None:
+        return "was killed"
+    if _PYTEST_TIMEOUT_BANNER in replica.log_tail():
+        return "timed out (pytest-timeout ended the process)"
+    return "crashed"
+
+
+#: What pytest-timeout's thread method writes to stderr (the replica's log) before it exits.
+_PYTEST_TIMEOUT_BANNER: Final = "+ Timeout +"
 
 
 def stopped_early(

@@ -115,6 +115,16 @@ class ReplicaNode:
         return f"<ReplicaNode {self.id}>"
 
 
+#: How a faulthandler dump begins: a crash's, or the teardown watchdog's.
+_DUMP_MARKERS = ("Fatal Python error", "Timeout (")
+
+
+def _dump_start(line: str) -> int:
+    """Where a faulthandler dump begins in ``line``; -1 when it does not."""
+    found = [line.find(marker) for marker in _DUMP_MARKERS if marker in line]
+    return min(found) if found else -1
+
+
 @final
 class Replica:
     """One replica process, as the controller sees it."""
@@ -388,13 +398,13 @@ class Replica:
                 text = log.readlines()[-2000:]
         except OSError:
             return ""
-        # A crash's faulthandler dump, or the one a hung teardown leaves behind.
-        starts = [
-            i for i, line in enumerate(text) if line.startswith(("Fatal Python error", "Timeout ("))
-        ]
+        # A crash's faulthandler dump, or the one a hung teardown leaves behind; maybe after
+        # a detached replica's progress dots on the same line (its stdout is the log too).
+        starts = [i for i, line in enumerate(text) if _dump_start(line) >= 0]
         if not starts:
             return "".join(text[-lines:]).rstrip()
         dump = text[starts[-1] :]
+        dump[0] = dump[0][_dump_start(dump[0]) :]
         current = [i for i, line in enumerate(dump) if line.startswith("Current thread")]
         threads = [i for i, line in enumerate(dump) if "(most recent call first)" in line]
         if dump[0].startswith("Timeout (") and threads:

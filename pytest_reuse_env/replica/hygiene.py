@@ -113,10 +113,17 @@ def _pending_tasks() -> int:
     return sum(1 for task in asyncio.all_tasks(loop) if not task.done())
 
 
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # removed while we were in it (a test's tmp_path)
+        return "(a removed directory)"
+
+
 def snapshot() -> ProcessState:
     return ProcessState(
         environ=dict(getattr(os.environ, "_data", os.environ)),
-        cwd=os.getcwd(),
+        cwd=_cwd(),
         sys_path=tuple(sys.path),
         threads=frozenset((t.ident or 0, t.name) for t in threading.enumerate()),
         fds=_fds(),

@@ -120,6 +120,8 @@ class ReplicaSession:
         self.final = False  # DRAIN or SHUTDOWN seen: do not hold the last item back
         self.shutting_down = False
         self.session: pytest.Session | None = None
+        #: The working directory every test starts in (a test's os.chdir does not outlive it).
+        self.cwd = ""
 
     # -- pytest hooks ------------------------------------------------------------------------
 
@@ -133,6 +135,7 @@ class ReplicaSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.session = session
+        self.cwd = os.getcwd()
         self.prewarm_errors = self._prewarm(session, self.start["prewarm"])
         if self._on_ready is not None:
             self._on_ready()
@@ -314,7 +317,12 @@ class ReplicaSession:
                 continue
             session._setupstate.setup(session)  # type: ignore[arg-type]
             try:
-                item._request.getfixturevalue(name)  # type: ignore[attr-defined]
+                with warnings.catch_warnings():
+                    # The item is not set up, which pytest 9 takes for "during teardown" and
+                    # warns of (an error under filterwarnings = error); a session fixture's
+                    # node is on the setup stack, so the request is sound (pytest 10 too).
+                    warnings.filterwarnings("ignore", message=_TEARDOWN_LOOKUP_WARNING)
+                    item._request.getfixturevalue(name)  # type: ignore[attr-defined]
             except Exception:  # reported again by the first test that uses it
                 errors.append(f"prewarm fixture {name!r} failed:\n{traceback.format_exc()}")
             finally:
@@ -340,6 +348,19 @@ class ReplicaSession:
             if not self._take_messages(block=True) and self._idle_expired():
                 self.final = self.shutting_down = True
         self._teardown_all(session)
+
+    def restore_cwd(self) -> None:
+        """Back to the session's working directory after each test, whatever ``reuse_leaks``
+        says (the leak check warns of the change first): the next test, or the next run, must
+        not start where this one left the process."""
+        try:
+            current = os.getcwd()
+        except OSError:  # the directory was removed under us (a test's tmp_path)
+            current = ""
+        if self.cwd and current != self.cwd:
+            with contextlib.suppress(OSError):
+                os.chdir(self.cwd)
+            self.leaks.forget_baseline()  # the change was this test's, reported with it
 
     def _idle_expired(self) -> bool:
         return bool(self._on_idle is not None and not self.pending and self._on_idle())
@@ -419,6 +440,7 @@ class ReplicaSession:
             if held is not None:
                 self.send(held)  # after the test's warnings, so none arrives after its end
         self.running_nodeids = []
+        self.restore_cwd()
         self.tests_run += 1
         self.leaks.after_test(nodeid, self.tests_run, self.pending)
 
@@ -468,6 +490,7 @@ class ReplicaSession:
                 self.running = False
         self.running_nodeids = []
         self.leaks.batch_finished(before, batch)
+        self.restore_cwd()
         self.leaks.after_test(batch[-1].nodeid, self.tests_run, self.pending)
 
     def _batch_item_finished(self, item: pytest.Item) -> None:
@@ -495,6 +518,10 @@ class ReplicaSession:
     def _config(self) -> pytest.Config:
         assert self.session is not None
         return self.session.config
+
+
+#: pytest's deprecation warning for getfixturevalue on an item that is not set up.
+_TEARDOWN_LOOKUP_WARNING: Final = r"Calling request\.getfixturevalue\(.*\) during teardown"
 
 
 def _fixturenames(item: pytest.Item) -> list[str]:

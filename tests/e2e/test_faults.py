@@ -284,7 +284,7 @@ def test_reuse_timeout_kills_a_hanging_test(pytester: pytest.Pytester) -> None:
     ran = where(pytester.path / "where.txt")
     replica, pid = ran["test_b_hangs"]
     assert re.search(
-        rf"^FAILED test_hang.py::test_b_hangs - replica {replica} \(pid {pid}\) crashed while "
+        rf"^FAILED test_hang.py::test_b_hangs - replica {replica} \(pid {pid}\) timed out while "
         r"running test_hang.py::test_b_hangs: timed out after 2 s",
         out,
         re.M,

@@ -63,6 +63,8 @@ def test_a_timeout_kills_the_replica_and_names_the_reason() -> None:
     run.say(r0, protocol.END)
     (failure,) = run.failed(TESTS[0])
     assert "timed out after 2 s (reuse_timeout); replica killed" in str(failure.longrepr)
+    assert "replica r0 (pid 4242) timed out while running" in str(failure.longrepr)
+    assert "crashed" not in str(failure.longrepr), "a timeout is not a crash"
     assert r0.ending is not None
     assert r0.ending.kind is EndKind.KILLED
     assert r0.ending.test == TESTS[0]
@@ -86,6 +88,7 @@ def test_a_concurrent_batch_fails_each_running_test_once() -> None:
         assert "running concurrently with" in str(failure.longrepr)
     (other,) = run.failed(TESTS[1])
     assert f"{TESTS[0]} timed out after 1 s" in str(other.longrepr), "names the overrunning test"
+    assert "replica r0 (pid 4242) was killed while running" in str(other.longrepr)
     assert not run.reports_of(TESTS[2])
     assert list(run.environment.queue) == [TESTS[2]]
 
@@ -112,6 +115,7 @@ def test_a_hung_teardown_is_killed_after_the_teardown_timeout() -> None:
         ("teardown", "failed"),
     ]
     assert "teardown did not finish within 10 s" in str(reports[2].longrepr)
+    assert "crashed" not in str(reports[2].longrepr)
 
 
 def test_a_start_failure_fails_every_queued_test_with_the_traceback() -> None:

@@ -1,0 +1,149 @@
+"""End to end: honest messages and state under faults: a hung teardown's report quotes the hung
+frame, prewarm works under ``filterwarnings = error``, a timeout is called a timeout, and a test
+that changes the working directory does not leave it changed for the next test or run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import run
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def ini(*lines: str) -> str:
+    return "\n".join(["[pytest]", *lines]) + "\n"
+
+
+def test_a_hung_teardowns_report_quotes_the_hung_frame_in_a_detached_replica(
+    pytester: pytest.Pytester,
+) -> None:
+    # scope=global: the replica's progress dots share its log with the faulthandler dump.
+    pytester.makeini(
+        ini("reuse_scope = global", "reuse_replicas = 1", "reuse_teardown_timeout = 3")
+    )
+    pytester.makepyfile(
+        test_hang="""
+        import time
+
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        @pytest.fixture
+        def stuck():
+            yield
+            finalizer_that_hangs()
+
+
+        def finalizer_that_hangs():
+            time.sleep(60)
+
+
+        def test_ok():
+            pass
+
+
+        def test_hangs_in_teardown(stuck):
+            pass
+        """
+    )
+    try:
+        result = run(pytester, "-p", "no:randomly")
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.assert_outcomes(passed=2, errors=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*teardown did not finish within 3 s (reuse_teardown_timeout); replica killed",
+                "last lines of the replica's log *:",
+                "Timeout (2.4 s in teardown)!",
+                "Thread 0x* (most recent call first):",
+                '  File "*test_hang.py", line * in finalizer_that_hangs',
+            ]
+        )
+        assert "crashed" not in result.stdout.str()
+    finally:
+        run(pytester, "--reuse-stop")
+
+
+def test_prewarm_works_under_filterwarnings_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        ini(
+            "reuse_scope = run",
+            "reuse_replicas = 1",
+            "reuse_prewarm = db",
+            "filterwarnings = error",
+        )
+    )
+    pytester.makeconftest(
+        """
+        import os
+
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def db():
+            yield os.getpid()
+        """
+    )
+    pytester.makepyfile(
+        test_db="""
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        def test_a(db):
+            pass
+
+
+        def test_b(db):
+            pass
+        """
+    )
+    result = run(pytester, "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=2)
+    assert "prewarm fixture 'db' failed" not in result.stdout.str()
+
+
+CHDIR_SUITE = """
+import os
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+HOME = os.getcwd()
+
+
+def test_a_leaves_another_cwd(tmp_path):
+    assert os.getcwd() == HOME
+    os.chdir(tmp_path)
+
+
+def test_b_starts_at_home():
+    assert os.getcwd() == HOME
+"""
+
+
+@pytest.mark.parametrize("leaks", ["off", "warn"])
+def test_a_changed_working_directory_is_restored_before_the_next_test_and_run(
+    pytester: pytest.Pytester, leaks: str
+) -> None:
+    pytester.makeini(ini("reuse_scope = global", "reuse_replicas = 1", f"reuse_leaks = {leaks}"))
+    pytester.makepyfile(test_cwd=CHDIR_SUITE)
+    try:
+        for _ in range(2):  # the second run attaches to the same warm replica
+            result = run(pytester, "-p", "no:randomly")
+            assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+            result.assert_outcomes(passed=2, warnings=1 if leaks == "warn" else 0)
+        if leaks == "warn":
+            result.stdout.fnmatch_lines(["*test_a_leaves_another_cwd left state*working dir*"])
+        result.stdout.fnmatch_lines(["*1 attached warm*"])
+    finally:
+        run(pytester, "--reuse-stop")
