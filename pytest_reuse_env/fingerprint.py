@@ -53,6 +53,8 @@ __all__ = [
     "distributions_digest",
     "environment_fingerprint",
     "environment_key",
+    "file_changed",
+    "file_state",
     "installed_distributions_digest",
     "selected_variables",
     "snapshot_modules",
@@ -151,10 +153,23 @@ def environment_key(policy_text: str, fingerprint: Mapping[str, str]) -> str:
 
 @functools.cache
 def installed_distributions_digest() -> str:
-    """Digest of every installed distribution's ``name==version``; computed once per process."""
+    """Digest of every installed distribution's ``name==version`` and files; computed once per
+    process. The files are its ``RECORD`` (which lists a hash of each installed file), so a
+    distribution reinstalled with new code under the same version changes the digest."""
     return distributions_digest(
-        (str(dist.name), str(dist.version)) for dist in importlib.metadata.distributions()
+        (str(dist.name), f"{dist.version} {_record_digest(dist)}")
+        for dist in importlib.metadata.distributions()
     )
+
+
+def _record_digest(dist: importlib.metadata.Distribution) -> str:
+    try:
+        record = dist.read_text("RECORD")
+    except OSError:
+        record = None
+    if record is None:  # an egg-info or a hand-made distribution: no list of its files
+        return "no-record"
+    return _digest(record.encode("utf-8", "surrogateescape"))
 
 
 def distributions_digest(distributions: Iterable[tuple[str, str]]) -> str:
@@ -278,7 +293,7 @@ def snapshot_modules(
             continue
         if _in_virtualenv(os.path.dirname(path), root, virtualenv_directories):
             continue
-        state = _file_state(path, now)
+        state = file_state(path, now)
         if state is not None:
             snapshot[path] = state
     return snapshot
@@ -286,18 +301,18 @@ def snapshot_modules(
 
 def changed_files(snapshot: Mapping[str, FileState]) -> list[str]:
     """Absolute paths of the snapshot's files that changed or are gone, sorted."""
-    changed = []
-    for path, state in snapshot.items():
-        try:
-            info = os.stat(path)
-        except OSError:
-            changed.append(path)
-            continue
-        if (info.st_mtime_ns, info.st_size) != (state.mtime_ns, state.size):
-            changed.append(path)
-        elif state.digest is not None and _content_digest(path) != state.digest:
-            changed.append(path)
-    return sorted(changed)
+    return sorted(path for path, state in snapshot.items() if file_changed(path, state))
+
+
+def file_changed(path: str, state: FileState) -> bool:
+    """Whether the file differs from ``state`` (or is gone): the module docstring's rule."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return True
+    if (info.st_mtime_ns, info.st_size) != (state.mtime_ns, state.size):
+        return True
+    return state.digest is not None and _content_digest(path) != state.digest
 
 
 def _as_directory(path: str) -> str:
@@ -326,7 +341,9 @@ def _in_virtualenv(directory: str, root: str, known: dict[str, bool]) -> bool:
     return known[directory]
 
 
-def _file_state(path: str, now_ns: int) -> FileState | None:
+def file_state(path: str, now_ns: int) -> FileState | None:
+    """The regular file's state now (None: gone or not a regular file); racy files get a
+    content digest."""
     try:
         info = os.stat(path)
     except OSError:

@@ -144,6 +144,22 @@ def register_options(parser: pytest.Parser) -> None:
         default="",
     )
     parser.addini(
+        "reuse_reload",
+        "'on': a warm replica re-imports edited project and test modules (and rebuilds the "
+        "fixtures that depend on them) instead of being replaced; 'off': any edit means a "
+        "fresh replica (default: on)",
+        type="string",
+        default="on",
+    )
+    parser.addini(
+        "reuse_reload_exclude",
+        "files whose change always means a fresh replica rather than a re-import: glob "
+        "patterns, relative to the invocation directory or absolute, one a line "
+        "(default: none)",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
         "reuse_all",
         "name of a reuse policy ('default' for the default one) applied to every test without "
         "a reuse marker; empty or 'off' means none (default: empty)",
@@ -243,6 +259,9 @@ class ReuseSettings:
     """``reuse_teardown_timeout``: bound on a retiring replica's finalizers."""
     hosts: _hosts.HostTable = field(default_factory=_hosts.HostTable)
     """Where replicas run (``reuse_hosts``, ``--reuse-tx``); empty: this machine."""
+    reload: str = "on"
+    """``reuse_reload``: on (warm replicas re-import edits) or off (any edit: fresh replica).
+    Read again by each replica (replica/reload.py); validated here."""
 
     def __post_init__(self) -> None:
         # A read-only copy: the caller's dict may change later, the settings must not.
@@ -280,6 +299,7 @@ class ReuseSettings:
             leak_memory_mib=_positive_number(config, "reuse_leak_memory_mib"),
             teardown_timeout=_positive_number(config, "reuse_teardown_timeout"),
             hosts=table,
+            reload=_choice(config, "reuse_reload", ("on", "off")),
         )
 
     def known_names(self) -> list[str]:

@@ -177,6 +177,24 @@ class ReadyPayload(TypedDict):
     tests_run: int
     changed_files: list[str]
     lease: NotRequired[str]
+    #: Only after an ATTACH, from a replica that checks its files (replica/reload.py).
+    reload: NotRequired[ReloadPayload]
+
+
+class ReloadPayload(TypedDict):
+    """What a warm replica did to catch up with edited files before this READY."""
+
+    #: Why it cannot serve this run (the controller starts a fresh replica), or None.
+    stale: str | None
+    #: Files re-imported or collected again, relative to the invocation directory.
+    reimported: list[str]
+    #: Warm fixtures kept; fixtures torn down as ``[name, why]`` (set up again on use).
+    kept: list[str]
+    rebuilt: list[list[str]]
+    #: Setup seconds the kept fixtures cost when they were built.
+    kept_seconds: float
+    #: Seconds the catching up took.
+    seconds: float
 
 
 class AttachPayload(TypedDict):
@@ -271,6 +289,7 @@ def ready(
     tests_run: int,
     changed_files: list[str],
     lease: str = "",
+    reload: ReloadPayload | None = None,
 ) -> Message:
     payload: ReadyPayload = {
         "pid": pid,
@@ -282,6 +301,8 @@ def ready(
         "changed_files": changed_files,
         "lease": lease,
     }
+    if reload is not None:
+        payload["reload"] = reload
     return (READY, payload)
 
 

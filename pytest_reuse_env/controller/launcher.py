@@ -130,6 +130,9 @@ def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
     imported changed since, or it did not collect a test of this run."""
     if not replica.attached:
         return None
+    reload = ready.get("reload") or {}
+    if reload.get("stale"):
+        return str(reload["stale"])
     changed = ready["changed_files"]
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""

@@ -28,9 +28,9 @@ from typing import Any, Final, final
 
 from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.channel import Listener, SocketChannel
-from pytest_reuse_env.fingerprint import changed_files, snapshot_modules
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
+from pytest_reuse_env.replica.reload import Reloader
 from pytest_reuse_env.replica.session import (
     ABORT_SIGNAL,
     ReplicaSession,
@@ -104,7 +104,8 @@ class Daemon:
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.relay = Relay(self.inbox)
         self.listener = Listener(self._socket_path(), registry.token(), log=self._log)
-        self.snapshot: Any = None
+        #: Keeps the replica warm through edits (replica/reload.py).
+        self.reloader = Reloader()
         self.policy: ReusePolicy | None = None
         self.replica: ReplicaSession | None = None
         self._next_idle_check = 0.0
@@ -131,6 +132,7 @@ class Daemon:
             self._log(f"first message was {name!r}, not start; exiting")
             return 1
         self.policy = ReusePolicy.parse(start["policy"])
+        self.reloader.graph.install()  # before the session imports any project module
         self.relay.attach(first)
         self.relay.on_disconnect.append(self._released)
         replica = ReplicaSession(
@@ -139,9 +141,11 @@ class Daemon:
             start,
             persistent=True,
             on_idle=self._should_retire,
-            changed_files=self._changed_files,
-            on_ready=self._take_snapshot,
+            refresh=self._refresh,
+            on_ready=self.reloader.ready,
         )
+        replica.plugins.append(self.reloader)
+        self.reloader.bind(replica)
         self.replica = self.relay.replica = replica
         install_abort_handler(replica)
         threading.Thread(target=self._accept_loop, name="reuse-accept", daemon=True).start()
@@ -200,24 +204,19 @@ class Daemon:
             )
         except (RegistryError, KeyError) as exc:
             self._log(f"could not mark myself idle: {exc}")
-        self._take_snapshot(only_new=True)
 
     # -- staleness ---------------------------------------------------------------------------
 
-    def _take_snapshot(self, only_new: bool = False) -> None:
-        """Remember the project files imported so far, as they are now."""
-        roots = [os.getcwd()]
-        fresh = snapshot_modules(sys.modules, roots)
-        if only_new and self.snapshot is not None:
-            # Files imported earlier keep the state they were imported in.
-            fresh.update(self.snapshot)
-        self.snapshot = fresh
-
-    def _changed_files(self) -> list[str]:
-        if self.snapshot is None:
-            return []
-        root = os.getcwd()
-        return [os.path.relpath(path, root) for path in changed_files(self.snapshot)]
+    def _refresh(self) -> protocol.ReloadPayload:
+        """Catch up with edited files before serving the client that attached."""
+        result = self.reloader.refresh()
+        for error in result.teardown_errors:
+            failure: protocol.FailurePayload = {"pid": os.getpid(), "traceback": error}
+            with contextlib.suppress(OSError):
+                self.relay.send((protocol.TEARDOWN_ERROR, failure))
+        if result.stale is not None:
+            self._log(f"stale: {result.stale}")
+        return result.payload()
 
     # -- retiring ----------------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ class ReplicaSession:
         *,
         persistent: bool = False,
         on_idle: Callable[[], bool] | None = None,
-        changed_files: Callable[[], list[str]] | None = None,
+        refresh: Callable[[], protocol.ReloadPayload] | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.channel = channel
@@ -84,8 +84,10 @@ class ReplicaSession:
         self.persistent = persistent
         #: Asked while idle with no client: True means "retire now" (idle_ttl, scaledown).
         self._on_idle = on_idle
-        #: Project files changed since they were imported (persistent replicas only).
-        self._changed_files = changed_files
+        #: Catches up with edited files before answering an ATTACH (replica/reload.py).
+        self._refresh = refresh
+        #: More plugins for the replica's pytest session (the reloader).
+        self.plugins: list[object] = []
         #: Called once collection and pre-warming are done (the import snapshot is taken).
         self._on_ready = on_ready
         #: True while a test runs: a disconnect then aborts it with ClientGone.
@@ -170,6 +172,8 @@ class ReplicaSession:
 
     def _send_ready(self) -> None:
         """READY: to the first client after collection, and to every client that attaches."""
+        # Catch up with edited files first: the nodeids are those collected after it.
+        reload = self._refresh() if self.ready_sent and self._refresh is not None else None
         self.send(
             protocol.ready(
                 pid=os.getpid(),
@@ -178,8 +182,9 @@ class ReplicaSession:
                 setup_seconds=self.setup_cost(),
                 prewarm_errors=[] if self.ready_sent else self.prewarm_errors,
                 tests_run=self.tests_run,
-                changed_files=self._changed_files() if self._changed_files else [],
+                changed_files=[],
                 lease=self.lease,
+                reload=reload,
             )
         )
 
@@ -582,7 +587,9 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     try:
         from _pytest.config import _prepareconfig
 
-        config = _prepareconfig(list(start["args"]), plugins=[replica, replica.leaks])
+        config = _prepareconfig(
+            list(start["args"]), plugins=[replica, replica.leaks, *replica.plugins]
+        )
         for dest, value in start["option_overrides"].items():
             if hasattr(config.option, dest):
                 setattr(config.option, dest, value)

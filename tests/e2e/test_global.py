@@ -490,7 +490,8 @@ def observed(pytester: pytest.Pytester) -> tuple[str, int]:
 
 
 def test_any_edit_retires_the_warm_replica(project: pytest.Pytester) -> None:
-    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    # reuse_reload = off: today's rule (tests/e2e/test_reload.py covers re-importing).
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1", "reuse_reload = off"))
     project.makeconftest(STALE_CONFTEST)
     project.makepyfile(helper="VALUE = 1\n", test_a=STALE_TESTS)
     result, env = run_report(project, "-v")
@@ -512,24 +513,24 @@ def test_any_edit_retires_the_warm_replica(project: pytest.Pytester) -> None:
     steps: list[tuple[Callable[[], object], str, str]] = [
         (
             lambda: conftest.write_text(conftest.read_text().replace('"c1"', '"c22"')),
-            "conftest.py changed",
+            "conftest.py changed (reuse_reload = off)",
             "1 c22 t1",
         ),
         (
             lambda: test_a.write_text(test_a.read_text().replace('"t1"', '"t333"')),
-            "test_a.py changed",
+            "test_a.py changed (reuse_reload = off)",
             "1 c22 t333",
         ),
         (
             lambda: helper.write_text("VALUE = 4444\n"),
-            "helper.py changed",
+            "helper.py changed (reuse_reload = off)",
             "4444 c22 t333",
         ),
         (
             lambda: project.makepyfile(
                 test_b="import pytest\n\n\n@pytest.mark.reuse\ndef test_new(warm):\n    pass\n"
             ),
-            "it did not collect test_b.py::test_new: a new or renamed test",
+            "test_b.py changed (reuse_reload = off)",
             "4444 c22 t333",
         ),
     ]

@@ -1,0 +1,402 @@
+"""Which modules a replica imported, who depends on whom, and what an edit invalidates.
+
+Runs inside a replica (``reload.py`` drives it); imports only the standard library and the
+package's ``fingerprint``, never pytest nor ``controller/``.
+
+- **Kinds.** A module's file is ``stdlib`` (the interpreter's library: never watched, the
+  interpreter is part of the environment fingerprint), ``installed`` (under a
+  ``site-packages``/``dist-packages`` directory: watched, a change means a fresh replica),
+  ``extension`` (a compiled or sourceless module outside those: cannot be re-imported) or
+  ``project`` (everything else, wherever it lives: re-imported when it changes).
+- **Edges.** ``A -> B`` means A holds something of B's, so A must be re-imported when B is:
+  an import statement (or ``importlib.import_module``) executed while A's top level ran,
+  however deep in the call stack (recorded by wrapping ``builtins.__import__``); a submodule
+  depends on its package; and, found by scanning A's globals when an edit is checked, an
+  object of B's that A holds (a function, a class, an instance, a module, also inside dicts,
+  lists and instances up to a small depth: registries filled by B at import time).
+  Imports executed by functions after import time bind nothing at module level and make no
+  edge; while a *recording* is active (a fixture's setup) they are added to it instead.
+- **Files.** The state of each watched file is taken when the module is first seen, at an
+  observation point (after collection, after each run, before each check). A module first seen
+  at one point was imported after the previous one, so a file modified after that previous
+  point may have been edited after its import: it is recorded as changed. Racy files keep a
+  content digest (see ``fingerprint``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import os
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import FunctionType, ModuleType
+from typing import Any, Final, final
+
+from pytest_reuse_env.fingerprint import FileState, file_changed, file_state
+
+__all__ = [
+    "KIND_EXTENSION",
+    "KIND_INSTALLED",
+    "KIND_PROJECT",
+    "KIND_STDLIB",
+    "ModuleGraph",
+    "referenced_modules",
+    "source_of",
+]
+
+KIND_STDLIB: Final = "stdlib"
+KIND_INSTALLED: Final = "installed"
+KIND_EXTENSION: Final = "extension"
+KIND_PROJECT: Final = "project"
+
+#: A file modified this long before the previous observation point may already be newer than
+#: its import (filesystem timestamps are coarse): treat it as edited after import.
+SUSPECT_MARGIN_NS: Final = 50_000_000
+#: The globals scan looks this deep into containers and instances, and at most this many
+#: objects per module: registries are shallow, and the scan must stay cheap.
+SCAN_DEPTH: Final = 3
+SCAN_BUDGET: Final = 5000
+#: A recorded state that differs from every real one: "treat as changed".
+SUSPECT: Final = FileState(-1, -1, None)
+
+_INSTALLED_DIRECTORY_NAMES: Final = frozenset({"site-packages", "dist-packages"})
+_SKIPPED_NAMES: Final = frozenset({"__main__", "__mp_main__"})
+
+
+#: This package's own modules: part of the environment fingerprint, never re-imported.
+_OWN_PACKAGE: Final = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
+
+
+def _stdlib_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    prefixes = {paths["stdlib"], paths["platstdlib"]}
+    return tuple(os.path.join(os.path.realpath(p), "") for p in prefixes if p)
+
+
+def source_of(module: ModuleType) -> str | None:
+    """The module's file, symlinks resolved, ``.pyc`` mapped to its source; None if it has none."""
+    filename = getattr(module, "__file__", None)
+    if not isinstance(filename, str) or not filename:
+        return None
+    path = os.path.realpath(filename)
+    if path.endswith(".pyc"):
+        try:
+            source = importlib.util.source_from_cache(path)
+        except ValueError:
+            source = path[:-1]
+        if os.path.exists(source):
+            return source
+    return path
+
+
+@final
+class ModuleGraph:
+    """Import edges, file states and invalidation for one replica process."""
+
+    def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._stdlib = _stdlib_prefixes()
+        #: importer -> modules it depends on (import-time imports; see the module docstring).
+        self.edges: dict[str, set[str]] = {}
+        #: Module name -> its kind, its source file (None: no file) once first seen.
+        self.kinds: dict[str, str] = {}
+        self.files: dict[str, str | None] = {}
+        #: Source file -> state when its module was first seen (or re-imported).
+        self.states: dict[str, FileState] = {}
+        #: Module names in the order they were first seen (re-import order).
+        self.order: dict[str, int] = {}
+        #: Active recordings (fixture setups): project modules imported while each runs.
+        self.recordings: list[set[str]] = []
+        self._observed_ns = clock_ns()
+        self._original_import: Callable[..., ModuleType] | None = None
+        self._original_import_module: Callable[..., ModuleType] | None = None
+
+    # -- classification -------------------------------------------------------------------
+
+    def kind_of_file(self, path: str | None) -> str:
+        if path is None:
+            return KIND_EXTENSION
+        parts = path.split(os.sep)
+        if _INSTALLED_DIRECTORY_NAMES.intersection(parts[:-1]):
+            return KIND_INSTALLED
+        if path.startswith(self._stdlib):
+            return KIND_STDLIB
+        if path.startswith(_OWN_PACKAGE):
+            return KIND_INSTALLED
+        if not path.endswith(".py"):
+            return KIND_EXTENSION
+        return KIND_PROJECT
+
+    def kind(self, name: str) -> str | None:
+        """The kind of a loaded module (None: not loaded, or a builtin/frozen one)."""
+        known = self.kinds.get(name)
+        if known is not None:
+            return known
+        module = sys.modules.get(name)
+        if module is None or name in _SKIPPED_NAMES:
+            return None
+        if getattr(module, "__file__", None) is None:
+            # Builtins, frozen modules and namespace packages: nothing to watch or re-import.
+            spec = getattr(module, "__spec__", None)
+            if spec is not None and spec.submodule_search_locations is not None:
+                self.kinds[name] = KIND_PROJECT  # a namespace package: harmless to drop
+                self.files[name] = None
+                return KIND_PROJECT
+            return None
+        path = source_of(module)
+        found = self.kind_of_file(path)
+        self.kinds[name] = found
+        self.files[name] = path
+        return found
+
+    def is_project(self, name: str) -> bool:
+        return self.kind(name) == KIND_PROJECT
+
+    # -- recording imports ------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Wrap ``builtins.__import__`` and ``importlib.import_module`` to record edges."""
+        if self._original_import is not None:
+            return
+        self._original_import = original = builtins.__import__
+        self._original_import_module = original_module = importlib.import_module
+        record = self._record
+
+        def recording_import(
+            name: str,
+            globals: Mapping[str, Any] | None = None,
+            locals: Mapping[str, Any] | None = None,
+            fromlist: Iterable[str] | None = (),
+            level: int = 0,
+        ) -> ModuleType:
+            module = original(name, globals, locals, fromlist, level)  # type: ignore[arg-type]
+            try:
+                record(name, globals, fromlist, level, module)
+            except Exception:  # recording must never break an import
+                pass
+            return module
+
+        def recording_import_module(name: str, package: str | None = None) -> ModuleType:
+            module = original_module(name, package)
+            try:
+                record(module.__name__, None, (), 0, module)
+            except Exception:
+                pass
+            return module
+
+        builtins.__import__ = recording_import
+        importlib.import_module = recording_import_module
+
+    def uninstall(self) -> None:
+        if self._original_import is not None:
+            builtins.__import__ = self._original_import
+            importlib.import_module = self._original_import_module  # type: ignore[assignment]
+            self._original_import = self._original_import_module = None
+
+    def _record(
+        self,
+        name: str,
+        globals: Mapping[str, Any] | None,
+        fromlist: Iterable[str] | None,
+        level: int,
+        module: ModuleType,
+    ) -> None:
+        if level:
+            base = module.__name__ if fromlist else None
+            if base is None:  # "from . import x" returns the package; "import .x" is invalid
+                return
+            target = base
+        else:
+            target = name
+        targets = [target] if self.is_project(target) else []
+        if fromlist:
+            for entry in fromlist:
+                sub = f"{target}.{entry}"
+                if sub in sys.modules and self.is_project(sub):
+                    targets.append(sub)
+        if not targets:
+            return
+        for recording in self.recordings:
+            recording.update(targets)
+        importer = _executing_module(sys._getframe(2))
+        if importer is not None and importer != target and self.is_project(importer):
+            self.edges.setdefault(importer, set()).update(t for t in targets if t != importer)
+
+    def record_import(self, importer: str, imported: str) -> None:
+        self.edges.setdefault(importer, set()).add(imported)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def observe(self, extra_files: Iterable[str] = ()) -> None:
+        """Record the state of files of modules (and ``extra_files``) not seen before."""
+        previous = self._observed_ns
+        now = self._clock_ns()
+        for name in list(sys.modules):
+            if name in self.order or name in _SKIPPED_NAMES:
+                continue
+            kind = self.kind(name)
+            if kind is None:
+                continue
+            self.order[name] = len(self.order)
+            path = self.files.get(name)
+            if kind != KIND_STDLIB and path is not None and path not in self.states:
+                self.states[path] = self._first_state(path, previous, now)
+        for path in extra_files:
+            if path not in self.states:
+                self.states[path] = self._first_state(path, previous, now)
+        self._observed_ns = now
+
+    def _first_state(self, path: str, previous_ns: int, now_ns: int) -> FileState:
+        state = file_state(path, now_ns)
+        if state is None:
+            return SUSPECT
+        if state.mtime_ns > previous_ns - SUSPECT_MARGIN_NS:
+            return SUSPECT  # maybe edited after its import: re-import it at the next check
+        return state
+
+    def refresh_state(self, path: str) -> None:
+        """The file as it is now is what the next import reads (called before re-importing)."""
+        state = file_state(path, self._clock_ns())
+        if state is None:
+            self.states.pop(path, None)
+        else:
+            self.states[path] = state
+
+    def changed_files(self) -> list[str]:
+        return sorted(path for path, state in self.states.items() if file_changed(path, state))
+
+    def modules_of(self, paths: Iterable[str]) -> dict[str, list[str]]:
+        """Loaded module names by source file, for ``paths``."""
+        wanted = set(paths)
+        found: dict[str, list[str]] = {}
+        for name in list(sys.modules):
+            self.kind(name)
+            path = self.files.get(name)
+            if path in wanted:
+                found.setdefault(path, []).append(name)
+        return found
+
+    # -- invalidation -----------------------------------------------------------------------
+
+    def scan_references(self) -> None:
+        """Add edges for objects each project module holds of another's (see docstring)."""
+        for name, module in list(sys.modules.items()):
+            if not self.is_project(name) or not isinstance(module, ModuleType):
+                continue
+            held = _referenced_modules(module)
+            held.discard(name)
+            targets = {t for t in held if self.is_project(t)}
+            if targets:
+                self.edges.setdefault(name, set()).update(targets)
+
+    def dependents(self, changed: Iterable[str]) -> set[str]:
+        """``changed`` and every loaded module that depends on one of them, transitively."""
+        reverse: dict[str, set[str]] = {}
+        for importer, imported in self.edges.items():
+            for target in imported:
+                reverse.setdefault(target, set()).add(importer)
+        loaded = list(sys.modules)
+        for name in loaded:
+            parent = name.rpartition(".")[0]
+            if parent:
+                reverse.setdefault(parent, set()).add(name)
+        closure: set[str] = set()
+        work = list(changed)
+        while work:
+            name = work.pop()
+            if name in closure:
+                continue
+            closure.add(name)
+            work.extend(reverse.get(name, ()))
+        return closure
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Remove modules from ``sys.modules`` (and from their parents' attributes)."""
+        for name in names:
+            module = sys.modules.pop(name, None)
+            self.edges.pop(name, None)
+            self.kinds.pop(name, None)
+            self.files.pop(name, None)
+            self.order.pop(name, None)
+            parent_name, _, child = name.rpartition(".")
+            parent = sys.modules.get(parent_name) if parent_name else None
+            if module is not None and parent is not None:
+                if getattr(parent, child, None) is module:
+                    try:
+                        delattr(parent, child)
+                    except (AttributeError, TypeError):
+                        pass
+        importlib.invalidate_caches()
+
+
+def _executing_module(frame: Any) -> str | None:
+    """The module whose top level is running in ``frame`` or below it (None: none is)."""
+    while frame is not None:
+        if frame.f_code.co_name == "<module>":
+            name = frame.f_globals.get("__name__")
+            return name if isinstance(name, str) else None
+        frame = frame.f_back
+    return None
+
+
+def _referenced_modules(module: ModuleType) -> set[str]:
+    found: set[str] = set()
+    budget = [SCAN_BUDGET]
+    seen: set[int] = set()
+    prefix = module.__name__ + "."
+    for name, value in list(vars(module).items()):
+        if isinstance(value, ModuleType) and value.__name__ == prefix + name:
+            continue  # a package's submodule: bound by the import system, not a dependency
+        _scan(value, SCAN_DEPTH, found, budget, seen, module.__name__)
+    return found
+
+
+def referenced_modules(value: object) -> set[str]:
+    """Modules whose functions, classes or instances ``value`` is or holds (a fixture's value)."""
+    found: set[str] = set()
+    _scan(value, SCAN_DEPTH, found, [SCAN_BUDGET], set(), "")
+    return found
+
+
+def _scan(
+    value: object, depth: int, found: set[str], budget: list[int], seen: set[int], home: str
+) -> None:
+    if budget[0] <= 0 or id(value) in seen:
+        return
+    budget[0] -= 1
+    seen.add(id(value))
+    try:
+        if isinstance(value, ModuleType):
+            found.add(value.__name__)
+            return
+        if isinstance(value, (FunctionType, type)):
+            owner = value.__module__
+            if isinstance(owner, str):
+                found.add(owner)
+            if not isinstance(value, type) or owner != home or depth <= 0:
+                return
+            children: Iterator[object] = iter(list(vars(value).values()))
+        else:
+            owner = type(value).__module__
+            if isinstance(owner, str) and owner != "builtins":
+                found.add(owner)
+            if depth <= 0:
+                return
+            if isinstance(value, dict):
+                children = iter(list(value.values())[:SCAN_BUDGET])
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                children = iter(list(value)[:SCAN_BUDGET])
+            else:
+                # An instance (an app object, a registry): what others put into it.
+                # object's own lookup: a proxy's __getattr__ must not run here.
+                attributes = object.__getattribute__(value, "__dict__")
+                if not isinstance(attributes, dict):
+                    return
+                children = iter(list(attributes.values()))
+        for child in children:
+            _scan(child, depth - 1, found, budget, seen, home)
+    except Exception:  # a hostile __getattr__ or a container changing under us: skip it
+        return

@@ -1,0 +1,591 @@
+"""Warm through edits: before a warm replica serves a run, bring it up to date with the files.
+
+Runs inside a replica (a pytest plugin of the replica's session, driven by the daemon); imports
+the standard library, pytest, and the package's ``fingerprint`` and ``replica.modgraph``, never
+``controller/``.
+
+At every attach :meth:`Reloader.refresh` compares the watched files (``modgraph``) and the test
+directories with what the replica imported and collected, and then either:
+
+- finds nothing changed: the replica is warm as it is;
+- names a reason the replica cannot be brought up to date (``stale``): a conftest, a plugin, an
+  installed distribution, an extension module, a test package's ``__init__.py``, a file matching
+  ``reuse_reload_exclude``, a new test directory or conftest, ``reuse_reload = off``, or a module
+  that raises when it is re-imported. The controller then starts a fresh replica;
+- or re-imports: the changed modules and every module that depends on them (``modgraph``) leave
+  ``sys.modules``; the test modules among them are collected again in place (their old items,
+  fixture definitions and module-level setup go; pytest's own collection imports them anew, so
+  assertion rewriting applies); other modules that collection had imported are imported again at
+  once, so one that raises on re-import means a fresh replica rather than a failed test.
+  A warm fixture is torn down (its finalizers run) when it was defined in a re-collected module,
+  when a module it depends on was invalidated (its function's module, the project modules
+  imported while it was set up, those whose objects its value holds), or when a fixture it
+  requested was torn down; pytest sets it up again when a test needs it. Every other fixture
+  stays.
+
+Collection errors need no help: the controller collects every run itself and reports them as
+plain pytest does; a test module whose collection failed here is collected again at every
+attach until it succeeds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import linecache
+import os
+import sys
+import time
+import traceback
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, final
+
+import pytest
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.replica import modgraph
+from pytest_reuse_env.replica.modgraph import ModuleGraph
+
+__all__ = ["RELOAD_EXCLUDE_INI", "RELOAD_INI", "RefreshResult", "Reloader", "Stale"]
+
+RELOAD_INI: Final = "reuse_reload"
+RELOAD_EXCLUDE_INI: Final = "reuse_reload_exclude"
+
+
+class ReplicaLike(Protocol):
+    """What the reloader needs of the replica's session (``replica.session``)."""
+
+    session: pytest.Session | None
+    items: dict[str, pytest.Item]
+    collect_errors: list[str]
+
+
+class Stale(Exception):
+    """The replica cannot be brought up to date; the message says why (for ``-v``)."""
+
+
+@final
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one refresh did, for the READY message."""
+
+    stale: str | None = None
+    #: Files re-imported or collected again (relative to the invocation directory).
+    reimported: tuple[str, ...] = ()
+    #: Warm fixtures kept, and those torn down with why (``(name, reason)``).
+    kept: tuple[str, ...] = ()
+    rebuilt: tuple[tuple[str, str], ...] = ()
+    #: Setup seconds the kept fixtures had cost.
+    kept_seconds: float = 0.0
+    teardown_errors: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def payload(self) -> protocol.ReloadPayload:
+        return {
+            "stale": self.stale,
+            "reimported": list(self.reimported),
+            "kept": list(self.kept),
+            "rebuilt": [list(entry) for entry in self.rebuilt],
+            "kept_seconds": self.kept_seconds,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class _FixtureRecord:
+    request: Any
+    order: int
+    seconds: float = 0.0
+    modules: set[str] = field(default_factory=set)
+    requested: list[Any] = field(default_factory=list)
+
+
+@final
+class _Chain:
+    """A stand-in next item whose chain is ``nodes``: teardown_exact keeps just those."""
+
+    def __init__(self, nodes: list[Any]) -> None:
+        self._nodes = nodes
+
+    def listchain(self) -> list[Any]:
+        return self._nodes
+
+
+@final
+class Reloader:
+    """The replica's plugin for staying warm through edits (see the module docstring)."""
+
+    def __init__(self, graph: ModuleGraph | None = None) -> None:
+        self.graph = graph or ModuleGraph()
+        self.replica: ReplicaLike | None = None
+        self.config: pytest.Config | None = None
+        self.enabled = True
+        self.exclude: tuple[str, ...] = ()
+        #: Test file path -> its file nodes (Module, DoctestModule, ...), latest collection.
+        self.file_nodes: dict[str, list[pytest.Collector]] = {}
+        #: Test files whose collection failed: collected again at every refresh.
+        self.failed_files: set[str] = set()
+        #: Directory path -> (its collector, mtime_ns, has conftest.py, has __init__.py).
+        self.directories: dict[str, tuple[pytest.Collector, int, bool, bool]] = {}
+        #: Modules loaded when the replica became ready (re-imported eagerly when invalidated).
+        self.collection_modules: set[str] = set()
+        self.fixtures: dict[Any, _FixtureRecord] = {}
+        self._setups = 0
+        self._ready = False
+
+    def bind(self, replica: ReplicaLike) -> None:
+        self.replica = replica
+
+    # -- pytest hooks -----------------------------------------------------------------------
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
+        try:
+            self.enabled = str(config.getini(RELOAD_INI)).strip().lower() != "off"
+            self.exclude = tuple(str(p) for p in config.getini(RELOAD_EXCLUDE_INI))
+        except ValueError:  # the keys are not declared (an old plugin on the controller side)
+            pass
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        path = getattr(collector, "path", None)
+        if path is None or isinstance(collector, pytest.Session):
+            return
+        key = os.path.realpath(path)
+        if isinstance(collector, pytest.Directory):
+            self.directories[key] = (collector, *_directory_state(key))
+        elif isinstance(collector, pytest.File):
+            nodes = self.file_nodes.setdefault(key, [])
+            if collector not in nodes:
+                nodes.append(collector)
+            # Before its import: an edit after this point shows at the next check.
+            self.graph.observe([key])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        report = yield
+        if isinstance(collector, pytest.File):
+            key = os.path.realpath(collector.path)
+            if report.failed:
+                self.failed_files.add(key)
+            else:
+                self.failed_files.discard(key)
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, Any]:
+        record = _FixtureRecord(request=request, order=self._setups)
+        self._setups += 1
+        active = getattr(request, "_fixture_defs", {})
+        record.requested = [active[name] for name in fixturedef.argnames if name in active]
+        for outer in self.graph.recordings:  # set up inside another one's setup
+            outer.add(f"fixture:{id(fixturedef)}")
+        self.graph.recordings.append(record.modules)
+        started = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            record.seconds = time.perf_counter() - started
+            self.graph.recordings.remove(record.modules)
+            if fixturedef.scope != "function":
+                self.fixtures[fixturedef] = record
+
+    # -- observation points ---------------------------------------------------------------
+
+    def ready(self) -> None:
+        """Collection is done (the replica is about to answer READY the first time)."""
+        self.observe()
+        self.collection_modules = set(sys.modules)
+        self._ready = True
+
+    def observe(self) -> None:
+        """Record modules imported since the last observation (after each run, too)."""
+        self.graph.observe(self.file_nodes)
+
+    # -- refresh ----------------------------------------------------------------------------
+
+    def refresh(self) -> RefreshResult:
+        """Bring the replica up to date with the files (see the module docstring)."""
+        started = time.perf_counter()
+        if not self._ready or self.replica is None or self.replica.session is None:
+            return RefreshResult()
+        self.observe()
+        changed = self.graph.changed_files()
+        directories = [d for d, entry in self.directories.items() if _dir_changed(d, entry)]
+        if not changed and not directories and not self.failed_files:
+            return self._result(started, (), {}, [])
+        try:
+            listings: dict[str, list[Any]] = {}
+            added: set[str] = set()
+            for directory in directories:
+                added.update(self._directory_changes(directory, listings))
+            if not self.enabled and (changed or added):
+                first = sorted([*changed, *added])[0]
+                raise Stale(f"{self._rel(first)} changed (reuse_reload = off)")
+            if not changed and not added and not self.failed_files:
+                return self._result(started, (), {}, [])
+            return self._reload(started, changed, added, listings)
+        except Stale as stale:
+            return RefreshResult(stale=str(stale), seconds=time.perf_counter() - started)
+        except Exception:  # a fault here must cost a fresh replica, never a stale run
+            reason = "bringing it up to date failed:\n" + traceback.format_exc()
+            return RefreshResult(stale=reason, seconds=time.perf_counter() - started)
+
+    def _reload(
+        self, started: float, changed: list[str], added: set[str], listings: dict[str, list[Any]]
+    ) -> RefreshResult:
+        assert self.replica is not None
+        assert self.replica.session is not None
+        session = self.replica.session
+        retry = set(self.failed_files) | added
+        for path in changed:
+            self._check_changed_file(path)
+            if path in self.file_nodes:
+                retry.add(path)
+        names: set[str] = set()
+        for modules in self.graph.modules_of([*changed, *retry]).values():
+            names.update(modules)
+        self.graph.scan_references()
+        closure = self.graph.dependents(names)
+        retry.update(self._check_closure(closure, changed))
+
+        replaced = [node for path in retry for node in self.file_nodes.get(path, [])]
+        invalid = self._invalid_fixtures(closure, replaced)
+        errors = self._teardown(session, replaced, invalid)
+
+        self.graph.drop(closure)
+        for path in changed:
+            linecache.cache.pop(path, None)
+            self.graph.refresh_state(path)
+        for path in retry:
+            linecache.cache.pop(path, None)
+        self._forget(session, replaced)
+        for path in sorted(retry):
+            self._collect_file(session, path, listings)
+        self._reimport(closure)
+        self.observe()
+        reimported = sorted(
+            {self._rel(self.graph.files.get(n) or "") for n in closure if self.graph.files.get(n)}
+            | {self._rel(p) for p in retry}
+        )
+        return self._result(started, tuple(reimported), invalid, errors)
+
+    def _check_changed_file(self, path: str) -> None:
+        rel = self._rel(path)
+        for pattern in self.exclude:
+            if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(path, pattern):
+                raise Stale(f"{rel} changed (reuse_reload_exclude: {pattern})")
+        if os.path.basename(path) == "conftest.py":
+            raise Stale(f"{rel} changed (a conftest)")
+        kind = self.graph.kind_of_file(path)
+        if kind == modgraph.KIND_INSTALLED:
+            raise Stale(f"{rel} changed (an installed distribution)")
+        if kind == modgraph.KIND_EXTENSION and os.path.exists(path):
+            raise Stale(f"{rel} changed (an extension module cannot be re-imported)")
+        if self._is_test_package_init(path):
+            raise Stale(f"{rel} changed (a test package's __init__.py)")
+
+    def _is_test_package_init(self, path: str) -> bool:
+        """A package collector's ``__init__.py`` (pytest imports it to set the package up) of
+        a directory that holds test files."""
+        directory = os.path.dirname(path)
+        entry = self.directories.get(directory)
+        return (
+            os.path.basename(path) == "__init__.py"
+            and entry is not None
+            and isinstance(entry[0], pytest.Package)
+            and any(f.startswith(os.path.join(directory, "")) for f in self.file_nodes)
+        )
+
+    def _directory_changes(self, directory: str, listings: dict[str, list[Any]]) -> set[str]:
+        """Test files added to or removed from a collected directory (a listing changed)."""
+        node, _, had_conftest, had_init = self.directories[directory]
+        _, has_conftest, has_init = _directory_state(directory)
+        if (has_conftest, has_init) != (had_conftest, had_init):
+            what = "conftest.py" if has_conftest != had_conftest else "__init__.py"
+            raise Stale(f"{self._rel(os.path.join(directory, what))} added or removed")
+        listing = listings.setdefault(directory, list(node.collect()))
+        paths: set[str] = set()
+        for child in listing:
+            child_path = os.path.realpath(child.path)
+            if isinstance(child, pytest.Directory):
+                if child_path not in self.directories and _holds_python(child_path):
+                    raise Stale(f"new test directory {self._rel(child_path)}")
+            elif child_path not in self.file_nodes:
+                paths.add(child_path)  # a new test file
+        for known in self.file_nodes:
+            if os.path.dirname(known) == directory and not os.path.exists(known):
+                paths.add(known)  # a deleted one
+        self.directories[directory] = (node, *_directory_state(directory))
+        return paths
+
+    def _check_closure(self, closure: set[str], changed: list[str]) -> set[str]:
+        """Test files among the invalidated modules; Stale if one cannot be re-imported."""
+        assert self.config is not None
+        cause = self._rel(changed[0]) if changed else "a test file"
+        pluginmanager = self.config.pluginmanager
+        found: set[str] = set()
+        for name in closure:
+            module = sys.modules.get(name)
+            kind = self.graph.kind(name)
+            path = self.graph.files.get(name)
+            rel = self._rel(path) if path else name
+            if module is None:
+                continue
+            if path is not None and os.path.basename(path) == "conftest.py":
+                raise Stale(f"{rel} (a conftest) depends on {cause}")
+            if pluginmanager.is_registered(module):
+                raise Stale(f"{rel} (a pytest plugin) depends on {cause}")
+            if kind == modgraph.KIND_INSTALLED:
+                raise Stale(f"{rel} (an installed distribution) depends on {cause}")
+            if kind == modgraph.KIND_EXTENSION and path is not None:
+                raise Stale(f"{rel} (an extension module) depends on {cause}")
+            if path in self.file_nodes:
+                found.add(path)
+            elif path is not None and self._is_test_package_init(path):
+                raise Stale(f"{rel} (a test package's __init__.py) depends on {cause}")
+        return found
+
+    # -- fixtures ---------------------------------------------------------------------------
+
+    def _cached_fixtures(self) -> list[Any]:
+        assert self.replica is not None
+        assert self.replica.session is not None
+        manager = self.replica.session._fixturemanager
+        return [d for d in _all_fixture_defs(manager) if d.cached_result is not None]
+
+    def _invalid_fixtures(self, closure: set[str], replaced: list[Any]) -> dict[Any, str]:
+        """Cached fixture definitions to tear down, with why."""
+        prefixes = [node.nodeid for node in replaced]
+        invalid: dict[Any, str] = {}
+        cached = self._cached_fixtures()
+        for fixturedef in cached:
+            if _under(_defined_at(fixturedef), prefixes):
+                invalid[fixturedef] = "defined in a re-collected module"
+                continue
+            record = self.fixtures.get(fixturedef)
+            if record is None:
+                invalid[fixturedef] = "set up before its dependencies were recorded"
+                continue
+            depends = set(record.modules)
+            depends.add(getattr(fixturedef.func, "__module__", "") or "")
+            depends.update(modgraph.referenced_modules(fixturedef.cached_result[0]))
+            hit = sorted(depends & closure)
+            if hit:
+                path = self.graph.files.get(hit[0])
+                invalid[fixturedef] = f"depends on {self._rel(path) if path else hit[0]}"
+        changed = True
+        while changed:  # a fixture that requested a torn-down one goes too
+            changed = False
+            for fixturedef in cached:
+                record = self.fixtures.get(fixturedef)
+                if fixturedef in invalid or record is None:
+                    continue
+                for requested in record.requested:
+                    if requested in invalid:
+                        invalid[fixturedef] = f"requests {requested.argname}"
+                        changed = True
+                        break
+        return invalid
+
+    def _teardown(
+        self, session: pytest.Session, replaced: list[Any], invalid: dict[Any, str]
+    ) -> list[str]:
+        errors: list[str] = []
+        stack = list(session._setupstate.stack)
+        keep = len(stack)
+        for index, node in enumerate(stack):
+            if any(node is old or old in node.listchain() for old in replaced):
+                keep = index
+                break
+        try:
+            session._setupstate.teardown_exact(_Chain(stack[:keep]))  # type: ignore[arg-type]
+        except Exception:
+            errors.append(traceback.format_exc())
+        ordered = sorted(invalid, key=lambda d: -self._order(d))
+        for fixturedef in ordered:
+            record = self.fixtures.pop(fixturedef, None)
+            if fixturedef.cached_result is None or record is None:
+                fixturedef.cached_result = None
+                continue
+            try:
+                fixturedef.finish(record.request)
+            except Exception:
+                errors.append(traceback.format_exc())
+        return errors
+
+    def _order(self, fixturedef: Any) -> int:
+        record = self.fixtures.get(fixturedef)
+        return record.order if record is not None else -1
+
+    # -- re-collection ----------------------------------------------------------------------
+
+    def _forget(self, session: pytest.Session, replaced: list[Any]) -> None:
+        """Drop the replaced file nodes' items and fixture definitions."""
+        assert self.replica is not None
+        prefixes = [node.nodeid for node in replaced]
+
+        def under(nodeid: str) -> bool:
+            return _under(nodeid, prefixes)
+
+        _forget_fixture_defs(session._fixturemanager, prefixes)
+        for nodeid in [n for n in self.replica.items if under(n)]:
+            del self.replica.items[nodeid]
+        session.items[:] = [item for item in session.items if not under(item.nodeid)]
+        self.replica.collect_errors[:] = [
+            e for e in self.replica.collect_errors if not under(e.partition(": ")[0])
+        ]
+
+    def _collect_file(
+        self, session: pytest.Session, path: str, listings: dict[str, list[Any]]
+    ) -> None:
+        """Collect one test file again, under its existing directory collector."""
+        assert self.replica is not None
+        assert self.config is not None
+        self.file_nodes.pop(path, None)
+        self.failed_files.discard(path)
+        directory = os.path.dirname(path)
+        entry = self.directories.get(directory)
+        if entry is None:
+            if os.path.exists(path):
+                raise Stale(f"no collector for the directory of {self._rel(path)}")
+            return
+        if directory not in listings:
+            listings[directory] = list(entry[0].collect())
+        nodes = [
+            n
+            for n in listings[directory]
+            if isinstance(n, pytest.File) and os.path.realpath(n.path) == path
+        ]
+        if not nodes:
+            return  # deleted, or no longer a test file
+        items: list[pytest.Item] = []
+        for node in nodes:
+            items.extend(session.genitems(node))
+        self.config.hook.pytest_collection_modifyitems(
+            session=session, config=self.config, items=items
+        )
+        for item in items:
+            self.replica.items[item.nodeid] = item
+        session.items.extend(items)
+
+    def _reimport(self, closure: set[str]) -> None:
+        """Import again, now, the invalidated modules collection had imported."""
+        again = sorted(
+            (n for n in closure if n in self.collection_modules and n not in sys.modules),
+            key=lambda n: (n.count("."), n),
+        )
+        for name in again:
+            if name in sys.modules:
+                continue
+            try:
+                importlib.import_module(name)
+            except SyntaxError:
+                continue  # the edit itself: a fresh import fails alike (a test reports it)
+            except BaseException as exc:
+                raise Stale(f"{name} raised on re-import: {exc!r}") from exc
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _result(
+        self,
+        started: float,
+        reimported: tuple[str, ...],
+        reasons: dict[Any, str],
+        errors: list[str],
+    ) -> RefreshResult:
+        kept_defs = [d for d in self._cached_fixtures() if d in self.fixtures]
+        return RefreshResult(
+            reimported=reimported,
+            kept=tuple(sorted({d.argname for d in kept_defs})),
+            rebuilt=tuple(sorted({(d.argname, why) for d, why in reasons.items()})),
+            kept_seconds=sum(self.fixtures[d].seconds for d in kept_defs),
+            teardown_errors=tuple(errors),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _rel(self, path: str) -> str:
+        base = str(self.config.invocation_params.dir) if self.config is not None else os.getcwd()
+        try:
+            rel = os.path.relpath(path, base)
+        except ValueError:
+            return path
+        return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
+
+
+def _directory_state(directory: str) -> tuple[int, bool, bool]:
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+    except OSError:
+        mtime = -1
+    return (
+        mtime,
+        os.path.exists(os.path.join(directory, "conftest.py")),
+        os.path.exists(os.path.join(directory, "__init__.py")),
+    )
+
+
+def _dir_changed(directory: str, entry: tuple[Any, int, bool, bool]) -> bool:
+    try:
+        return os.stat(directory).st_mtime_ns != entry[1]
+    except OSError:
+        return True
+
+
+# -- pytest's fixture registry (private: pytest 9.1+ keys definitions by node, older by nodeid) --
+
+
+def _under(nodeid: str, prefixes: list[str]) -> bool:
+    return any(nodeid == p or nodeid.startswith(p + "::") for p in prefixes)
+
+
+def _defined_at(fixturedef: Any) -> str:
+    node = getattr(fixturedef, "node", None)
+    return str(node.nodeid) if node is not None else str(fixturedef.baseid or "")
+
+
+def _all_fixture_defs(manager: Any) -> list[Any]:
+    every = getattr(manager, "_get_all_fixture_defs", None)
+    if every is not None:
+        return list(every())
+    return [d for defs in manager._arg2fixturedefs.values() for d in defs]
+
+
+def _forget_fixture_defs(manager: Any, prefixes: list[str]) -> None:
+    """Remove definitions (and autouse names) registered at nodes under ``prefixes``."""
+    for attribute in ("_arg2node2fixturedefs", "_arg2nodeid2fixturedefs"):
+        table = getattr(manager, attribute, None) or {}
+        for name, by_place in list(table.items()):
+            for place in list(by_place):
+                if _under(getattr(place, "nodeid", place), prefixes):
+                    del by_place[place]
+            if not by_place:
+                del table[name]
+    legacy = getattr(manager, "_arg2fixturedefs", None)
+    if legacy is not None:
+        for name, defs in list(legacy.items()):
+            legacy[name] = [d for d in defs if not _under(_defined_at(d), prefixes)]
+            if not legacy[name]:
+                del legacy[name]
+    for attribute in ("_node_autousenames", "_nodeid_autousenames"):
+        autouse = getattr(manager, attribute, None) or {}
+        for place in list(autouse):
+            if _under(getattr(place, "nodeid", place), prefixes):
+                del autouse[place]
+
+
+#: A new directory with more entries than this is not searched for Python files: assume some.
+_NEW_DIRECTORY_ENTRIES: Final = 2000
+
+
+def _holds_python(directory: str) -> bool:
+    """Whether a new directory (or one below it) holds a Python file that pytest could collect
+    or load as a conftest; a directory without any (a temporary directory) changes nothing."""
+    seen = 0
+    for _, _, files in os.walk(directory):
+        seen += len(files) + 1
+        if seen > _NEW_DIRECTORY_ENTRIES or any(f.endswith(".py") for f in files):
+            return True
+    return False
