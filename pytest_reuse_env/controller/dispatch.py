@@ -26,6 +26,7 @@ from pytest_reuse_env.controller.replica import (
     ReplicaState,
 )
 from pytest_reuse_env.controller.reporting import ReportReplayer, not_collected_message
+from pytest_reuse_env.controller.summary import describe_reload
 from pytest_reuse_env.policy import ReusePolicy
 
 Handler = Callable[[Replica, Any], None]
@@ -122,6 +123,12 @@ class ReplicaEvents:
             self._say(f"reuse: replica {replica.id} is stale ({stale}); starting afresh")
             environment.retire(replica, f"stale: {stale}")
             return
+        reload = payload.get("reload")
+        if reload:  # a warm replica caught up with edited files (replica/reload.py)
+            environment.replica_reloaded(reload)
+            line = describe_reload(replica.id, reload)
+            if line:
+                self._say(line)
         for error in payload["prewarm_errors"]:
             if error not in self.prewarm_errors:
                 self.prewarm_errors.add(error)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from pytest_reuse_env import scaling
+from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.policy import ReusePolicy
@@ -34,6 +34,12 @@ class EnvironmentStats:
     peak_tests: int = 0
     first_start: float | None = None
     last_finish: float | None = None
+    #: Warm replicas catching up with edits (replica/reload.py): files re-imported, warm
+    #: fixtures kept and torn down, and what the kept ones had cost to set up.
+    modules_reimported: int = 0
+    fixtures_kept: int = 0
+    fixtures_rebuilt: int = 0
+    kept_fixture_seconds: float = 0.0
 
 
 @final
@@ -349,6 +355,10 @@ class Environment:
             "setup_seconds_total": sum(
                 r.setup_seconds or 0.0 for r in self.history if not r.attached
             ),
+            "modules_reimported": self.stats.modules_reimported,
+            "fixtures_kept": self.stats.fixtures_kept,
+            "fixtures_rebuilt": self.stats.fixtures_rebuilt,
+            "kept_fixture_seconds": self.stats.kept_fixture_seconds,
             "notes": notes,
             "replicas": [
                 {
@@ -366,3 +376,10 @@ class Environment:
                 for r in self.history
             ],
         }
+
+    def replica_reloaded(self, reload: protocol.ReloadPayload) -> None:
+        """A warm replica this run attached caught up with edited files (and may serve)."""
+        self.stats.modules_reimported += len(reload["reimported"])
+        self.stats.fixtures_kept += len(reload["kept"])
+        self.stats.fixtures_rebuilt += len(reload["rebuilt"])
+        self.stats.kept_fixture_seconds += reload["kept_seconds"]

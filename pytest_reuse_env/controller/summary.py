@@ -29,6 +29,10 @@ JSON report schema (``--reuse-report=PATH``), version 1::
                                                 # once per process that ran the tests
         "saved_seconds_estimate": float,        # plain minus paid, never below 0
         "skipped_seconds": float,               # setup of the warm replicas this run attached
+        "modules_reimported": int,              # files warm replicas re-imported for edits
+        "fixtures_kept": int,                   # warm fixtures kept through those edits
+        "fixtures_rebuilt": int,                # warm fixtures torn down (they depended on one)
+        "kept_fixture_seconds": float,          # what the kept fixtures had cost to set up
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
                       "tests_run": int, "ended": str | null, "attached": bool,
@@ -55,6 +59,13 @@ if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
 
 JSON_VERSION: Final = 1
+#: Counts of warm replicas catching up with edits; absent from older workers' snapshots.
+RELOAD_KEYS: Final = (
+    "modules_reimported",
+    "fixtures_kept",
+    "fixtures_rebuilt",
+    "kept_fixture_seconds",
+)
 #: Key under which an xdist worker hands its environment snapshots to xdist's controller.
 
 
@@ -172,6 +183,8 @@ class ReuseSummary:
                 "setup_seconds_total",
             ):
                 into[key] += snap[key]
+            for key in RELOAD_KEYS:
+                into[key] = into.get(key, 0) + snap.get(key, 0)
             into["retired"].update(snap["retired"])
             into["replicas"].extend(snap["replicas"])
             into["notes"].extend(n for n in snap["notes"] if n not in into["notes"])
@@ -236,6 +249,9 @@ class ReuseSummary:
                     else ""
                 )
             )
+            reload_line = _reload_summary(env)
+            if reload_line:
+                tr.write_line(f"  {reload_line}")
             if env["start_failures"]:
                 failed = _count(env["start_failures"], "replica")
                 tr.write_line(f"  {failed} failed to start", red=True)
@@ -249,3 +265,30 @@ class ReuseSummary:
             path = Path(self.report_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.as_json(), indent=2, sort_keys=True) + "\n")
+
+
+def _reload_summary(env: dict[str, Any]) -> str | None:
+    """One line on how warm replicas caught up with edits, or None if none had to."""
+    modules = env.get("modules_reimported", 0)
+    rebuilt = env.get("fixtures_rebuilt", 0)
+    if not modules and not rebuilt:
+        return None
+    kept = env.get("fixtures_kept", 0)
+    return (
+        f"through edits: {_count(modules, 'file')} re-imported, "
+        f"{_count(kept, 'warm fixture')} kept (~{env.get('kept_fixture_seconds', 0.0):.1f} s "
+        f"of setup not paid again), {rebuilt} rebuilt"
+    )
+
+
+def describe_reload(replica_id: str, reload: protocol.ReloadPayload) -> str | None:
+    """The ``-v`` line for one warm replica that caught up with edits, or None if it had
+    nothing to do: "reuse: g-1 re-imported app/core.py; kept db; rebuilt index (depends on
+    app/search.py)"."""
+    if not reload["reimported"] and not reload["rebuilt"]:
+        return None
+    parts = [f"re-imported {', '.join(reload['reimported']) or 'nothing'}"]
+    parts.append(f"kept {', '.join(reload['kept']) or 'no warm fixture'}")
+    if reload["rebuilt"]:
+        parts.append("rebuilt " + ", ".join(f"{name} ({why})" for name, why in reload["rebuilt"]))
+    return f"reuse: {replica_id} " + "; ".join(parts) + f" ({reload['seconds']:.2f} s)"

@@ -255,6 +255,10 @@ class Reloader:
         invalid = self._invalid_fixtures(closure, replaced)
         errors = self._teardown(session, replaced, invalid)
 
+        reimported = sorted(
+            {self._rel(path) for n in closure if (path := self.graph.files.get(n))}
+            | {self._rel(p) for p in retry}
+        )
         self.graph.drop(closure)
         for path in changed:
             linecache.cache.pop(path, None)
@@ -266,10 +270,6 @@ class Reloader:
             self._collect_file(session, path, listings)
         self._reimport(closure)
         self.observe()
-        reimported = sorted(
-            {self._rel(self.graph.files.get(n) or "") for n in closure if self.graph.files.get(n)}
-            | {self._rel(p) for p in retry}
-        )
         return self._result(started, tuple(reimported), invalid, errors)
 
     def _check_changed_file(self, path: str) -> None:
