@@ -256,7 +256,7 @@ class Reloader:
         errors = self._teardown(session, replaced, invalid)
 
         reimported = sorted(
-            {self._rel(path) for n in closure if (path := self.graph.files.get(n))}
+            {self._rel(f) for n in closure if (f := self.graph.files.get(n)) is not None}
             | {self._rel(p) for p in retry}
         )
         self.graph.drop(closure)
