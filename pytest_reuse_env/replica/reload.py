@@ -39,6 +39,7 @@ import time
 import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Protocol, final
 
 import pytest
@@ -255,10 +256,8 @@ class Reloader:
         invalid = self._invalid_fixtures(closure, replaced)
         errors = self._teardown(session, replaced, invalid)
 
-        reimported = sorted(
-            {self._rel(f) for n in closure if (f := self.graph.files.get(n)) is not None}
-            | {self._rel(p) for p in retry}
-        )
+        files = {n: f for n in closure if (f := self.graph.files.get(n)) is not None}
+        reimported = sorted({self._rel(f) for f in files.values()} | {self._rel(p) for p in retry})
         self.graph.drop(closure)
         for path in changed:
             linecache.cache.pop(path, None)
@@ -266,9 +265,10 @@ class Reloader:
         for path in retry:
             linecache.cache.pop(path, None)
         self._forget(session, replaced)
+        # Code under test first: one that raises on re-import is named, not a test module.
+        self._reimport({n: f for n, f in files.items() if f not in self.file_nodes})
         for path in sorted(retry):
             self._collect_file(session, path, listings)
-        self._reimport(closure)
         self.observe()
         return self._result(started, tuple(reimported), invalid, errors)
 
@@ -306,6 +306,10 @@ class Reloader:
         if (has_conftest, has_init) != (had_conftest, had_init):
             what = "conftest.py" if has_conftest != had_conftest else "__init__.py"
             raise Stale(f"{self._rel(os.path.join(directory, what))} added or removed")
+        if not self._collected_in_full(directory):
+            # A parent of the paths pytest was given: only its conftest.py counts (above).
+            self.directories[directory] = (node, *_directory_state(directory))
+            return set()
         listing = listings.setdefault(directory, list(node.collect()))
         paths: set[str] = set()
         for child in listing:
@@ -320,6 +324,16 @@ class Reloader:
                 paths.add(known)  # a deleted one
         self.directories[directory] = (node, *_directory_state(directory))
         return paths
+
+    def _collected_in_full(self, directory: str) -> bool:
+        """Whether pytest collects everything in the directory (it is or lies in one of the
+        paths pytest was given), not just the way down to those paths."""
+        assert self.replica is not None
+        initial = getattr(self.replica.session, "_initialpaths", None)
+        if initial is None:
+            return True
+        path = Path(directory)
+        return any(path == p or p in path.parents for p in map(_real, initial))
 
     def _check_closure(self, closure: set[str], changed: list[str]) -> set[str]:
         """Test files among the invalidated modules; Stale if one cannot be re-imported."""
@@ -471,10 +485,11 @@ class Reloader:
             self.replica.items[item.nodeid] = item
         session.items.extend(items)
 
-    def _reimport(self, closure: set[str]) -> None:
-        """Import again, now, the invalidated modules collection had imported."""
+    def _reimport(self, files: dict[str, str]) -> None:
+        """Import again, now, the invalidated modules (``{name: file}``) collection had
+        imported, packages first."""
         again = sorted(
-            (n for n in closure if n in self.collection_modules and n not in sys.modules),
+            (n for n in files if n in self.collection_modules),
             key=lambda n: (n.count("."), n),
         )
         for name in again:
@@ -485,7 +500,7 @@ class Reloader:
             except SyntaxError:
                 continue  # the edit itself: a fresh import fails alike (a test reports it)
             except BaseException as exc:
-                raise Stale(f"{name} raised on re-import: {exc!r}") from exc
+                raise Stale(f"{self._rel(files[name])} raised on re-import: {exc!r}") from exc
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -513,6 +528,10 @@ class Reloader:
         except ValueError:
             return path
         return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
 
 
 def _directory_state(directory: str) -> tuple[int, bool, bool]:

@@ -44,8 +44,6 @@ def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
 
 
-
-
 def timed_run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, float]:
     started = time.monotonic()
     result = run(pytester, *args)

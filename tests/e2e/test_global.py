@@ -91,8 +91,6 @@ def ini(*lines: str) -> str:
     return "\n".join(["[pytest]", *lines]) + "\n"
 
 
-
-
 _reports = iter(range(1_000_000))
 
 

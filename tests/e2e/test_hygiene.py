@@ -48,8 +48,6 @@ def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "300")
 
 
-
-
 def ini(*lines: str) -> str:
     return "\n".join(["[pytest]", "reuse_scope = run", *lines]) + "\n"
 

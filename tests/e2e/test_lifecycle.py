@@ -62,8 +62,6 @@ def record(request):
 """
 
 
-
-
 def events(pytester: pytest.Pytester) -> list[list[str]]:
     path = pytester.path / "events.txt"
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []

@@ -24,8 +24,6 @@ from tests.helpers import run
 PREFIXED = r"^\[(r\d+)(?: [^\]]*)?\] \[ *\d+%\] (\w+) (\S+)"
 
 
-
-
 def junit_outcomes(path: Path) -> dict[str, list[str]]:
     """``{classname::name: sorted "tag:message" of failure/error/skipped children}``."""
     outcomes: dict[str, list[str]] = {}

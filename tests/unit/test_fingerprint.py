@@ -364,4 +364,3 @@ def test_the_plugins_own_code_is_part_of_the_fingerprint(
     edited = launcher._own_code()
     (package / "controller" / "launcher.py").write_text("# launcher, edited\n")
     assert launcher._own_code() != edited, "files in subpackages count too"
-
