@@ -146,12 +146,23 @@ class HostPayload(TypedDict):
     environ: dict[str, str]
 
 
+class MainPayload(TypedDict):
+    """The controller's ``__main__`` and ``sys.argv``, for a replica to look the same."""
+
+    #: ``__main__.__spec__.name`` ("pytest.__main__" under ``python -m pytest``), or None.
+    spec: str | None
+    file: str | None
+    argv: list[str]
+
+
 class StartPayload(TypedDict):
     replica_id: str
     args: list[str]
     invocation_dir: str
     sys_path: list[str]
-    basetemp: str
+    #: None: the replica makes its own where plain pytest would (a detached replica).
+    basetemp: str | None
+    main: MainPayload
     log_path: str
     prewarm: list[str]
     hygiene: HygienePayload

@@ -143,6 +143,18 @@ def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
     return None
 
 
+def describe_main() -> protocol.MainPayload:
+    """This process's ``__main__`` and ``sys.argv``: a replica makes its own look the same
+    (``replica/main_module.py``)."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    return {
+        "spec": getattr(spec, "name", None),
+        "file": getattr(main, "__file__", None),
+        "argv": list(sys.argv),
+    }
+
+
 def shaping_options(config: pytest.Config) -> list[str]:
     """The parsed options that shape collection and fixtures, as sorted ``name=value``."""
     return sorted(
@@ -294,7 +306,7 @@ class ReplicaLauncher:
 
     def _start_payload(
         self, replica_id: str, policy: ReusePolicy, basetemp: str | None, log_path: str
-    ) -> Any:
+    ) -> protocol.StartPayload:
         if basetemp is not None:
             # pytest creates a given --basetemp but not its parents.
             Path(basetemp).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -306,7 +318,8 @@ class ReplicaLauncher:
             + (["--capture=fd"] if self.config.option.capture == "no" else []),
             "invocation_dir": str(self.config.invocation_params.dir),
             "sys_path": list(sys.path),
-            "basetemp": str(basetemp),
+            "main": describe_main(),
+            "basetemp": basetemp,
             "log_path": log_path,
             "prewarm": list(policy.prewarm),
             "hygiene": {
@@ -320,10 +333,9 @@ class ReplicaLauncher:
             "concurrency": policy.concurrency,
             "timeout": policy.timeout,
             "policy": policy.describe(),
-            "option_overrides": dict(
-                REPLICA_OPTION_OVERRIDES,
-                basetemp=str(basetemp),
-            ),
+            # basetemp None: the replica's own pytest makes one (pytest-of-USER/pytest-N),
+            # whatever --basetemp this run was given (a warm replica outlives that directory).
+            "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=basetemp),
         }
 
     # -- waiting for capacity (pytest -n N, concurrent runs) -----------------------------------

@@ -17,6 +17,7 @@ from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, Replic
 from pytest_reuse_env.controller.reporting import (
     ReportReplayer,
     log_excerpt,
+    start_log_note,
     stopped_early_message,
 )
 
@@ -218,7 +219,7 @@ def _start_failed(
     reason = (
         f"replica {replica.id} (pid {replica.pid}) could not start ({how}):\n"
         f"{start_failure or 'no traceback: the process ended early'}"
-        f"{log_excerpt(replica)}"
+        f"{start_log_note(replica, start_failure)}"
     )
     environment.last_start_failure = reason
     dropped = host_failed(replica, start_failure or how)

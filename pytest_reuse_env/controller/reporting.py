@@ -5,6 +5,7 @@ reports)."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 import warnings
@@ -81,6 +82,16 @@ def stopped_early_message(
         f"replica {replica.id} (pid {replica.pid}) stopped while running {nodeid}{together}: "
         f"{cause}\n{payload['traceback'].rstrip()}"
     )
+
+
+def start_log_note(replica: Replica, start_failure: str | None) -> str:
+    """Where the log of a replica that could not start is kept, and its end when the replica
+    sent no traceback of its own (``start_failure``)."""
+    if start_failure is None:
+        return log_excerpt(replica)
+    if replica.log_path is None or not os.path.exists(replica.log_path):
+        return ""
+    return f"\nthe replica's log is kept: {replica.log_path}"
 
 
 def not_collected_message(replica: Replica, nodeid: str) -> str:

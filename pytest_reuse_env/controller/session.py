@@ -334,6 +334,10 @@ class ReuseController:
         persistent replicas are released warm instead."""
         for environment in self.environments.values():
             for replica in environment.shutdown():
+                if replica.ready_at is None and environment.stats.start_failures:
+                    # Its environment's replicas fail to start: it would not become warm.
+                    environment.retire(replica, "end of run")
+                    continue
                 self.launcher.release(replica)
                 self.kept_warm.append(replica)
         # Late reports, warnings and teardown errors are replayed like any other; a link that

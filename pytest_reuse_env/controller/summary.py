@@ -106,9 +106,15 @@ def closing_line(kept_warm: list[Replica], environments: list[Environment]) -> s
     ttls = sorted({env.policy.idle_ttl_seconds for env in environments if env.name in names})
     idle = f"{ttls[0]:g} s" if len(ttls) == 1 else f"{ttls[0]:g} to {ttls[-1]:g} s"
     count = len(kept_warm)
+    starting = sum(1 for replica in kept_warm if replica.ready_at is None)
+    if starting:
+        still = " (still starting)" if count == 1 else f" ({starting} of them still starting)"
+    else:
+        still = ""
     return (
-        f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run "
-        f"(each ends after {idle} without a test); stop them now with 'pytest --reuse-stop'"
+        f"reuse: {count} replica{'s stay' if count != 1 else ' stays'} warm for the next run"
+        f"{still} (each ends after {idle} without a test); stop them now with "
+        "'pytest --reuse-stop'"
     )
 
 

@@ -160,6 +160,10 @@ class Daemon:
             except RegistryError as exc:
                 record = None
                 self._log(f"could not remove my registry record: {exc}")
+        if not replica.ready_sent:
+            # It never served: the controller quotes this log and names it; keep it.
+            self._log("could not start; this log is kept")
+            return 1
         # A clean exit leaves no log behind; a crashed replica's log stays for the post-mortem.
         if record is not None:
             with contextlib.suppress(OSError):

@@ -6,8 +6,8 @@ once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, 
 and class fixtures set up between them.
 
 This module imports only the standard library, pytest, psutil and the package's ``protocol``,
-``hygiene`` and ``concurrent`` modules (the replica must be able to import the project's tests
-anyway, and they may import this package).
+``hygiene``, ``main_module`` and ``asyncbatch`` modules (the replica must be able to import the
+project's tests anyway, and they may import this package).
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -35,6 +35,7 @@ import pytest_reuse_env
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import hygiene, sendable
 from pytest_reuse_env.replica.asyncbatch import batch as concurrent
+from pytest_reuse_env.replica.main_module import imitate_main
 from pytest_reuse_env.role import REPLICA_KEY
 
 
@@ -116,6 +117,8 @@ class ReplicaSession:
         self._unsendable: set[str] = set()
         self.items: dict[str, pytest.Item] = {}
         self.collect_errors: list[str] = []
+        #: Tracebacks of pytest's INTERNALERRORs here (a hook that raised before serving).
+        self.internal_errors: list[str] = []
         self.ready_sent = False
         self.tests_run = 0
         self.pending: deque[str] = deque()
@@ -130,6 +133,11 @@ class ReplicaSession:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.collect_errors.append(f"{report.nodeid or '<session>'}: {report.longreprtext}")
+
+    def pytest_internalerror(self, excrepr: object) -> None:
+        # pytest prints it to the replica's terminal, which nobody reads: keep it for the
+        # controller (START_FAILED) as well.
+        self.internal_errors.append(str(excrepr))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.items = {item.nodeid: item for item in session.items}
@@ -579,6 +587,7 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     os.chdir(start["invocation_dir"])
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
+    imitate_main(start["main"])
     _log_fd()  # before any capture takes fd 2 over
     threading.Thread(
         target=_teardown_watchdog, args=(replica,), name="reuse-teardown-watchdog", daemon=True
@@ -602,16 +611,25 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
         config.workeroutput = {}  # type: ignore[attr-defined]
         exit_code = config.hook.pytest_cmdline_main(config=config)
     except BaseException:  # every failure must reach the controller as text
-        replica.send(protocol.start_failed(os.getpid(), traceback.format_exc()))
+        _start_failed(replica, traceback.format_exc())
         return
     if not replica.ready_sent:
         lines = [f"the replica's pytest session ended with exit code {exit_code} before serving"]
+        lines += replica.internal_errors
         lines += replica.collect_errors
-        replica.send(protocol.start_failed(os.getpid(), "\n".join(lines)))
+        _start_failed(replica, "\n".join(lines))
         return
     replica.send(
         protocol.finished(replica.tests_run, int(exit_code) if isinstance(exit_code, int) else None)
     )
+
+
+def _start_failed(replica: ReplicaSession, text: str) -> None:
+    """Tell the controller why the replica could not start, and leave it in the log (kept
+    for the user, who is told its path)."""
+    with contextlib.suppress(OSError):
+        os.write(_log_fd(), f"replica could not start:\n{text}\n".encode())
+    replica.send(protocol.start_failed(os.getpid(), text))
 
 
 _LOG_FD: int | None = None

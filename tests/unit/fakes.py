@@ -158,6 +158,7 @@ def start_payload(replica_id: str) -> protocol.StartPayload:
         "args": [],
         "invocation_dir": "/nowhere",
         "sys_path": [],
+        "main": {"spec": None, "file": None, "argv": []},
         "basetemp": "/nowhere/tmp",
         "log_path": "/nowhere/replica.log",
         "prewarm": [],

@@ -264,6 +264,7 @@ class DaemonStrategy:
             link,
             policy,
             log_path=record.log,
-            basetemp=str(registry.directory / "tmp" / f"replica-{replica_id}"),
+            # Its own, where plain pytest puts one: it outlives this run's basetemp.
+            basetemp=None,
             persistent=True,
         )
