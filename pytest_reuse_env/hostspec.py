@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, final
 
+from pytest_reuse_env.policy import MAX_WAIT_SECONDS, parse_number
+
 __all__ = [
     "DEFAULT_GROUP",
     "LOCAL_GROUP",
@@ -465,13 +467,15 @@ def from_config(config: Any, hosts_source: str, timeout_source: str) -> HostTabl
     timeout = DEFAULT_HOST_TIMEOUT
     if text:
         try:
-            timeout = float(text)
+            timeout = parse_number(text)
         except ValueError:
             timeout = float("nan")
-        if not (timeout > 0 and timeout != float("inf")):
+        rule = "a number of seconds > 0"
+        if timeout > MAX_WAIT_SECONDS:
+            rule += f" and at most {MAX_WAIT_SECONDS:.0f} (a year)"
+        if not (0 < timeout <= MAX_WAIT_SECONDS):
             raise pytest.UsageError(
-                f"reuse_host_timeout must be a number of seconds > 0, got {text!r} "
-                f"({timeout_source})"
+                f"reuse_host_timeout must be {rule}, got {text!r} ({timeout_source})"
             )
     return parse_hosts(
         config.getini("reuse_hosts"),

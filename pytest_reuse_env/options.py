@@ -9,16 +9,25 @@ This module knows nothing of processes.
 from __future__ import annotations
 
 import math
+import re
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import Final, Literal, final
 
 import pytest
 
 from pytest_reuse_env import hostspec as _hosts
+from pytest_reuse_env import protocol
 from pytest_reuse_env.fingerprint import DEFAULT_ENV_VARS
-from pytest_reuse_env.policy import PolicyError, ReusePolicy, parse_field
+from pytest_reuse_env.policy import (
+    FIELDS,
+    MAX_WAIT_SECONDS,
+    PolicyError,
+    ReusePolicy,
+    parse_field,
+    parse_number,
+)
 
 __all__ = [
     "MARKER_HELP",
@@ -34,138 +43,131 @@ DEFAULT_START_TIMEOUT: Final = 300.0
 MARKER_HELP: Final = (
     "reuse(policy='default', **fields): run this test in a warm, reusable replica process. "
     "policy: a name from the reuse_policies ini key, 'default', a ReusePolicy, or 'off'/False "
-    "to run the test in the pytest process even under --reuse-all. fields (replicas, idle_ttl, "
-    "concurrency, scaledown_ttl, scope, prewarm, timeout, hosts) override that policy's values."
+    "to run the test in the pytest process even under --reuse-all. fields "
+    f"({', '.join(spec.name for spec in FIELDS)}) override that policy's values."
 )
 
 # Names that cannot be given to a named policy: they already mean something to reuse_all.
 _RESERVED_NAMES: Final = ("default", "off")
-
-# Default-policy fields settable from ini (key) and command line (flag, dest); ini order matters
-# only for which error is reported first.
-_SCALAR_FIELDS: Final = (
-    ("replicas", "reuse_replicas", "--reuse-replicas", "reuse_cli_replicas"),
-    ("idle_ttl", "reuse_idle_ttl", "--reuse-idle-ttl", "reuse_cli_idle_ttl"),
-    ("concurrency", "reuse_concurrency", "--reuse-concurrency", "reuse_cli_concurrency"),
-    ("scaledown_ttl", "reuse_scaledown_ttl", "--reuse-scaledown-ttl", "reuse_cli_scaledown_ttl"),
-    ("scope", "reuse_scope", "--reuse-scope", "reuse_cli_scope"),
-    ("timeout", "reuse_timeout", None, None),
-    ("max_tests_per_replica", "reuse_max_tests_per_replica", None, None),
-    ("max_memory_per_replica", "reuse_max_memory_per_replica", None, None),
-)
-
-_INI_HELP: Final = {  # the "string" keys of the default policy
-    "reuse_replicas": "replicas of the default reuse policy: N or (MIN, MAX); each >= 0, "
-    "MIN <= MAX, MAX >= 1 (default: 2)",
-    "reuse_idle_ttl": "shut an environment's replicas down after it has been idle this long: "
-    "seconds or a duration like 5m, 1h30m; at least 30 s (default: 30)",
-    "reuse_concurrency": "tests one replica runs at once, >= 1 (default: 1)",
-    "reuse_scaledown_ttl": "delay before one idle replica above the minimum is removed: "
-    "seconds or a duration; at least 30 s (default: 30)",
-    "reuse_scope": "'global' (replicas outlive the run) or 'run' (default: global)",
-    "reuse_timeout": "per-test timeout in seconds for tests run in replicas, > 0 (default: none)",
-    "reuse_max_tests_per_replica": "recycle a replica after this many tests (plus up to 10 % "
-    "jitter), checked between tests: an int >= 1 (default: none)",
-    "reuse_max_memory_per_replica": "recycle a replica whose resident size passes this many MiB, "
-    "checked between tests: an int >= 1 (default: none)",
-}
+# An ini value read as an int is ASCII digits: int() would also take "²"-like digits of any script.
+_COUNT_RE: Final = re.compile(r"[0-9]+")
+# A reuse_env_vars entry: a variable name, or a prefix then "*".
+_ENV_VAR_RE: Final = re.compile(r"[^=*\s\x00]+\*?")
 
 
-def register_options(parser: pytest.Parser) -> None:
-    """Declare the ``reuse_*`` ini keys and the ``reuse-env`` command-line options."""
-    for key, description in _INI_HELP.items():
-        # Empty default = "not set": the defaults live in ReusePolicy, in one place.
-        parser.addini(key, description, type="string", default="")
-    parser.addini(
-        "reuse_prewarm",
-        "session fixtures a new replica sets up before its first test: fixture names "
-        "(default: none)",
-        type="args",
-        default=[],
-    )
-    parser.addini(
+@final
+@dataclass(frozen=True)
+class IniKey:
+    """A ``reuse_*`` ini key that is not a field of the default policy (those come from
+    ``policy.FIELDS``); its value is read and checked in :meth:`ReuseSettings.from_config`."""
+
+    name: str
+    type: Literal["string", "args", "linelist"]
+    help: str
+    default: str = ""
+    """For a "string" key; "" means not set. List keys default to an empty list."""
+
+
+#: Every ini key besides the policy fields' (``reuse_hosts`` and ``reuse_host_timeout`` are
+#: declared with the host table, in ``hostspec``).
+INI_KEYS: Final = (
+    IniKey(
         "reuse_policies",
+        "linelist",
         "named reuse policies, one a line: 'NAME: key=value ...' (keys as in the reuse_* ini "
         "keys, without the prefix); fields not given come from the default policy "
         "(default: none)",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_env_vars",
+        "args",
         "environment variables whose values a warm replica (scope=global) must share with the "
         "run that uses it; a trailing * matches a prefix (default: PATH PYTHONPATH "
         "PYTHONHASHSEED PYTEST_ADDOPTS PYTEST_PLUGINS VIRTUAL_ENV LANG LC_ALL TZ "
         "PYTEST_REUSE_ENV_*)",
-        type="args",
-        default=[],
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_leaks",
+        "string",
         "what a replica does when a test leaves state behind (environment variables, working "
         "directory, sys.path, threads, open files, child processes, asyncio tasks, memory): "
         "'warn' (a warning on that test), 'recycle' (warn and replace the replica), 'fail' "
         "(the test fails), or 'off' (default: warn)",
-        type="string",
         default="warn",
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_leaks_ignore",
+        "linelist",
         "leaks not to report, one a line: env:NAME, env:PREFIX_*, thread:NAME*, cwd, sys.path, "
         "fds, children, tasks, memory (default: none)",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_leak_memory_mib",
+        "string",
         "resident memory growth over one test that counts as a leak, in MiB (default: 64)",
-        type="string",
         default="64",
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_teardown_timeout",
+        "string",
         "seconds a replica may spend tearing its fixtures down when it ends before it is "
         "killed (default: 60)",
-        type="string",
         default="60",
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_max_restarts",
+        "string",
         "replica crashes an environment survives before its remaining tests are reported as "
         "not run: an int >= 0 (default: 4 x the policy's max replicas)",
-        type="string",
-        default="",
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_start_timeout",
+        "string",
         "seconds a replica may take to start and collect before it is killed and its tests "
         "fail: a number > 0 (default: 300)",
-        type="string",
-        default="",
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_reload",
+        "string",
         "'on': a warm replica re-imports edited project and test modules (and rebuilds the "
         "fixtures that depend on them) instead of being replaced; 'off': any edit means a "
         "fresh replica (default: on)",
-        type="string",
         default="on",
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_reload_exclude",
+        "linelist",
         "files whose change always means a fresh replica rather than a re-import: glob "
         "patterns, relative to the invocation directory or absolute, one a line "
         "(default: none)",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
+    ),
+    IniKey(
         "reuse_all",
+        "string",
         "name of a reuse policy ('default' for the default one) applied to every test without "
         "a reuse marker; empty or 'off' means none (default: empty)",
-        type="string",
-        default="",
-    )
+    ),
+)
+
+
+def register_options(parser: pytest.Parser) -> None:
+    """Declare the ``reuse_*`` ini keys and the ``reuse-env`` command-line options."""
+    for spec in FIELDS:
+        if spec.ini_key is not None:
+            # Not set = empty: the defaults live in ReusePolicy, in one place.
+            parser.addini(
+                spec.ini_key,
+                f"{spec.help} (default: {spec.default_text})",
+                type=spec.ini,
+                default="" if spec.ini == "string" else [],
+            )
+    for key in INI_KEYS:
+        parser.addini(
+            key.name,
+            key.help,
+            type=key.type,
+            default=key.default if key.type == "string" else [],
+        )
 
     group = parser.getgroup("reuse-env", "run tests in warm, reusable replica processes")
     _hosts.register_options(parser)
@@ -218,16 +220,15 @@ def register_options(parser: pytest.Parser) -> None:
         help="reuse policy for every test without a reuse marker; overrides the reuse_all ini "
         "key ('default', a name from reuse_policies, or 'off')",
     )
-    for field_name, ini_key, flag, dest in _SCALAR_FIELDS:
-        if flag is None:
-            continue
-        group.addoption(
-            flag,
-            dest=dest,
-            metavar=field_name.upper(),
-            default=None,
-            help=f"overrides the {ini_key} ini key for the default policy",
-        )
+    for spec in FIELDS:
+        if spec.flag is not None:
+            group.addoption(
+                spec.flag,
+                dest=spec.dest,
+                metavar=spec.name.upper(),
+                default=None,
+                help=f"overrides the {spec.ini_key} ini key for the default policy",
+            )
 
 
 @final
@@ -291,13 +292,17 @@ class ReuseSettings:
             apply_all=_apply_all(config, default, named),
             max_restarts=_max_restarts(config),
             start_timeout=_positive_number(
-                config, "reuse_start_timeout", default=DEFAULT_START_TIMEOUT, unit=" of seconds"
+                config,
+                "reuse_start_timeout",
+                default=DEFAULT_START_TIMEOUT,
+                unit=" of seconds",
+                wait=True,
             ),
-            env_vars=tuple(config.getini("reuse_env_vars")) or DEFAULT_ENV_VARS,
-            leaks=_choice(config, "reuse_leaks", ("off", "warn", "recycle", "fail")),
-            leaks_ignore=tuple(config.getini("reuse_leaks_ignore")),
+            env_vars=_env_vars(config) or DEFAULT_ENV_VARS,
+            leaks=_choice(config, "reuse_leaks", protocol.LEAK_MODES),
+            leaks_ignore=_leaks_ignore(config),
             leak_memory_mib=_positive_number(config, "reuse_leak_memory_mib"),
-            teardown_timeout=_positive_number(config, "reuse_teardown_timeout"),
+            teardown_timeout=_positive_number(config, "reuse_teardown_timeout", wait=True),
             hosts=table,
             reload=_choice(config, "reuse_reload", ("on", "off")),
         )
@@ -307,43 +312,89 @@ class ReuseSettings:
         return ["default", *self.named, "off"]
 
 
+def _usage_error(config: pytest.Config, key: str, rule: str, value: object) -> pytest.UsageError:
+    return pytest.UsageError(f"{key} must be {rule}, got {value!r} ({_ini_source(config, key)})")
+
+
 def _max_restarts(config: pytest.Config) -> int | None:
-    text = _ini_text(config, "reuse_max_restarts")
+    text = _ini_text(config, "reuse_max_restarts").strip()
     if not text:
         return None
-    if not text.isdigit():
-        raise pytest.UsageError(
-            f"reuse_max_restarts must be an int >= 0, got {text!r} "
-            f"({_ini_source(config, 'reuse_max_restarts')})"
-        )
+    if not _COUNT_RE.fullmatch(text):
+        raise _usage_error(config, "reuse_max_restarts", "an int >= 0", text)
     return int(text)
 
 
 def _choice(config: pytest.Config, key: str, choices: tuple[str, ...]) -> str:
     text = _ini_text(config, key).strip()
     if text not in choices:
-        raise pytest.UsageError(
-            f"{key} must be one of {', '.join(choices)}, got {text!r} ({_ini_source(config, key)})"
-        )
+        raise _usage_error(config, key, f"one of {', '.join(choices)}", text)
     return text
 
 
 def _positive_number(
-    config: pytest.Config, key: str, *, default: float | None = None, unit: str = ""
+    config: pytest.Config,
+    key: str,
+    *,
+    default: float | None = None,
+    unit: str = "",
+    wait: bool = False,
 ) -> float:
-    """An ini value that must be a finite number > 0 (``default`` when the key is empty)."""
+    """An ini value that must be a finite number > 0 (``default`` when the key is empty); a
+    ``wait`` in seconds is also at most :data:`MAX_WAIT_SECONDS`."""
     text = _ini_text(config, key).strip()
     if not text and default is not None:
         return default
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise pytest.UsageError(
-            f"{key} must be a number{unit} > 0, got {text!r} ({_ini_source(config, key)})"
-        )
+    if not value > 0:
+        raise _usage_error(config, key, f"a number{unit} > 0", text)
+    if wait and value > MAX_WAIT_SECONDS:
+        rule = f"a number{unit} > 0 and at most {MAX_WAIT_SECONDS:.0f} (a year)"
+        raise _usage_error(config, key, rule, text)
     return value
+
+
+def _list_entries(config: pytest.Config, key: str) -> list[str]:
+    """A list key's entries; a TOML list may hold numbers or tables, which no entry is."""
+    entries: list[object] = list(config.getini(key))
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise _usage_error(config, key, "a list of strings", entry)
+    return [str(entry) for entry in entries]
+
+
+def _leaks_ignore(config: pytest.Config) -> tuple[str, ...]:
+    """``reuse_leaks_ignore``: each line a kind hygiene checks, with a name pattern for the
+    kinds that have names (a line it cannot match would silently ignore nothing)."""
+    patterns = []
+    for line in _list_entries(config, "reuse_leaks_ignore"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind, colon, name = line.partition(":")
+        named = protocol.LEAK_KINDS.get(kind)
+        if named is None or (colon and not (named and name)):
+            kinds = [f"{k}:PATTERN" if n else k for k, n in protocol.LEAK_KINDS.items()]
+            rule = f"{', '.join(kinds[:-1])} or {kinds[-1]}, one a line"
+            raise _usage_error(config, "reuse_leaks_ignore", rule, line)
+        patterns.append(line)
+    return tuple(patterns)
+
+
+def _env_vars(config: pytest.Config) -> tuple[str, ...]:
+    entries = _list_entries(config, "reuse_env_vars")
+    for entry in entries:
+        if not _ENV_VAR_RE.fullmatch(entry):
+            raise _usage_error(
+                config,
+                "reuse_env_vars",
+                "variable names, each maybe ending in * to match a prefix (PYTEST_REUSE_ENV_*)",
+                entry,
+            )
+    return tuple(entries)
 
 
 def _ini_source(config: pytest.Config, key: str) -> str:
@@ -361,27 +412,28 @@ def _ini_text(config: pytest.Config, key: str) -> str:
 
 
 def _default_policy(config: pytest.Config) -> ReusePolicy:
+    """The default policy from each field's ini key, or its command-line option over it."""
     policy = ReusePolicy()
-    for field_name, ini_key, flag, dest in _SCALAR_FIELDS:
-        cli_value = config.getoption(dest) if dest is not None else None
+    for spec in FIELDS:
+        if spec.ini_key is None:
+            continue
+        cli_value = config.getoption(spec.dest) if spec.dest is not None else None
+        raw: str | tuple[str, ...]
         if cli_value is not None:
-            text, name, source = str(cli_value), str(flag), f"command-line option {flag}"
+            name, source, raw = str(spec.flag), f"command-line option {spec.flag}", str(cli_value)
         else:
-            text, name = _ini_text(config, ini_key), ini_key
-            if not text.strip():
+            name, source = spec.ini_key, _ini_source(config, spec.ini_key)
+            if spec.ini == "args":  # already split by pytest: each entry is one value
+                raw = tuple(_list_entries(config, spec.ini_key))
+            else:
+                raw = _ini_text(config, spec.ini_key).strip()
+            if not raw:
                 continue
-            source = _ini_source(config, ini_key)
         try:
-            policy = policy.with_changes(**{field_name: parse_field(field_name, text)})
+            value = parse_field(spec.name, raw) if isinstance(raw, str) else raw
+            policy = policy.with_changes(**{spec.name: value})
         except PolicyError as error:
             raise pytest.UsageError(f"{name}: {error} ({source})") from None
-    prewarm: list[str] = config.getini("reuse_prewarm")
-    if prewarm:
-        try:
-            policy = policy.with_changes(prewarm=tuple(prewarm))
-        except PolicyError as error:
-            source = _ini_source(config, "reuse_prewarm")
-            raise pytest.UsageError(f"reuse_prewarm: {error} ({source})") from None
     return policy
 
 

@@ -15,6 +15,13 @@ Its fields and rules follow Flyte 2's ``ReusePolicy``:
 - ``hosts``: the host group (``reuse_hosts``) its replicas run on: a name, ``local`` for this
   machine, or ``None``/``default`` for the ungrouped hosts (this machine when there are none).
 
+Each field is declared once, in the class body, with :func:`_field`: its type and default, its
+rule (``check``), how its ini text is read (``parse``) and written (``render``), its ini key,
+command-line option and help, whether a replica needs it in its start payload and whether it is
+part of the environment's identity. :data:`FIELDS` lists those declarations; ``ReusePolicy``'s
+validation, :meth:`ReusePolicy.describe`, :meth:`ReusePolicy.identity`,
+:meth:`ReusePolicy.payload` and the ini keys and options of ``options.py`` are derived from it.
+
 Values are normalized on construction (``replicas`` to a ``(min, max)`` tuple, TTLs to
 ``timedelta``, ``prewarm`` to a tuple, ``timeout`` to ``float``), so ``ReusePolicy(replicas=2)``
 equals and hashes like ``ReusePolicy(replicas=(2, 2))``. Every violation raises
@@ -41,39 +48,39 @@ import keyword
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final, Literal, TypeGuard, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeGuard, TypeVar, cast, final
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.protocol import PolicyPayload
 
 __all__ = [
+    "FIELDS",
+    "MAX_WAIT_SECONDS",
     "SHORT_TTL_ENV",
     "PolicyError",
+    "PolicyField",
     "ReusePolicy",
     "format_duration",
     "parse_duration",
     "parse_field",
+    "parse_number",
 ]
 
 SHORT_TTL_ENV: Final = "PYTEST_REUSE_ENV_ALLOW_SHORT_TTL"
+#: The longest wait an ini key may ask for, in seconds: a year. Longer ones overflow the clocks
+#: of threading, faulthandler and select (an OverflowError instead of a wait).
+MAX_WAIT_SECONDS: Final = 365 * 24 * 3600.0
 _MIN_TTL: Final = timedelta(seconds=30)
 _SHORT_MIN_TTL: Final = timedelta(milliseconds=100)
-_FIELDS: Final = (
-    "replicas",
-    "idle_ttl",
-    "concurrency",
-    "scaledown_ttl",
-    "scope",
-    "prewarm",
-    "timeout",
-    "max_tests_per_replica",
-    "max_memory_per_replica",
-    "hosts",
-)
 
+# re.ASCII everywhere: int() and float() read other scripts' digits ("٣"), which are not ini text.
 # Units largest first; "m" cannot swallow the "m" of "ms" because the regex backtracks.
 _DURATION_RE: Final = re.compile(
-    r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?(?:(?P<us>\d+)us)?"
+    r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?(?:(?P<us>\d+)us)?",
+    re.ASCII,
 )
 _DURATION_UNITS: Final = {
     "h": "hours",
@@ -82,9 +89,9 @@ _DURATION_UNITS: Final = {
     "ms": "milliseconds",
     "us": "microseconds",
 }
-_INT_RE: Final = re.compile(r"[+-]?\d+")
-_PAIR_RE: Final = re.compile(r"\(\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)")
-_NUMBER_RE: Final = re.compile(r"[0-9.eE+-]+")
+_INT_RE: Final = re.compile(r"[+-]?\d+", re.ASCII)
+_PAIR_RE: Final = re.compile(r"\(\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)", re.ASCII)
+_NUMBER_RE: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 # One token: key=value where a parenthesized value may hold spaces; it must end at a space.
 _TOKEN_RE: Final = re.compile(r"(?P<key>[^\s=()]+)=(?P<value>\([^()]*\)|[^\s()]*)(?=\s|$)")
 # What to quote when no token matches: a whole "key=(...)" value even if it holds spaces.
@@ -116,6 +123,12 @@ def _type_error(field: str, value: object, expected: str) -> PolicyError:
     )
 
 
+def _text_error(field: str, text: str, expected: str) -> PolicyError:
+    return PolicyError(
+        field, text, f"must be {expected}", f"{field} must be {expected}, got {text!r}"
+    )
+
+
 def _is_int(value: object) -> TypeGuard[int]:
     # bool is an int subclass, but True replicas or concurrency is always a mistake.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -125,27 +138,33 @@ def _min_ttl() -> timedelta:
     return _SHORT_MIN_TTL if os.environ.get(SHORT_TTL_ENV) == "1" else _MIN_TTL
 
 
-def _check_replicas(value: object) -> tuple[int, int]:
+# -- rules: (field name, value) -> the normalized value, or PolicyError -------------------------
+
+
+def _check_replicas(field: str, value: object) -> tuple[int, int]:
     if _is_int(value):
         if value < 1:
-            raise PolicyError("replicas", value, "must be at least 1")
+            raise PolicyError(field, value, "must be at least 1")
         return (value, value)
     if isinstance(value, tuple | list) and len(value) == 2 and all(_is_int(v) for v in value):
         low, high = int(value[0]), int(value[1])
         pair = (low, high)
         if low < 0:
-            raise PolicyError("replicas", pair, "min must be >= 0")
+            raise PolicyError(field, pair, "min must be >= 0")
         if low > high:
-            raise PolicyError("replicas", pair, "min must be <= max")
+            raise PolicyError(field, pair, "min must be <= max")
         if high < 1:
-            raise PolicyError("replicas", pair, "max must be at least 1")
+            raise PolicyError(field, pair, "max must be at least 1")
         return pair
-    raise _type_error("replicas", value, "an int or a (min, max) pair of ints")
+    raise _type_error(field, value, "an int or a (min, max) pair of ints")
 
 
 def _check_ttl(field: str, value: object) -> timedelta:
     if _is_int(value):
-        ttl = timedelta(seconds=value)
+        try:
+            ttl = timedelta(seconds=value)
+        except OverflowError:
+            raise PolicyError(field, value, f"must be at most {timedelta.max.days} days") from None
     elif isinstance(value, timedelta):
         ttl = value
     else:
@@ -156,48 +175,48 @@ def _check_ttl(field: str, value: object) -> timedelta:
     return ttl
 
 
-def _check_concurrency(value: object) -> int:
+def _check_count(field: str, value: object) -> int:
     if not _is_int(value):
-        raise _type_error("concurrency", value, "an int")
+        raise _type_error(field, value, "an int")
     if value < 1:
-        raise PolicyError("concurrency", value, "must be at least 1")
+        raise PolicyError(field, value, "must be at least 1")
     return value
 
 
-def _check_scope(value: object) -> Literal["global", "run"]:
+def _check_scope(field: str, value: object) -> Literal["global", "run"]:
     # Spelled out so the return type stays the Literal, not str.
     if value == "global":
         return "global"
     if value == "run":
         return "run"
-    raise PolicyError("scope", value, "must be 'global' or 'run'")
+    raise PolicyError(field, value, "must be 'global' or 'run'")
 
 
-def _check_prewarm(value: object) -> tuple[str, ...]:
+def _check_fixture_names(field: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
-        raise _type_error("prewarm", value, "a tuple of fixture names")
+        raise _type_error(field, value, "a tuple of fixture names")
     names = tuple(str(v) for v in value)
     for name in names:
         if not name.isidentifier() or keyword.iskeyword(name):
             raise PolicyError(
-                "prewarm",
+                field,
                 names,
                 "must hold fixture names (Python identifiers)",
-                f"prewarm must hold fixture names (Python identifiers), got {name!r}",
+                f"{field} must hold fixture names (Python identifiers), got {name!r}",
             )
     if len(set(names)) != len(names):
-        raise PolicyError("prewarm", names, "must not repeat a name")
+        raise PolicyError(field, names, "must not repeat a name")
     return names
 
 
-def _check_timeout(value: object) -> float | None:
+def _check_seconds(field: str, value: object) -> float | None:
     if value is None:
         return None
     if _is_int(value) or isinstance(value, float):
         if not math.isfinite(value) or value <= 0:
-            raise PolicyError("timeout", value, "must be a finite number of seconds > 0")
+            raise PolicyError(field, value, "must be a finite number of seconds > 0")
         return float(value)
-    raise _type_error("timeout", value, "a number of seconds or None")
+    raise _type_error(field, value, "a number of seconds or None")
 
 
 def _check_limit(field: str, value: object) -> int | None:
@@ -210,63 +229,336 @@ def _check_limit(field: str, value: object) -> int | None:
     return value
 
 
-def _check_hosts(value: object) -> str | None:
+def _check_host_group(field: str, value: object) -> str | None:
     if value is None or value == "default":
         return None  # one spelling for "the ungrouped hosts", so equal policies hash equal
     if not isinstance(value, str):
-        raise _type_error("hosts", value, "a host group name or None")
+        raise _type_error(field, value, "a host group name or None")
     if not value.isidentifier():
-        raise PolicyError("hosts", value, "must be a host group name (an identifier)")
+        raise PolicyError(field, value, "must be a host group name (an identifier)")
+    return value
+
+
+# -- ini text: parse (field name, text) -> a value for the rule; render value -> text ---------
+
+
+def _as_timedelta(value: int | timedelta) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``300``, ``300s``, ``5m``, ``1h30m``, ``250ms`` -> timedelta; ``ValueError`` otherwise."""
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        parts = {"seconds": int(text)}
+    else:
+        match = _DURATION_RE.fullmatch(text)
+        if not text or match is None:
+            raise ValueError(f"not a duration: {text!r}")
+        parts = {_DURATION_UNITS[unit]: int(n) for unit, n in match.groupdict().items() if n}
+    try:
+        return timedelta(**parts)
+    except OverflowError:
+        raise ValueError(f"not a duration: {text!r} (too long)") from None
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest ini spelling that :func:`parse_duration` reads back to ``value``."""
+    micros = value // timedelta(microseconds=1)
+    if micros % 1_000_000 == 0:
+        return str(micros // 1_000_000)
+    if micros % 1000 == 0:
+        return f"{micros // 1000}ms"
+    return f"{micros}us"
+
+
+def parse_number(text: str) -> float:
+    """A finite decimal number in ASCII (``2``, ``2.5``, ``1e3``) -> float; ``ValueError``
+    otherwise (``nan``, ``inf``, ``1_000`` and other scripts' digits, all of which ``float()``
+    would take)."""
+    text = text.strip()
+    if not _NUMBER_RE.fullmatch(text):
+        raise ValueError(f"not a number: {text!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+def _parse_replicas(field: str, text: str) -> object:
+    if _INT_RE.fullmatch(text):
+        return int(text)
+    pair = _PAIR_RE.fullmatch(text)
+    if pair is None:
+        raise _text_error(field, text, "an int or (min, max), e.g. 2 or (1, 3)")
+    return (int(pair[1]), int(pair[2]))
+
+
+def _parse_ttl(field: str, text: str) -> object:
+    if _INT_RE.fullmatch(text):
+        return int(text)  # also lets "-5" reach the minimum rule, not the format rule
+    try:
+        ttl = parse_duration(text)
+    except ValueError:
+        raise _text_error(field, text, "a duration like 300, 300s, 5m or 1h30m") from None
+    # Whole seconds stay an int so messages read "got 10", as the user wrote it.
+    return ttl if ttl % timedelta(seconds=1) else int(ttl.total_seconds())
+
+
+def _parse_int(field: str, text: str) -> object:
+    if not _INT_RE.fullmatch(text):
+        raise _text_error(field, text, "an int")
+    return int(text)
+
+
+def _parse_text(field: str, text: str) -> object:
+    return text
+
+
+def _parse_names(field: str, text: str) -> object:
+    # Empty means "none", so a named policy can drop its base's prewarm list.
+    return tuple(name.strip() for name in text.split(",")) if text else ()
+
+
+def _parse_limit(field: str, text: str) -> object:
+    if text.lower() == "none":
+        return None
+    if not _INT_RE.fullmatch(text):
+        raise _text_error(field, text, "an int or none")
+    return int(text)
+
+
+def _parse_seconds(field: str, text: str) -> object:
+    if text.lower() == "none":
+        return None
+    if _INT_RE.fullmatch(text):
+        return int(text)
+    try:
+        # inf and nan are numbers to float() (and then break the rule, not the format).
+        return float(text) if _NUMBER_RE.fullmatch(text) else parse_duration(text).total_seconds()
+    except ValueError:
+        raise _text_error(field, text, "a number of seconds, a duration or none") from None
+
+
+def _render_replicas(value: tuple[int, int]) -> str:
+    low, high = value
+    return str(low) if low == high else f"({low}, {high})"
+
+
+def _render_seconds(seconds: float) -> str:
+    # "5" reads better than "5.0"; repr keeps every digit of anything else.
+    return str(int(seconds)) if seconds.is_integer() and abs(seconds) < 1e15 else repr(seconds)
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+_METADATA_KEY: Final = "pytest_reuse_env"
+
+
+@final
+@dataclass(frozen=True)
+class PolicyField:
+    """Everything about one policy field; :data:`FIELDS` holds one per field of ``ReusePolicy``."""
+
+    name: str
+    default: object
+    check: Callable[[str, Any], object]
+    """The rule: ``(name, value)`` to the normalized value, or :class:`PolicyError`."""
+    parse: Callable[[str, str], object]
+    """Ini text (stripped) to a value for ``check``, or :class:`PolicyError` for its shape."""
+    render: Callable[[Any], str]
+    """A normalized value to the ini text ``parse`` reads back (used by ``describe()``)."""
+    wire: Callable[[Any], object] | None
+    """A normalized value to its start-payload builtin; None: a replica does not need it."""
+    help: str
+    """What it means and its rule, as the ini help says it (without the default)."""
+    example: str
+    """A valid value other than the default, in ini form (for docs and the field tests)."""
+    ini: Literal["string", "args"] | None
+    """The pytest type of its ini key ``reuse_<name>`` for the default policy; None: no key."""
+    option: bool
+    """Whether ``--reuse-<name>`` (dest ``reuse_cli_<name>``) overrides the ini key."""
+    omit_default: bool
+    """``describe()`` leaves it out while it holds its default (else always shows it)."""
+    identity: bool
+    """Part of :meth:`ReusePolicy.identity`: warm replicas are only shared when it is equal."""
+
+    @property
+    def replica(self) -> bool:
+        """Whether a replica needs it: it is then in the start payload (``PolicyPayload``)."""
+        return self.wire is not None
+
+    @property
+    def ini_key(self) -> str | None:
+        return f"reuse_{self.name}" if self.ini is not None else None
+
+    @property
+    def flag(self) -> str | None:
+        return f"--reuse-{self.name.replace('_', '-')}" if self.option else None
+
+    @property
+    def dest(self) -> str | None:
+        return f"reuse_cli_{self.name}" if self.option else None
+
+    @property
+    def default_text(self) -> str:
+        """The default as the help says it: its ini form, or ``none``."""
+        if self.omit_default:
+            return "none"
+        return self.render(self.check(self.name, self.default))
+
+
+def _field(
+    default: _T,
+    *,
+    check: Callable[[str, Any], object],
+    parse: Callable[[str, str], object],
+    render: Callable[[Any], str] = str,
+    wire: Callable[[Any], object] | None = None,
+    help: str,
+    example: str,
+    ini: Literal["string", "args"] | None = "string",
+    option: bool = False,
+    omit_default: bool = False,
+    identity: bool = True,
+) -> _T:
+    """One field of ``ReusePolicy``, declared once: its default, and everything else kept in the
+    dataclass field's metadata for :data:`FIELDS` (typed as the default, for the type checker)."""
+    spec = PolicyField(
+        "", default, check, parse, render, wire, help, example, ini, option, omit_default, identity
+    )
+    return dataclasses.field(default=default, metadata={_METADATA_KEY: spec})
+
+
+def _seconds(value: timedelta) -> float:
+    return value.total_seconds()
+
+
+def _as_is(value: object) -> object:
     return value
 
 
 @final
 @dataclass(frozen=True)
 class ReusePolicy:
-    """How an environment of warm replicas is sized, shared and retired (see the module doc)."""
+    """How an environment of warm replicas is sized, shared and retired (see the module doc and
+    each field's ``help`` in :data:`FIELDS`)."""
 
-    replicas: int | tuple[int, int] = 2
-    """``n`` means ``(n, n)``; stored as ``(min, max)``; each >= 0, min <= max, max >= 1."""
-    idle_ttl: int | timedelta = 30
-    """Seconds or timedelta, >= 30 s; stored as timedelta. Whole environment idle: all stop."""
-    concurrency: int = 1
-    """Tests one replica runs at once, >= 1."""
-    scaledown_ttl: int | timedelta = 30
-    """Seconds or timedelta, >= 30 s; stored as timedelta. Delay before one idle replica stops."""
-    scope: Literal["global", "run"] = "global"
-    """``"global"``: replicas outlive the run; ``"run"``: each run gets its own."""
-    prewarm: tuple[str, ...] = ()
-    """Session fixtures a new replica sets up before its first test; stored as a tuple."""
-    timeout: float | None = None
-    """Per-test timeout in seconds (> 0), or None for none; stored as float."""
-    max_tests_per_replica: int | None = None
-    """Recycle a replica after this many tests (>= 1, plus up to 10 % jitter), or None."""
-    max_memory_per_replica: int | None = None
-    """Recycle a replica whose resident size passes this many MiB (>= 1), or None."""
-    hosts: str | None = None
-    """Host group its replicas run on (``reuse_hosts``); ``local``: this machine; None: the
-    ungrouped hosts, or this machine when there are none."""
+    replicas: int | tuple[int, int] = _field(
+        2,
+        check=_check_replicas,
+        parse=_parse_replicas,
+        render=_render_replicas,
+        wire=tuple,  # the detached replica retires itself by the scaling rules
+        help="replicas of the default reuse policy: N or (MIN, MAX); each >= 0, MIN <= MAX, "
+        "MAX >= 1",
+        example="(1, 3)",
+        option=True,
+    )
+    idle_ttl: int | timedelta = _field(
+        30,
+        check=_check_ttl,
+        parse=_parse_ttl,
+        render=format_duration,
+        wire=_seconds,
+        help="shut an environment's replicas down after it has been idle this long: seconds or "
+        "a duration like 5m, 1h30m; at least 30 s",
+        example="5m",
+        option=True,
+    )
+    concurrency: int = _field(
+        1,
+        check=_check_count,
+        parse=_parse_int,
+        wire=int,
+        help="tests one replica runs at once, >= 1",
+        example="4",
+        option=True,
+    )
+    scaledown_ttl: int | timedelta = _field(
+        30,
+        check=_check_ttl,
+        parse=_parse_ttl,
+        render=format_duration,
+        wire=_seconds,
+        help="delay before one idle replica above the minimum is removed: seconds or a "
+        "duration; at least 30 s",
+        example="90",
+        option=True,
+    )
+    scope: Literal["global", "run"] = _field(
+        "global",
+        check=_check_scope,
+        parse=_parse_text,
+        help="'global' (replicas outlive the run) or 'run'",
+        example="run",
+        option=True,
+    )
+    prewarm: tuple[str, ...] = _field(
+        (),
+        check=_check_fixture_names,
+        parse=_parse_names,
+        render=",".join,
+        wire=list,
+        help="session fixtures a new replica sets up before its first test: fixture names",
+        example="db,model",
+        ini="args",
+        omit_default=True,
+    )
+    timeout: float | None = _field(
+        None,
+        check=_check_seconds,
+        parse=_parse_seconds,
+        render=_render_seconds,
+        wire=_as_is,
+        help="per-test timeout in seconds for tests run in replicas, > 0",
+        example="2.5",
+        omit_default=True,
+    )
+    max_tests_per_replica: int | None = _field(
+        None,
+        check=_check_limit,
+        parse=_parse_limit,
+        wire=_as_is,
+        help="recycle a replica after this many tests (plus up to 10 % jitter), checked between "
+        "tests: an int >= 1",
+        example="100",
+        omit_default=True,
+    )
+    max_memory_per_replica: int | None = _field(
+        None,
+        check=_check_limit,
+        parse=_parse_limit,
+        wire=_as_is,
+        help="recycle a replica whose resident size passes this many MiB, checked between "
+        "tests: an int >= 1",
+        example="512",
+        omit_default=True,
+    )
+    hosts: str | None = _field(
+        None,
+        check=_check_host_group,
+        parse=_parse_text,
+        help="the host group (reuse_hosts) its replicas run on: a group name, 'local' for this "
+        "machine, or 'default' for the ungrouped hosts (this machine when there are none)",
+        example="local",
+        ini=None,  # reuse_hosts is the host table itself; a policy names a group of it
+        omit_default=True,
+    )
 
     def __post_init__(self) -> None:
         # Frozen: normalized values go in through object.__setattr__, validated field by field.
-        object.__setattr__(self, "replicas", _check_replicas(self.replicas))
-        object.__setattr__(self, "idle_ttl", _check_ttl("idle_ttl", self.idle_ttl))
-        object.__setattr__(self, "concurrency", _check_concurrency(self.concurrency))
-        object.__setattr__(self, "scaledown_ttl", _check_ttl("scaledown_ttl", self.scaledown_ttl))
-        object.__setattr__(self, "scope", _check_scope(self.scope))
-        object.__setattr__(self, "prewarm", _check_prewarm(self.prewarm))
-        object.__setattr__(self, "timeout", _check_timeout(self.timeout))
-        for name in ("max_tests_per_replica", "max_memory_per_replica"):
-            object.__setattr__(self, name, _check_limit(name, getattr(self, name)))
-        object.__setattr__(self, "hosts", _check_hosts(self.hosts))
+        for spec in FIELDS:
+            object.__setattr__(self, spec.name, spec.check(spec.name, getattr(self, spec.name)))
 
     @property
     def min_replicas(self) -> int:
-        return _check_replicas(self.replicas)[0]
+        return _check_replicas("replicas", self.replicas)[0]
 
     @property
     def max_replicas(self) -> int:
-        return _check_replicas(self.replicas)[1]
+        return _check_replicas("replicas", self.replicas)[1]
 
     @property
     def idle_ttl_seconds(self) -> float:
@@ -282,23 +574,25 @@ class ReusePolicy:
 
     def describe(self) -> str:
         """The canonical ini form; ``ReusePolicy.parse(p.describe()) == p``."""
-        low, high = self.min_replicas, self.max_replicas
-        parts = [
-            f"replicas={low}" if low == high else f"replicas=({low}, {high})",
-            f"idle_ttl={format_duration(_as_timedelta(self.idle_ttl))}",
-            f"concurrency={self.concurrency}",
-            f"scaledown_ttl={format_duration(_as_timedelta(self.scaledown_ttl))}",
-            f"scope={self.scope}",
-        ]
-        if self.prewarm:
-            parts.append(f"prewarm={','.join(self.prewarm)}")
-        if self.timeout is not None:
-            parts.append(f"timeout={_format_seconds(self.timeout)}")
-        for name in ("max_tests_per_replica", "max_memory_per_replica"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}={getattr(self, name)}")
-        if self.hosts is not None:
-            parts.append(f"hosts={self.hosts}")
+        return self._render(FIELDS)
+
+    def identity(self) -> str:
+        """What the warm registry keys an environment by: the ini form of the identity fields."""
+        return self._render(spec for spec in FIELDS if spec.identity)
+
+    def payload(self) -> PolicyPayload:
+        """The fields a replica needs, as builtins for its start payload."""
+        return cast(
+            "PolicyPayload",
+            {name: wire(getattr(self, name)) for name, wire in _REPLICA_FIELDS},
+        )
+
+    def _render(self, fields: Iterable[PolicyField]) -> str:
+        parts = []
+        for spec in fields:
+            value = getattr(self, spec.name)
+            if not (spec.omit_default and value == spec.default):
+                parts.append(f"{spec.name}={spec.render(value)}")
         return " ".join(parts)
 
     @classmethod
@@ -307,12 +601,12 @@ class ReusePolicy:
     ) -> ReusePolicy:
         """A policy from field values (marker kwargs); unspecified fields come from ``base``."""
         for key, value in values.items():
-            if key not in _FIELDS:
+            if key not in _BY_NAME:
                 raise PolicyError(
                     key,
                     value,
                     "is not a policy field",
-                    f"unknown policy field {key!r}: known fields are {', '.join(_FIELDS)}",
+                    f"unknown policy field {key!r}: known fields are {_NAMES}",
                 )
         # Any: the values are checked by __post_init__, not by the type checker.
         changes: dict[str, Any] = dict(values)
@@ -339,12 +633,12 @@ class ReusePolicy:
                     f"malformed token {token!r}: expected key=value, e.g. replicas=(1, 3)",
                 )
             key, raw = match["key"], match["value"]
-            if key not in _FIELDS:
+            if key not in _BY_NAME:
                 raise PolicyError(
                     key,
                     match[0],
                     "is not a policy field",
-                    f"unknown key {key!r} in {match[0]!r}: known keys are {', '.join(_FIELDS)}",
+                    f"unknown key {key!r} in {match[0]!r}: known keys are {_NAMES}",
                 )
             if key in values:
                 raise PolicyError(
@@ -355,35 +649,24 @@ class ReusePolicy:
         return cls.from_mapping(values, base=base)
 
 
-def _as_timedelta(value: int | timedelta) -> timedelta:
-    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+def _table() -> tuple[PolicyField, ...]:
+    specs = []
+    for field in dataclasses.fields(ReusePolicy):
+        spec = field.metadata.get(_METADATA_KEY)
+        if not isinstance(spec, PolicyField):
+            raise TypeError(f"ReusePolicy.{field.name} is not declared with _field()")
+        if spec.wire is not None and not spec.identity:
+            # A warm replica keeps what it was started with: sharing it needs equal values.
+            raise TypeError(f"ReusePolicy.{field.name}: a field replicas need is identity")
+        specs.append(dataclasses.replace(spec, name=field.name))
+    return tuple(specs)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``300``, ``300s``, ``5m``, ``1h30m``, ``250ms`` -> timedelta; ``ValueError`` otherwise."""
-    text = text.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
-    match = _DURATION_RE.fullmatch(text)
-    if not text or match is None:
-        raise ValueError(f"not a duration: {text!r}")
-    parts = {_DURATION_UNITS[unit]: int(n) for unit, n in match.groupdict().items() if n}
-    return timedelta(**parts)
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest ini spelling that :func:`parse_duration` reads back to ``value``."""
-    micros = value // timedelta(microseconds=1)
-    if micros % 1_000_000 == 0:
-        return str(micros // 1_000_000)
-    if micros % 1000 == 0:
-        return f"{micros // 1000}ms"
-    return f"{micros}us"
-
-
-def _format_seconds(seconds: float) -> str:
-    # "5" reads better than "5.0"; repr keeps every digit of anything else.
-    return str(int(seconds)) if seconds.is_integer() and abs(seconds) < 1e15 else repr(seconds)
+#: One entry per field of ``ReusePolicy``, in declaration order: the single table of fields.
+FIELDS: Final[tuple[PolicyField, ...]] = _table()
+_BY_NAME: Final = {spec.name: spec for spec in FIELDS}
+_NAMES: Final = ", ".join(_BY_NAME)
+_REPLICA_FIELDS: Final = tuple((spec.name, spec.wire) for spec in FIELDS if spec.wire is not None)
 
 
 def parse_field(field: str, text: str) -> object:
@@ -391,58 +674,12 @@ def parse_field(field: str, text: str) -> object:
 
     Raises :class:`PolicyError` for an unknown field or text of the wrong shape.
     """
-    text = text.strip()
-    if field == "replicas":
-        if _INT_RE.fullmatch(text):
-            return int(text)
-        pair = _PAIR_RE.fullmatch(text)
-        if pair is None:
-            raise _text_error(field, text, "an int or (min, max), e.g. 2 or (1, 3)")
-        return (int(pair[1]), int(pair[2]))
-    if field in ("idle_ttl", "scaledown_ttl"):
-        if _INT_RE.fullmatch(text):
-            return int(text)  # also lets "-5" reach the minimum rule, not the format rule
-        try:
-            ttl = parse_duration(text)
-        except ValueError:
-            raise _text_error(field, text, "a duration like 300, 300s, 5m or 1h30m") from None
-        # Whole seconds stay an int so messages read "got 10", as the user wrote it.
-        return ttl if ttl % timedelta(seconds=1) else int(ttl.total_seconds())
-    if field == "concurrency":
-        if not _INT_RE.fullmatch(text):
-            raise _text_error(field, text, "an int")
-        return int(text)
-    if field in ("scope", "hosts"):
-        return text
-    if field == "prewarm":
-        # Empty means "none", so a named policy can drop its base's prewarm list.
-        return tuple(name.strip() for name in text.split(",")) if text else ()
-    if field in ("max_tests_per_replica", "max_memory_per_replica"):
-        if text.lower() == "none":
-            return None
-        if not _INT_RE.fullmatch(text):
-            raise _text_error(field, text, "an int or none")
-        return int(text)
-    if field == "timeout":
-        if text.lower() == "none":
-            return None
-        if _INT_RE.fullmatch(text):
-            return int(text)
-        try:
-            return (
-                float(text) if _NUMBER_RE.fullmatch(text) else parse_duration(text).total_seconds()
-            )
-        except ValueError:
-            raise _text_error(field, text, "a number of seconds, a duration or none") from None
-    raise PolicyError(
-        field,
-        text,
-        "is not a policy field",
-        f"unknown key {field!r}: known keys are {', '.join(_FIELDS)}",
-    )
-
-
-def _text_error(field: str, text: str, expected: str) -> PolicyError:
-    return PolicyError(
-        field, text, f"must be {expected}", f"{field} must be {expected}, got {text!r}"
-    )
+    spec = _BY_NAME.get(field)
+    if spec is None:
+        raise PolicyError(
+            field,
+            text,
+            "is not a policy field",
+            f"unknown key {field!r}: known keys are {_NAMES}",
+        )
+    return spec.parse(field, text.strip())

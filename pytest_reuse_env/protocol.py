@@ -116,12 +116,39 @@ REPLICA_MESSAGES: Final = frozenset(
 )
 
 
+#: ``reuse_leaks`` values: what a replica does about a leak.
+LEAK_MODES: Final = ("off", "warn", "recycle", "fail")
+#: ``reuse_leaks_ignore`` kinds, and whether each takes a name pattern (``env:CACHE_*``).
+LEAK_KINDS: Final = {
+    "env": True,
+    "thread": True,
+    "cwd": False,
+    "sys.path": False,
+    "fds": False,
+    "children": False,
+    "tasks": False,
+    "memory": False,
+}
+
+
 class HygienePayload(TypedDict):
-    leaks: str  # off, warn, recycle, fail
+    leaks: str  # one of LEAK_MODES
     ignore: list[str]
     memory_mib: float
-    max_tests: int | None
-    max_memory_mib: int | None
+
+
+class PolicyPayload(TypedDict):
+    """The policy fields a replica needs (``ReusePolicy.payload()``; the fields whose
+    ``policy.FIELDS`` entry has a ``wire``), as builtins: TTLs in seconds."""
+
+    replicas: tuple[int, int]
+    idle_ttl: float
+    concurrency: int
+    scaledown_ttl: float
+    prewarm: list[str]
+    timeout: float | None
+    max_tests_per_replica: int | None
+    max_memory_per_replica: int | None
 
 
 class RecyclePayload(TypedDict):
@@ -164,11 +191,9 @@ class StartPayload(TypedDict):
     basetemp: str | None
     main: MainPayload
     log_path: str
-    prewarm: list[str]
+    policy: PolicyPayload
     hygiene: HygienePayload
     teardown_timeout: float
-    concurrency: int
-    timeout: float | None
     option_overrides: dict[str, Any]
     #: The policy in its ini form: a detached replica retires by its TTLs.
     policy: str

@@ -225,7 +225,7 @@ class ReplicaLauncher:
         return self._fingerprint
 
     def environment_key(self, policy: ReusePolicy) -> str:
-        return fingerprint.environment_key(policy.describe(), self.fingerprint())
+        return fingerprint.environment_key(policy.identity(), self.fingerprint())
 
     # -- launching ---------------------------------------------------------------------------
 
@@ -321,18 +321,13 @@ class ReplicaLauncher:
             "main": describe_main(),
             "basetemp": basetemp,
             "log_path": log_path,
-            "prewarm": list(policy.prewarm),
+            "policy": policy.payload(),
             "hygiene": {
                 "leaks": self.settings.leaks,
                 "ignore": list(self.settings.leaks_ignore),
                 "memory_mib": self.settings.leak_memory_mib,
-                "max_tests": policy.max_tests_per_replica,
-                "max_memory_mib": policy.max_memory_per_replica,
             },
             "teardown_timeout": self.settings.teardown_timeout,
-            "concurrency": policy.concurrency,
-            "timeout": policy.timeout,
-            "policy": policy.describe(),
             # basetemp None: the replica's own pytest makes one (pytest-of-USER/pytest-N),
             # whatever --basetemp this run was given (a warm replica outlives that directory).
             "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=basetemp),

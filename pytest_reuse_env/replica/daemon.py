@@ -28,7 +28,6 @@ from typing import Any, Final, final
 
 from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.channel import Listener, SocketChannel
-from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
 from pytest_reuse_env.replica.reload import Reloader
 from pytest_reuse_env.replica.session import (
@@ -106,7 +105,7 @@ class Daemon:
         self.listener = Listener(self._socket_path(), registry.token(), log=self._log)
         #: Keeps the replica warm through edits (replica/reload.py).
         self.reloader = Reloader()
-        self.policy: ReusePolicy | None = None
+        self.policy: protocol.PolicyPayload | None = None
         self.replica: ReplicaSession | None = None
         self._next_idle_check = 0.0
         self._stopping = threading.Event()
@@ -131,7 +130,7 @@ class Daemon:
         if name != protocol.START:
             self._log(f"first message was {name!r}, not start; exiting")
             return 1
-        self.policy = ReusePolicy.parse(start["policy"])
+        self.policy = start["policy"]
         self.reloader.graph.install()  # before the session imports any project module
         self.relay.attach(first)
         self.relay.on_disconnect.append(self._released)
@@ -268,12 +267,13 @@ class Daemon:
             views.append(
                 scaling.ReplicaView(record.replica_id, phase, record.started_at, in_flight, since)
             )
+        low, high = self.policy["replicas"]
         limits = scaling.ScalingLimits(
-            self.policy.min_replicas,
-            self.policy.max_replicas,
-            self.policy.concurrency,
-            self.policy.scaledown_ttl_seconds,
-            self.policy.idle_ttl_seconds,
+            low,
+            high,
+            self.policy["concurrency"],
+            self.policy["scaledown_ttl"],
+            self.policy["idle_ttl"],
         )
         state = scaling.EnvironmentState(tuple(views), 0, last_activity)
         for action in scaling.decide(state, limits, now):

@@ -42,7 +42,7 @@ _PROC: Final = "/proc/self"
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: pytest's own bookkeeping, set and cleared around every test phase.
 _ALWAYS_IGNORED_ENV: Final = frozenset({"PYTEST_CURRENT_TEST"})
-MODES: Final = ("off", "warn", "recycle", "fail")
+MODES: Final = protocol.LEAK_MODES
 
 
 @final
@@ -270,12 +270,15 @@ class LeakWatch:
         self,
         replica_id: str,
         settings: protocol.HygienePayload,
+        policy: protocol.PolicyPayload,
         send: Callable[[protocol.Message], None],
     ) -> None:
         self.replica_id = replica_id
         self.mode = settings["leaks"]
         self.rules = LeakRules(tuple(settings["ignore"]), settings["memory_mib"])
-        self.limits = RecycleLimits(settings["max_tests"], settings["max_memory_mib"])
+        self.limits = RecycleLimits(
+            policy["max_tests_per_replica"], policy["max_memory_per_replica"]
+        )
         self._send = send
         self._before: ProcessState | None = None
         #: The state after the last test's teardown: the next test's baseline (None when

@@ -97,7 +97,9 @@ class ReplicaSession:
         self.ready_at: float | None = None
         self.first_setup_seconds = 0.0
         #: Leak checks between tests and recycling (a plugin of the replica's session too).
-        self.leaks = hygiene.LeakWatch(start["replica_id"], start["hygiene"], self.send)
+        self.leaks = hygiene.LeakWatch(
+            start["replica_id"], start["hygiene"], start["policy"], self.send
+        )
         #: Running one test by itself (not a batch): its LOGFINISH waits for its warnings.
         self._one_at_a_time = False
         self._held_finish: protocol.Message | None = None
@@ -146,7 +148,7 @@ class ReplicaSession:
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.session = session
         self.cwd = os.getcwd()
-        self.prewarm_errors = self._prewarm(session, self.start["prewarm"])
+        self.prewarm_errors = self._prewarm(session, self.start["policy"]["prewarm"])
         if self._on_ready is not None:
             self._on_ready()
         self._send_ready()
@@ -465,7 +467,7 @@ class ReplicaSession:
         Sync tests (and async ones that cannot share a loop, like users of capfd) break the
         batch: they run one at a time afterwards, never overlapping it.
         """
-        if self.start["concurrency"] < 2:
+        if self.start["policy"]["concurrency"] < 2:
             return []
         batch = []
         for nodeid in self.pending:
@@ -491,8 +493,8 @@ class ReplicaSession:
             concurrent.run_concurrently(
                 session,
                 batch,
-                self.start["concurrency"],
-                timeout=self.start["timeout"],
+                self.start["policy"]["concurrency"],
+                timeout=self.start["policy"]["timeout"],
                 on_started=lambda item: self.send(protocol.started(item.nodeid, self.test_lease)),
                 on_finished=self._batch_item_finished,
             )
