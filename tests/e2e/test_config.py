@@ -591,6 +591,12 @@ def test_short_ttl_env_applies_to_ini(
         ("reuse_teardown_timeout", "x", "*reuse_teardown_timeout must be a number > 0*"),
         ("reuse_max_tests_per_replica", "0", "*max_tests_per_replica must be at least 1*"),
         ("reuse_max_memory_per_replica", "lots", "*max_memory_per_replica*an int or none*"),
+        # int("²") raises though "²".isdigit(): once an INTERNALERROR.
+        ("reuse_max_restarts", "²", "*reuse_max_restarts must be an int >= 0, got '²'*"),
+        ("reuse_leaks_ignore", "bogus:thing", "*reuse_leaks_ignore must be env:*'bogus:thing'*"),
+        ("reuse_env_vars", "PATH A=B", "*reuse_env_vars must be variable names*got 'A=B'*"),
+        ("reuse_teardown_timeout", "1e300", "*must be a number > 0 and at most 31536000*"),
+        ("reuse_idle_ttl", "99999999999999999999", "*idle_ttl must be at most 999999999 days*"),
     ],
 )
 def test_runtime_limits_are_validated(
