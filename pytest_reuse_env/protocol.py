@@ -191,12 +191,11 @@ class StartPayload(TypedDict):
     basetemp: str | None
     main: MainPayload
     log_path: str
+    #: The policy fields a replica needs: a detached replica retires by its scaling rules.
     policy: PolicyPayload
     hygiene: HygienePayload
     teardown_timeout: float
     option_overrides: dict[str, Any]
-    #: The policy in its ini form: a detached replica retires by its TTLs.
-    policy: str
     host: NotRequired[HostPayload]
     #: This lease's id: stamped on every message about a test started under it.
     lease: NotRequired[str]

@@ -161,19 +161,10 @@ def start_payload(replica_id: str) -> protocol.StartPayload:
         "main": {"spec": None, "file": None, "argv": []},
         "basetemp": "/nowhere/tmp",
         "log_path": "/nowhere/replica.log",
-        "prewarm": [],
-        "hygiene": {
-            "leaks": "off",
-            "ignore": [],
-            "memory_mib": 0.0,
-            "max_tests": None,
-            "max_memory_mib": None,
-        },
+        "policy": ReusePolicy(replicas=1).payload(),
+        "hygiene": {"leaks": "off", "ignore": [], "memory_mib": 0.0},
         "teardown_timeout": 30.0,
-        "concurrency": 1,
-        "timeout": None,
         "option_overrides": {},
-        "policy": "replicas=1",
     }
 
 
