@@ -243,7 +243,7 @@ def per_test_overhead(plugin: PluginSetup) -> Scenario:
             (*NO_ASYNC, *one_replica),
             needs_plugin=True,
         ),
-        # Leak checks (reuse_leaks, default warn) snapshot the process around every test:
+        # Leak checks (reuse_leaks, default warn) read the process state around every test:
         # the same run without them shows what they cost a test.
         Contender(
             LEAKS_OFF,

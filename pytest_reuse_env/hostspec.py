@@ -12,7 +12,7 @@ capacity; a host whose replica could not start (unreachable, refused, a missing 
 dropped for the rest of the run and its share goes to the others.
 
 The replica side uses only :func:`first_difference` and :func:`relocate` (standard library
-only at import time: this module may run inside a remote interpreter).
+only at import time: this module may run in a host's interpreter).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ RSYNC_IGNORE: Final = (
     "venv",
     "*.egg-info",
 )
-#: Variables that describe this machine, never forwarded to a remote replica.
+#: Variables that describe this machine, never forwarded to a replica on another host.
 _LOCAL_ONLY_VARS: Final = frozenset({"PATH", "PYTHONPATH", "VIRTUAL_ENV", "HOME"})
 
 

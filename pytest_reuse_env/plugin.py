@@ -127,7 +127,7 @@ class Router:
         if self.summary is not None:
             self.summary.pytest_terminal_summary(terminalreporter)
 
-    @pytest.hookimpl(trylast=True)  # after the controller has added its snapshots
+    @pytest.hookimpl(trylast=True)  # after the controller has added its figures
     def pytest_sessionfinish(self) -> None:
         if self.summary is not None:
             self.summary.pytest_sessionfinish()

@@ -332,7 +332,7 @@ class Environment:
                 self.retire(replica, "end of run")
         return keep
 
-    def snapshot(self, notes: list[str]) -> dict[str, Any]:
+    def figures(self, notes: list[str]) -> dict[str, Any]:
         """What this environment did, as builtins (see ``summary.py`` for the schema)."""
         return {
             "name": self.name,

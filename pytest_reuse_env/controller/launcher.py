@@ -118,8 +118,8 @@ def _own_code() -> str:
     package = Path(__file__).resolve().parents[1]
     files = []
     for path in sorted(package.rglob("*.py")):
-        stat = path.stat()
-        files.append(f"{path.relative_to(package)}:{stat.st_mtime_ns}:{stat.st_size}")
+        info = path.stat()
+        files.append(f"{path.relative_to(package)}:{info.st_mtime_ns}:{info.st_size}")
     return (
         "pytest-reuse-env " + hashlib.blake2b("\n".join(files).encode(), digest_size=8).hexdigest()
     )

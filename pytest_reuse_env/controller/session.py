@@ -312,8 +312,8 @@ class ReuseController:
             self.shutdown(2.0, interrupted=True)
         else:
             self.shutdown(self.settings.teardown_timeout)
-        snapshots = [
-            env.snapshot(
+        figures = [
+            env.figures(
                 environment_notes(
                     env,
                     [self.items[n] for n, e in self.routes.items() if e is env],
@@ -325,9 +325,9 @@ class ReuseController:
         ]
         if self.feeding_one_at_a_time:
             workeroutput = self.config.workeroutput  # type: ignore[attr-defined]
-            workeroutput[protocol.WORKEROUTPUT_KEY] = snapshots
+            workeroutput[protocol.WORKEROUTPUT_KEY] = figures
         elif self.summary is not None:
-            self.summary.add_snapshots(snapshots)
+            self.summary.add_figures(figures)
 
     def shutdown(self, wait: float, *, interrupted: bool = False) -> None:
         """Ask every replica to finish, wait (bounded) for them, then kill what is left;

@@ -4,7 +4,7 @@ The summary is built from two sources, so it works the same under pytest-xdist:
 
 - the reports themselves: every report that came from a replica carries ``reuse_replica`` and
   ``reuse_warm`` (added on the replica side), which tells who ran each test, cold or warm;
-- environment snapshots (plain dicts from ``Environment.snapshot``): replicas started and
+- environment figures (plain dicts from ``Environment.figures``): replicas started and
   retired, their setup times, notes. Inside an xdist worker they travel to xdist's controller in
   ``config.workeroutput``.
 
@@ -59,14 +59,14 @@ if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
 
 JSON_VERSION: Final = 1
-#: Counts of warm replicas catching up with edits; absent from older workers' snapshots.
+#: Counts of warm replicas catching up with edits; absent from older workers' figures.
 RELOAD_KEYS: Final = (
     "modules_reimported",
     "fixtures_kept",
     "fixtures_rebuilt",
     "kept_fixture_seconds",
 )
-#: Key under which an xdist worker hands its environment snapshots to xdist's controller.
+#: Key under which an xdist worker hands its environment figures to xdist's controller.
 
 
 def environment_notes(
@@ -134,7 +134,7 @@ class ReuseSummary:
         self.config = config
         self.report_path = report_path
         self.tests: dict[str, dict[str, Any]] = {}
-        self.snapshots: list[dict[str, Any]] = []
+        self.figures: list[dict[str, Any]] = []
 
     # -- sources -----------------------------------------------------------------------------
 
@@ -152,31 +152,31 @@ class ReuseSummary:
         elif report.skipped and entry["outcome"] == "passed":
             entry["outcome"] = "skipped"
 
-    def add_snapshots(self, snapshots: list[dict[str, Any]]) -> None:
-        self.snapshots.extend(snapshots)
+    def add_figures(self, figures: list[dict[str, Any]]) -> None:
+        self.figures.extend(figures)
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
-        """xdist's controller: a worker finished; take its environments' snapshots."""
+        """xdist's controller: a worker finished; take its environments' figures."""
         output = getattr(node, "workeroutput", None) or {}
-        self.add_snapshots(list(output.get(protocol.WORKEROUTPUT_KEY, [])))
+        self.add_figures(list(output.get(protocol.WORKEROUTPUT_KEY, [])))
 
     # -- output ------------------------------------------------------------------------------
 
     def environments(self) -> list[dict[str, Any]]:
-        """Snapshots merged by environment name (xdist workers each hold their own)."""
+        """Figures merged by environment name (xdist workers each hold their own)."""
         merged: dict[str, dict[str, Any]] = {}
         # Processes that ran an environment's tests: plain pytest sets it up once in each.
         feeders: Counter[str] = Counter()
-        for snap in self.snapshots:
-            if snap["tests_cold"] or snap["tests_warm"]:
-                feeders[snap["name"]] += 1
-            into = merged.get(snap["name"])
+        for entry in self.figures:
+            if entry["tests_cold"] or entry["tests_warm"]:
+                feeders[entry["name"]] += 1
+            into = merged.get(entry["name"])
             if into is None:
-                merged[snap["name"]] = into = {
-                    **snap,
-                    "retired": Counter(snap["retired"]),
-                    "replicas": list(snap["replicas"]),
-                    "notes": list(snap["notes"]),
+                merged[entry["name"]] = into = {
+                    **entry,
+                    "retired": Counter(entry["retired"]),
+                    "replicas": list(entry["replicas"]),
+                    "notes": list(entry["notes"]),
                 }
                 continue
             for key in (
@@ -188,12 +188,12 @@ class ReuseSummary:
                 "peak_tests",
                 "setup_seconds_total",
             ):
-                into[key] += snap[key]
+                into[key] += entry[key]
             for key in RELOAD_KEYS:
-                into[key] = into.get(key, 0) + snap.get(key, 0)
-            into["retired"].update(snap["retired"])
-            into["replicas"].extend(snap["replicas"])
-            into["notes"].extend(n for n in snap["notes"] if n not in into["notes"])
+                into[key] = into.get(key, 0) + entry.get(key, 0)
+            into["retired"].update(entry["retired"])
+            into["replicas"].extend(entry["replicas"])
+            into["notes"].extend(n for n in entry["notes"] if n not in into["notes"])
         for env in merged.values():
             # xdist workers each count their own: a replica used by two workers is one replica,
             # and their peaks cannot all have happened at once beyond the policy's max.

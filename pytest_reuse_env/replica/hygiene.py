@@ -10,7 +10,7 @@ a wider scope (a new module, class or session fixture): those legitimately keep 
 or memory for later tests, so the baseline is then the state after setup, and only what the
 test body and its own function fixtures left behind counts.
 
-Costs are a few dozen microseconds a snapshot: ``/proc/self`` reads and ``os.environ``
+Costs are a few dozen microseconds a reading: ``/proc/self`` reads and ``os.environ``
 copies, nothing that scans the whole process table. Linux only for fds, children and memory
 (elsewhere those checks are skipped).
 
@@ -120,7 +120,8 @@ def _cwd() -> str:
         return "(a removed directory)"
 
 
-def snapshot() -> ProcessState:
+def read_state() -> ProcessState:
+    """The process's state now, as the leak checks compare it."""
     return ProcessState(
         environ=dict(getattr(os.environ, "_data", os.environ)),
         cwd=_cwd(),
@@ -298,8 +299,8 @@ class LeakWatch:
         if self.mode == "off":
             return (yield)
         # Nothing runs between two tests here but the serve loop: the state after the
-        # previous test's teardown is this test's baseline, with no second snapshot.
-        self._before = self._last_state or snapshot()
+        # previous test's teardown is this test's baseline, with no second reading.
+        self._before = self._last_state or read_state()
         self._last_state = None
         wide = _wide_fixtures_ready(item)
         try:
@@ -307,7 +308,7 @@ class LeakWatch:
         finally:
             if _wide_fixtures_ready(item) != wide:
                 # Setup brought up fixtures that outlive this test: what they hold is theirs.
-                self._before = snapshot()
+                self._before = read_state()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -316,7 +317,7 @@ class LeakWatch:
         report: Any = yield
         if call.when != "teardown" or self._before is None:
             return report  # type: ignore[no-any-return]
-        after = snapshot()
+        after = read_state()
         found = leaks(self._before, after, self.rules)
         self._before = None
         self._last_state = after
@@ -337,13 +338,13 @@ class LeakWatch:
 
     def batch_started(self) -> ProcessState | None:
         self._last_state = None
-        return snapshot() if self.mode != "off" else None
+        return read_state() if self.mode != "off" else None
 
     def batch_finished(self, before: ProcessState | None, batch: list[pytest.Item]) -> None:
         if before is None:
             return
         # Interleaved tests share one process: a leak is the batch's, named as such.
-        found = leaks(before, snapshot(), self.rules)
+        found = leaks(before, read_state(), self.rules)
         if found:
             self.leaked(batch[-1], "; ".join(found), batch)
 

@@ -34,7 +34,7 @@ import pytest
 import pytest_reuse_env
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import hygiene, sendable
-from pytest_reuse_env.replica.asyncbatch import batch as concurrent
+from pytest_reuse_env.replica.asyncbatch import batch as async_batch
 from pytest_reuse_env.replica.main_module import imitate_main
 from pytest_reuse_env.role import REPLICA_KEY
 
@@ -459,7 +459,7 @@ class ReplicaSession:
         self.tests_run += 1
         self.leaks.after_test(nodeid, self.tests_run, self.pending)
 
-    # -- concurrent async batches (concurrent.py) ---------------------------------------------
+    # -- concurrent async batches (asyncbatch/) -----------------------------------------------
 
     def _async_batch(self) -> list[pytest.Item]:
         """The async tests at the head of the queue, if concurrency allows running them at once.
@@ -472,7 +472,7 @@ class ReplicaSession:
         batch = []
         for nodeid in self.pending:
             item = self.items.get(nodeid)
-            if item is None or not concurrent.is_async_item(item):
+            if item is None or not async_batch.is_async_item(item):
                 break
             batch.append(item)
         return batch if len(batch) >= 2 else []
@@ -490,7 +490,7 @@ class ReplicaSession:
         before = self.leaks.batch_started()
         try:
             self.running = True
-            concurrent.run_concurrently(
+            async_batch.run_concurrently(
                 session,
                 batch,
                 self.start["policy"]["concurrency"],

@@ -125,7 +125,8 @@ def test_global_tmp_path_lives_in_the_users_temp_directory_and_outlives_retentio
     temproot = tmp_path_factory.mktemp("temproot")
     monkeypatch.setenv("PYTEST_DEBUG_TEMPROOT", str(temproot))
     user_root = temproot / f"pytest-of-{getpass.getuser()}"
-    project.makeini(ini("global") + "reuse_replicas = 1\n")
+    # Six runs must fit in the replica's idle time, however loaded the machine.
+    project.makeini(ini("global") + "reuse_replicas = 1\nreuse_idle_ttl = 600\n")
     project.makepyfile(test_tmp=TMP_PROBE)
 
     first = run_without_basetemp(project)

@@ -25,17 +25,17 @@ class Terminal:
         self.lines.append(line)
 
 
-def summary_line(*snapshots: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def summary_line(*figures: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     summary = ReuseSummary(None, None)  # type: ignore[arg-type]
-    summary.add_snapshots(list(snapshots))
+    summary.add_figures(list(figures))
     terminal = Terminal()
     summary.pytest_terminal_summary(terminal)  # type: ignore[arg-type]
     (env,) = summary.environments()
     return terminal.lines[1], env
 
 
-def snapshot(replicas: list[tuple[float, bool]], warm: int, cold: int) -> dict[str, Any]:
-    """An environment's snapshot with replicas given as (setup seconds, attached)."""
+def figures(replicas: list[tuple[float, bool]], warm: int, cold: int) -> dict[str, Any]:
+    """An environment's figures with replicas given as (setup seconds, attached)."""
     return {
         "name": "default",
         "policy": "replicas=1",
@@ -70,7 +70,7 @@ def snapshot(replicas: list[tuple[float, bool]], warm: int, cold: int) -> dict[s
 def test_replicas_started_by_the_run_save_nothing_against_plain_pytest() -> None:
     # Two replicas of 36 s each ran 2000 tests warm: plain pytest pays 36 s once, this run
     # paid 72 s. The old figure claimed 36 s x 2000 = 72000 s saved.
-    line, env = summary_line(snapshot([(36.0, False), (36.0, False)], warm=2000, cold=2))
+    line, env = summary_line(figures([(36.0, False), (36.0, False)], warm=2000, cold=2))
     assert env["saved_seconds_estimate"] == 0.0
     assert env["plain_setup_seconds"] == pytest.approx(36.0)
     assert "setup 72.0 s in all, plain pytest ~36.0 s" in line
@@ -78,7 +78,7 @@ def test_replicas_started_by_the_run_save_nothing_against_plain_pytest() -> None
 
 
 def test_attaching_a_warm_replica_saves_its_setup_once() -> None:
-    line, env = summary_line(snapshot([(10.0, True), (10.0, True)], warm=100, cold=0))
+    line, env = summary_line(figures([(10.0, True), (10.0, True)], warm=100, cold=0))
     assert env["saved_seconds_estimate"] == pytest.approx(10.0), "plain pytest pays it once"
     assert env["skipped_seconds"] == pytest.approx(20.0)
     assert "setup 0.0 s in all, plain pytest ~10.0 s: saved ~10.0 s" in line
@@ -86,9 +86,9 @@ def test_attaching_a_warm_replica_saves_its_setup_once() -> None:
 
 def test_each_xdist_worker_would_have_paid_the_setup_in_plain_pytest() -> None:
     _line, env = summary_line(
-        snapshot([(10.0, True)], warm=50, cold=0),
-        snapshot([(10.0, True)], warm=50, cold=0),
-        snapshot([], warm=0, cold=0),  # a worker that ran none of its tests pays nothing
+        figures([(10.0, True)], warm=50, cold=0),
+        figures([(10.0, True)], warm=50, cold=0),
+        figures([], warm=0, cold=0),  # a worker that ran none of its tests pays nothing
     )
     assert env["plain_setup_seconds"] == pytest.approx(20.0)
     assert env["saved_seconds_estimate"] == pytest.approx(20.0)
@@ -110,7 +110,7 @@ def test_peak_counts_only_tests_running_at_once_on_live_replicas() -> None:
         run.run_test(r1, nodeid)
     stats = run.environment.stats
     assert (stats.peak_busy, stats.peak_tests) == (1, 1)
-    line, env = summary_line(run.environment.snapshot([]))
+    line, env = summary_line(run.environment.figures([]))
     assert "peak 1 busy;" in line, line
     assert "tests at once" not in line
     assert [r["ended"] for r in env["replicas"]] == ["crash", None]

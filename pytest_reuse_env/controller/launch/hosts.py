@@ -173,8 +173,8 @@ class HostLink:
         return f" (ssh: {' / '.join(lines[-3:])})" if lines else ""
 
     def _popen(self) -> subprocess.Popen[bytes] | None:
-        io = getattr(self._gateway, "_io", None)
-        popen: subprocess.Popen[bytes] | None = getattr(io, "popen", None)
+        gateway_io = getattr(self._gateway, "_io", None)
+        popen: subprocess.Popen[bytes] | None = getattr(gateway_io, "popen", None)
         return popen
 
     def send(self, message: protocol.Message) -> bool:
@@ -187,12 +187,12 @@ class HostLink:
         detail = "the connection closed"
         if popen is not None:
             try:
-                code = describe_exit(popen.wait(timeout=wait))
+                ended = describe_exit(popen.wait(timeout=wait))
             except subprocess.TimeoutExpired:
                 return "still running"
             if self._host.kind == "popen":
-                return code
-            detail = f"ssh ended with {code}{self._ssh_log_tail()}"
+                return ended
+            detail = f"ssh ended with {ended}{self._ssh_log_tail()}"
         return f"host {self._host.name} lost: {detail}"
 
     def kill(self) -> None:

@@ -51,17 +51,17 @@ def kill_and_wait(processes: list[psutil.Process]) -> None:
     wait_gone(processes, KILL_WAIT_SECONDS)
 
 
-def describe_exit(code: int | None) -> str:
+def describe_exit(returncode: int | None) -> str:
     """ "exit code 3" or "signal SIGKILL (9)" from a Popen returncode."""
-    if code is None:
+    if returncode is None:
         return "exit status unknown"
-    if code < 0:
+    if returncode < 0:
         try:
-            name = signal.Signals(-code).name
+            name = signal.Signals(-returncode).name
         except ValueError:
             name = "unknown signal"
-        return f"signal {name} ({-code})"
-    return f"exit code {code}"
+        return f"signal {name} ({-returncode})"
+    return f"exit code {returncode}"
 
 
 def wait_or_kill(

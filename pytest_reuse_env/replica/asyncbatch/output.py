@@ -1,4 +1,4 @@
-"""Where a task's output goes while async tests interleave (``concurrent.py``).
+"""Where a task's output goes while async tests interleave (``batch.py``).
 
 ``sys.stdout``/``sys.stderr`` are replaced by routers, and a handler sits on the root logger,
 that send text and records to the test the running code belongs to: ``CURRENT``, a context

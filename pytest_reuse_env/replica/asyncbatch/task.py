@@ -1,4 +1,4 @@
-"""One test's run inside a concurrent batch (``concurrent.py``): its state, and the
+"""One test's run inside a concurrent batch (``batch.py``): its state, and the
 resolution of its function-scoped fixtures, per task.
 
 pytest's ``FixtureDef.cached_result`` holds one value and ``SetupState`` one chain at a time,
@@ -8,7 +8,7 @@ so tests that interleave on one loop cannot share them for function-scoped fixtu
 of wider scopes come from pytest's own cache, set up before the batch starts.
 
 Runs inside a replica: imports the standard library, pytest (pytest-asyncio and anyio
-lazily) and the package's ``taskoutput`` module only.
+lazily) and the package's ``asyncbatch.output`` module only.
 """
 
 from __future__ import annotations
