@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.summary import ReuseSummary
+from pytest_reuse_env.controller.summary import ReuseSummary, closing_line
+from pytest_reuse_env.policy import ReusePolicy
 from tests.unit.fakes import Run, ready
 
 TESTS = [f"t.py::test_{i}" for i in range(4)]
@@ -114,3 +115,20 @@ def test_peak_counts_only_tests_running_at_once_on_live_replicas() -> None:
     assert "peak 1 busy;" in line, line
     assert "tests at once" not in line
     assert [r["ended"] for r in env["replicas"]] == ["crash", None]
+
+
+def test_closing_line_says_which_replicas_kept_warm_are_still_starting() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=2, scope="global"))
+    run.environment.submit(TESTS)
+    r0, r1 = run.replicas
+    run.say(r0, ready(TESTS))
+    environments = [run.environment]
+    assert closing_line([r0], environments).startswith(
+        "reuse: 1 replica stays warm for the next run (each ends after 30 s"
+    )
+    both = closing_line([r0, r1], environments)
+    assert both.startswith(
+        "reuse: 2 replicas stay warm for the next run (1 of them still starting)"
+    )
+    alone = closing_line([r1], environments)
+    assert alone.startswith("reuse: 1 replica stays warm for the next run (still starting)")
