@@ -114,6 +114,9 @@ class SocketChannel:
 
     # -- state -------------------------------------------------------------------------------
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def isclosed(self) -> bool:
         return self._closed
 
@@ -216,6 +219,10 @@ class Listener:
     def pending(self) -> int:
         """Connections waiting to authenticate."""
         return len(self._pending)
+
+    def descriptors(self) -> list[int]:
+        """Its own socket's descriptor and those of connections still authenticating."""
+        return [self._sock.fileno(), *self._pending]
 
     def accept(self, timeout: float | None) -> SocketChannel | None:
         """The next authenticated connection, or None when ``timeout`` passes first.

@@ -29,6 +29,7 @@ from typing import Any, Final, final
 from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.channel import Listener, SocketChannel
 from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
+from pytest_reuse_env.replica import hygiene
 from pytest_reuse_env.replica.reload import Reloader
 from pytest_reuse_env.replica.session import (
     ABORT_SIGNAL,
@@ -57,6 +58,12 @@ class Relay:
         self._channel: SocketChannel | None = None
         self.replica: ReplicaSession | None = None
         self.on_disconnect: list[Any] = []
+
+    @property
+    def channel(self) -> SocketChannel | None:
+        """The client's connection, if one is attached."""
+        with self._lock:
+            return self._channel
 
     def busy(self) -> bool:
         with self._lock:
@@ -105,6 +112,11 @@ class Daemon:
         self.listener = Listener(self._socket_path(), registry.token(), log=self._log)
         #: Keeps the replica warm through edits (replica/reload.py).
         self.reloader = Reloader()
+        #: A client accepted while the previous one is still disconnecting.
+        self._waiting: SocketChannel | None = None
+        # Connections come and go while a test runs (other runs, other xdist workers): the
+        # leak checks must not blame the test for them.
+        hygiene.register_own_fds(self._own_fds)
         self.policy: protocol.PolicyPayload | None = None
         self.replica: ReplicaSession | None = None
         self._next_idle_check = 0.0
@@ -185,12 +197,24 @@ class Daemon:
         # The registry leases a replica to one run at a time, so a busy relay means the
         # previous client is still disconnecting (its end of stream is on its way).
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
-        while self.relay.busy() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.relay.busy():
-            channel.close()
-            return
-        self.relay.attach(channel)
+        self._waiting = channel
+        try:
+            while self.relay.busy() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self.relay.busy():
+                channel.close()
+                return
+            self.relay.attach(channel)
+        finally:
+            self._waiting = None
+
+    def _own_fds(self) -> list[int]:
+        """The descriptors of this replica's listener and its clients' connections."""
+        fds = self.listener.descriptors()
+        for channel in (self.relay.channel, self._waiting):
+            if channel is not None and not channel.isclosed():
+                fds.append(channel.fileno())
+        return fds
 
     def _released(self) -> None:
         """The client disconnected: the replica is idle and warm in the registry."""

@@ -22,6 +22,7 @@ library, pytest and the package's ``protocol`` module only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import os
 import random
@@ -29,7 +30,7 @@ import sys
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, final
 
@@ -171,13 +172,23 @@ def _describe_fds(fds: frozenset[int]) -> str:
     return ", ".join(parts) + more
 
 
-def leaks(before: ProcessState, after: ProcessState, rules: LeakRules) -> list[str]:
-    """What changed from ``before`` to ``after`` and was not restored, one line each."""
+def leaks(
+    before: ProcessState | Sequence[ProcessState], after: ProcessState, rules: LeakRules
+) -> list[str]:
+    """What changed from ``before`` to ``after`` and was not restored, one line each.
+
+    With several baselines (the state before a test's setup, and after it when the setup
+    brought up fixtures of a wider scope), only what matches none of them counts: a module
+    fixture's variable is in the second, and a variable a function fixture removed during
+    setup and restored at teardown is in the first.
+    """
+    befores = [before] if isinstance(before, ProcessState) else list(before)
     found: list[str] = []
+    keys = {k for b in befores for k in b.environ} | set(after.environ)
     differing = (
         os.fsdecode(k) if isinstance(k, bytes) else k
-        for k in before.environ.keys() | after.environ.keys()
-        if before.environ.get(k) != after.environ.get(k)
+        for k in keys
+        if all(b.environ.get(k) != after.environ.get(k) for b in befores)
     )
     changed = sorted(
         name
@@ -186,11 +197,12 @@ def leaks(before: ProcessState, after: ProcessState, rules: LeakRules) -> list[s
     )
     if changed:
         found.append(f"environment variables changed: {', '.join(changed)}")
-    if before.cwd != after.cwd and not rules.ignored("cwd"):
-        found.append(f"working directory changed: {before.cwd} -> {after.cwd}")
-    if before.sys_path != after.sys_path and not rules.ignored("sys.path"):
-        added = [p for p in after.sys_path if p not in before.sys_path]
-        removed = [p for p in before.sys_path if p not in after.sys_path]
+    first = befores[0]
+    if all(b.cwd != after.cwd for b in befores) and not rules.ignored("cwd"):
+        found.append(f"working directory changed: {first.cwd} -> {after.cwd}")
+    if all(b.sys_path != after.sys_path for b in befores) and not rules.ignored("sys.path"):
+        added = [p for p in after.sys_path if p not in first.sys_path]
+        removed = [p for p in first.sys_path if p not in after.sys_path]
         detail = (
             "; ".join(
                 filter(
@@ -204,24 +216,45 @@ def leaks(before: ProcessState, after: ProcessState, rules: LeakRules) -> list[s
             or "reordered"
         )
         found.append(f"sys.path changed: {detail}")
+    known_threads = frozenset().union(*(b.threads for b in befores))
     threads = sorted(
-        name for ident, name in after.threads - before.threads if not rules.ignored("thread", name)
+        name for ident, name in after.threads - known_threads if not rules.ignored("thread", name)
     )
     if threads:
         found.append(f"threads still running: {', '.join(threads)}")
     # Listing /proc/self/fd opens descriptors of its own for a moment: only those still open.
-    fds = frozenset(fd for fd in after.fds - before.fds if _is_open(fd))
+    known_fds = frozenset().union(*(b.fds for b in befores)) | own_fds()
+    fds = frozenset(fd for fd in after.fds - known_fds if _is_open(fd))
     if fds and not rules.ignored("fds"):
         found.append(f"file descriptors left open: {_describe_fds(fds)}")
-    children = after.children - before.children
+    children = after.children - frozenset().union(*(b.children for b in befores))
     if children and not rules.ignored("children"):
         found.append(f"child processes left running: pids {', '.join(map(str, sorted(children)))}")
-    if after.tasks > before.tasks and not rules.ignored("tasks"):
-        found.append(f"asyncio tasks still pending: {after.tasks - before.tasks}")
-    grown = (after.rss - before.rss) / 2**20
+    tasks = after.tasks - max(b.tasks for b in befores)
+    if tasks > 0 and not rules.ignored("tasks"):
+        found.append(f"asyncio tasks still pending: {tasks}")
+    grown = (after.rss - max(b.rss for b in befores)) / 2**20
     if grown > rules.memory_mib and not rules.ignored("memory"):
         found.append(f"resident memory grew by {grown:.0f} MiB")
     return found
+
+
+#: Descriptors the replica's own machinery holds (a detached replica's listener, its clients'
+#: connections): they come and go while tests run and are never a test's leak.
+_OWN_FDS: list[Callable[[], Iterable[int]]] = []
+
+
+def register_own_fds(source: Callable[[], Iterable[int]]) -> None:
+    """Declare where the replica's own descriptors can be listed (called by daemon.py)."""
+    _OWN_FDS.append(source)
+
+
+def own_fds() -> frozenset[int]:
+    found: set[int] = set()
+    for source in _OWN_FDS:
+        with contextlib.suppress(Exception):  # a closed socket's fileno() raises
+            found.update(source())
+    return frozenset(found)
 
 
 @final
@@ -281,7 +314,11 @@ class LeakWatch:
             policy["max_tests_per_replica"], policy["max_memory_per_replica"]
         )
         self._send = send
-        self._before: ProcessState | None = None
+        #: The running test's baselines: before its setup, and after it when the setup brought
+        #: up fixtures of a wider scope (see ``leaks``).
+        self._before: list[ProcessState] | None = None
+        #: A concurrent batch's baseline after its wider fixtures and event loop were set up.
+        self._batch_setup: ProcessState | None = None
         #: The state after the last test's teardown: the next test's baseline (None when
         #: something else ran in between: a batch, a client change, a collector teardown).
         self._last_state: ProcessState | None = None
@@ -300,7 +337,7 @@ class LeakWatch:
             return (yield)
         # Nothing runs between two tests here but the serve loop: the state after the
         # previous test's teardown is this test's baseline, with no second reading.
-        self._before = self._last_state or read_state()
+        self._before = [self._last_state or read_state()]
         self._last_state = None
         wide = _wide_fixtures_ready(item)
         try:
@@ -308,7 +345,7 @@ class LeakWatch:
         finally:
             if _wide_fixtures_ready(item) != wide:
                 # Setup brought up fixtures that outlive this test: what they hold is theirs.
-                self._before = read_state()
+                self._before.append(read_state())
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -337,14 +374,22 @@ class LeakWatch:
     # -- around a concurrent batch ------------------------------------------------------------
 
     def batch_started(self) -> ProcessState | None:
-        self._last_state = None
+        self._last_state = self._batch_setup = None
         return read_state() if self.mode != "off" else None
+
+    def batch_set_up(self) -> None:
+        """The batch's wider fixtures and its event loop are up: what they hold (a session
+        loop's selector and self-pipe, a module fixture's files) is theirs, not a test's."""
+        if self.mode != "off":
+            self._batch_setup = read_state()
 
     def batch_finished(self, before: ProcessState | None, batch: list[pytest.Item]) -> None:
         if before is None:
             return
+        baselines = [before] if self._batch_setup is None else [before, self._batch_setup]
+        self._batch_setup = None
         # Interleaved tests share one process: a leak is the batch's, named as such.
-        found = leaks(before, read_state(), self.rules)
+        found = leaks(baselines, read_state(), self.rules)
         if found:
             self.leaked(batch[-1], "; ".join(found), batch)
 

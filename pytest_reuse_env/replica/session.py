@@ -497,6 +497,7 @@ class ReplicaSession:
                 timeout=self.start["policy"]["timeout"],
                 on_started=lambda item: self.send(protocol.started(item.nodeid, self.test_lease)),
                 on_finished=self._batch_item_finished,
+                on_set_up=self.leaks.batch_set_up,
             )
         except ClientGone:
             pass  # the client went away: the rest of the batch is abandoned

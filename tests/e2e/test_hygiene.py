@@ -667,7 +667,7 @@ def test_hanging_finalizer_is_killed_after_reuse_teardown_timeout(
     # phase is the one that hung, and it is reported as an error there.
     assert result.parseoutcomes() == {"passed": 2, "errors": 1}, out
     assert re.search(
-        rf"ERROR at teardown of test_\w+.*\n(.*\n)*?.*replica r\d+ \(pid {pid}\) crashed while "
+        rf"ERROR at teardown of test_\w+.*\n(.*\n)*?.*replica r\d+ \(pid {pid}\) was killed while "
         rf"running test_hang\.py::test_\w+: teardown did not finish within {TEARDOWN_TIMEOUT} s "
         r"\(reuse_teardown_timeout\); replica killed",
         out,

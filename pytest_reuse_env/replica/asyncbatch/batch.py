@@ -167,6 +167,7 @@ class _Batch:
     capturing: bool
     logging_plugin: Any
     runs: list[TaskRun] = field(default_factory=list)
+    on_set_up: Callable[[], None] | None = None
 
 
 def _show_warning(
@@ -195,13 +196,15 @@ def run_concurrently(
     timeout: float | None = None,
     on_started: Callable[[pytest.Item], None] | None = None,
     on_finished: Callable[[pytest.Item], None] | None = None,
+    on_set_up: Callable[[], None] | None = None,
 ) -> None:
     """Run ``items`` (all ``is_async_item``) at most ``limit`` at a time on one event loop.
 
     Reports go through ``item.ihook`` as for ordinary items; fixtures above function scope stay
     set up afterwards. ``timeout`` bounds each test's setup plus call (and, separately, its
     teardown) in seconds. ``on_started``/``on_finished`` are called on the loop's thread when an
-    item's task begins and after its reports were logged.
+    item's task begins and after its reports were logged; ``on_set_up`` once a group's
+    fixtures above function scope and its event loop are up, before any test of it runs.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -215,6 +218,7 @@ def run_concurrently(
         timeout=timeout,
         on_started=on_started,
         on_finished=on_finished,
+        on_set_up=on_set_up,
         streams=Streams(config),
         capturing=config.getoption("capture", "fd") != "no",
         logging_plugin=config.pluginmanager.get_plugin("logging-plugin"),
@@ -288,6 +292,8 @@ def _run_group(batch: _Batch, group: list[pytest.Function]) -> None:
         stack.callback(batch.streams.uninstall)
         runs = [_prepare(batch, item) for item in group]
         with _event_loop(group[0]) as run_on_loop:
+            if batch.on_set_up is not None:
+                batch.on_set_up()
             try:
                 run_on_loop(_run_all(batch, runs))
             except BaseExceptionGroup as group_error:
@@ -379,6 +385,7 @@ def _event_loop(
     if scope != "function":
         cached = _fixture_cache(item, f"_{scope}_scoped_runner")
         if cached is not None:
+            getattr(cached, "get_loop", lambda: None)()  # its loop's descriptors exist now
             yield functools.partial(cached.run, context=contextvars.copy_context())
             return
     with asyncio.Runner() as runner:
