@@ -1,0 +1,176 @@
+"""The replica's module graph (replica/modgraph.py): kinds, edges, invalidation, file states."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_reuse_env.replica import modgraph
+from pytest_reuse_env.replica.modgraph import SUSPECT, ModuleGraph
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Iterator[Path]:
+    """A package ``pkgx`` on sys.path; its modules leave sys.modules afterwards."""
+    root = tmp_path / "src"
+    (root / "pkgx").mkdir(parents=True)
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    try:
+        yield root / "pkgx"
+    finally:
+        sys.path.remove(str(root))
+        for name in [n for n in sys.modules if n == "pkgx" or n.startswith("pkgx.")]:
+            del sys.modules[name]
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def graph() -> Iterator[ModuleGraph]:
+    graph = ModuleGraph()
+    graph.install()
+    try:
+        yield graph
+    finally:
+        graph.uninstall()
+
+
+def test_kinds_of_files() -> None:
+    graph = ModuleGraph()
+    assert graph.kind_of_file(os.__file__) == modgraph.KIND_STDLIB
+    assert graph.kind_of_file(pytest.__file__) == modgraph.KIND_INSTALLED
+    assert graph.kind_of_file("/somewhere/lib/site-packages/x/y.py") == modgraph.KIND_INSTALLED
+    assert graph.kind_of_file("/elsewhere/project/app/core.py") == modgraph.KIND_PROJECT
+    assert graph.kind_of_file("/elsewhere/project/app/fast.so") == modgraph.KIND_EXTENSION
+    assert graph.kind_of_file(modgraph.__file__) == modgraph.KIND_INSTALLED  # the plugin itself
+
+
+def test_import_time_imports_make_edges_and_runtime_imports_do_not(
+    package: Path, graph: ModuleGraph
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "base.py", "VALUE = 1\n")
+    write(package / "lazy.py", "X = 2\n")
+    write(
+        package / "user.py",
+        """
+        from pkgx.base import VALUE
+
+
+        def helper():
+            from pkgx import lazy
+
+            return lazy.X
+        """,
+    )
+    user = importlib.import_module("pkgx.user")
+    assert "pkgx.base" in graph.edges["pkgx.user"]
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    assert user.helper() == 2
+    graph.recordings.remove(recording)
+    assert "pkgx.lazy" not in graph.edges["pkgx.user"]  # a function's import binds no global
+    assert "pkgx.lazy" in recording  # but a fixture's setup that ran it depends on it
+
+
+def test_dependents_follow_importers_and_packages(package: Path, graph: ModuleGraph) -> None:
+    write(package / "__init__.py", "")
+    write(package / "a.py", "X = 1\n")
+    write(package / "b.py", "from pkgx import a\n")
+    write(package / "c.py", "import pkgx.b\n")
+    write(package / "d.py", "Y = 1\n")
+    for name in ("pkgx.c", "pkgx.d"):
+        importlib.import_module(name)
+    assert graph.dependents({"pkgx.a"}) == {"pkgx.a", "pkgx.b", "pkgx.c"}
+    # Every submodule depends on its package.
+    assert graph.dependents({"pkgx"}) >= {"pkgx", "pkgx.a", "pkgx.b", "pkgx.c", "pkgx.d"}
+
+
+def test_a_registry_filled_at_import_time_depends_on_who_filled_it(
+    package: Path, graph: ModuleGraph
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "registry.py", "HANDLERS = {}\n")
+    write(
+        package / "plugin.py",
+        """
+        from pkgx import registry
+
+
+        def handle():
+            return 1
+
+
+        registry.HANDLERS["x"] = handle
+        """,
+    )
+    importlib.import_module("pkgx.plugin")
+    assert graph.dependents({"pkgx.plugin"}) == {"pkgx.plugin"}  # imports alone miss it
+    graph.scan_references()
+    assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
+
+
+def test_a_package_does_not_depend_on_its_submodules_by_holding_them(
+    package: Path, graph: ModuleGraph
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "a.py", "X = 1\n")
+    importlib.import_module("pkgx.a")
+    graph.scan_references()
+    assert graph.dependents({"pkgx.a"}) == {"pkgx.a"}
+
+
+def test_drop_removes_modules_and_their_parents_attributes(
+    package: Path, graph: ModuleGraph
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "a.py", "X = 1\n")
+    parent = importlib.import_module("pkgx")
+    importlib.import_module("pkgx.a")
+    graph.drop({"pkgx.a"})
+    assert "pkgx.a" not in sys.modules
+    assert not hasattr(parent, "a")
+    write(package / "a.py", "X = 22\n")
+    assert importlib.import_module("pkgx.a").X == 22
+
+
+def test_a_file_modified_after_the_previous_observation_counts_as_changed(
+    package: Path,
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "a.py", "X = 1\n")
+    write(package / "b.py", "X = 1\n")
+    old = 1_000_000_000_000_000_000
+    os.utime(package / "a.py", ns=(old, old))
+    now = [old + 10_000_000_000]
+    graph = ModuleGraph(clock_ns=lambda: now[0])
+    importlib.import_module("pkgx.a")
+    importlib.import_module("pkgx.b")  # its mtime is the real time: after "now"
+    graph.observe()
+    assert graph.states[str(package / "b.py")] == SUSPECT
+    assert graph.states[str(package / "a.py")] != SUSPECT
+    changed = graph.changed_files()
+    assert str(package / "b.py") in changed
+    assert str(package / "a.py") not in changed
+    # A same-size edit that keeps the old mtime is still seen: a is not racy, so stat decides;
+    # a size change always shows.
+    write(package / "a.py", "X = 12\n")
+    os.utime(package / "a.py", ns=(old, old))
+    assert str(package / "a.py") in graph.changed_files()
+
+
+def test_recording_survives_a_failing_import(package: Path, graph: ModuleGraph) -> None:
+    write(package / "__init__.py", "")
+    write(package / "bad.py", "raise RuntimeError('no')\n")
+    with pytest.raises(RuntimeError):
+        importlib.import_module("pkgx.bad")
+    assert "pkgx.bad" not in sys.modules
