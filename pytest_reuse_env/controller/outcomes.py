@@ -46,6 +46,8 @@ def enforce_deadlines(
                 )
             )
     for replica in environment.replicas:
+        if replica.state is ReplicaState.ENDED:
+            continue  # what it was doing ended with it
         since = replica.teardown_since
         forced = replica.cause is not None and replica.cause.forced
         if since is not None and now - since > teardown_timeout and not forced:

@@ -380,6 +380,7 @@ class Replica:
         # A test it was running runs no more: only live replicas' tests count as running.
         self.running.clear()
         self.current = None
+        self.teardown_since = None
         self.in_flight.clear()
 
     def exit_description(self, wait: float = EXIT_WAIT_SECONDS) -> str:

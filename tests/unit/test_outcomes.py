@@ -177,3 +177,22 @@ def test_an_attached_replica_that_leaves_before_ready_is_leased_again() -> None:
     assert run.environment.restarts == 0
     assert not run.calls, "nothing to report"
     assert len(run.replicas) == 2, "another replica is leased for the queued test"
+
+
+def test_deadlines_leave_an_ended_replica_alone() -> None:
+    run = Run(TESTS[:1], ReusePolicy(replicas=1, scope="run", timeout=5.0), teardown_timeout=10.0)
+    run.environment.submit(TESTS[:1])
+    r0 = run.replicas[0]
+    run.say(r0, ready(TESTS))
+    run.say(
+        r0,
+        protocol.logstart(TESTS[0], location(TESTS[0])),
+        phase(TESTS[0], "setup"),
+        phase(TESTS[0], "call"),
+    )
+    run.say(r0, protocol.END)
+    run.clock.advance(60)
+    run.pump()
+    assert not run.link(r0).killed, "its teardown and its test ended with it"
+    assert r0.ending is not None
+    assert r0.ending.kind is EndKind.CRASHED
