@@ -28,6 +28,7 @@ from pytest_reuse_env.controller.commands import stop_all
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
+from pytest_reuse_env.controller.progress import SlowStarts
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.controller.reporting import ReportReplayer, log_excerpt
 from pytest_reuse_env.controller.summary import (
@@ -87,6 +88,8 @@ class ReuseController:
         )
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
+        #: Names a replica still starting after a few seconds, with its log's last line.
+        self.slow_starts = SlowStarts(self._progress)
         # Inside an xdist worker, xdist owns the loop and gives one test at a time.
         self.feeding_one_at_a_time = role_of(config) is Role.XDIST_WORKER
 
@@ -260,6 +263,7 @@ class ReuseController:
     def _check_deadlines(self) -> None:
         now = self.clock.monotonic()
         for environment in self.environments.values():
+            self.slow_starts.check(environment.replicas, now)
             timeout = self.settings.start_timeout
             if environment.key is not None:
                 since = environment.waiting_since
@@ -272,6 +276,13 @@ class ReuseController:
                 start_timeout=timeout,
                 teardown_timeout=self.settings.teardown_timeout,
             )
+
+    def _progress(self, line: str) -> None:
+        """A progress line on the terminal (not an error, not a warning)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(line)
 
     def _no_capacity(self, environment: Environment, waited: float) -> None:
         """No replica could be had in time: max is held by other runs. Fail, do not hang."""

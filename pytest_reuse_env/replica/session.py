@@ -141,6 +141,9 @@ class ReplicaSession:
         # controller (START_FAILED) as well.
         self.internal_errors.append(str(excrepr))
 
+    def pytest_collection(self, session: pytest.Session) -> None:
+        _log_line(f"replica {self.replica_id}: collecting")
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.items = {item.nodeid: item for item in session.items}
 
@@ -331,6 +334,8 @@ class ReplicaSession:
                 errors.append(f"prewarm fixture {name!r} is not used by any collected test")
                 continue
             session._setupstate.setup(session)  # type: ignore[arg-type]
+            # The log's last line is what the controller shows while this replica starts.
+            _log_line(f"setting up prewarm fixture {name!r} (reuse_prewarm)")
             try:
                 with warnings.catch_warnings():
                     # The item is not set up, which pytest 9 takes for "during teardown" and
@@ -645,6 +650,12 @@ def _log_fd() -> int:
     if _LOG_FD is None:
         _LOG_FD = os.dup(2)
     return _LOG_FD
+
+
+def _log_line(text: str) -> None:
+    """One line in the replica's log (the controller quotes its last line while we start)."""
+    with contextlib.suppress(OSError):
+        os.write(_log_fd(), f"\n{text}\n".encode())
 
 
 def redirect_stderr(log_path: str) -> None:

@@ -147,3 +147,42 @@ def test_a_changed_working_directory_is_restored_before_the_next_test_and_run(
         result.stdout.fnmatch_lines(["*1 attached warm*"])
     finally:
         run(pytester, "--reuse-stop")
+
+
+def test_a_replica_slow_to_start_is_named_with_its_logs_last_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(ini("reuse_scope = run", "reuse_replicas = 1", "reuse_prewarm = server"))
+    pytester.makeconftest(
+        """
+        import time
+
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def server():
+            time.sleep(7)  # as a fixture waiting for a port another process holds
+            yield
+        """
+    )
+    pytester.makepyfile(
+        test_server="""
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        def test_a(server):
+            pass
+        """
+    )
+    result = run(pytester, "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "reuse: replica r0 (pid *) still starting after * s; its log's last line: setting up"
+            " prewarm fixture 'server' (reuse_prewarm) (*replica-r0.log)"
+        ]
+    )
