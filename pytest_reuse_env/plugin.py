@@ -101,6 +101,16 @@ class Router:
         policies = resolve_policies(session.items, self.settings)
         if not policies and not self.config.getoption("reuse_fresh"):
             return
+        from pytest_reuse_env.controller.nodes import loop_owner
+
+        owner = loop_owner(self.config)
+        if owner is not None:
+            self._warn(
+                f"reuse is off for this run: plugin {owner!r} runs the tests itself "
+                "(pytest_runtestloop), so tests routed to replicas would run twice; "
+                f"every test runs here instead (disable it with -p no:{owner} to use reuse)"
+            )
+            return
         from pytest_reuse_env.controller.session import ReuseController
 
         # xdist workers hand their figures to xdist's controller, which summarizes.
@@ -108,6 +118,24 @@ class Router:
         controller = ReuseController(self.config, self.settings, summary)
         self.config.pluginmanager.register(controller, "reuse_controller")
         controller.collection_finished(session, policies)
+
+    def _warn(self, message: str) -> None:
+        """A line in pytest's warnings summary (a warning raised now would meet the user's
+        ``filterwarnings = error`` inside collection)."""
+        import warnings
+
+        from pytest_reuse_env.errors import ReuseEnvWarning
+
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warnings.WarningMessage(
+                    ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
+                ),
+                "when": "config",
+                "nodeid": "",
+                "location": None,
+            }
+        )
 
     # The summary's sources, forwarded once it exists (or once a routed report shows up).
 

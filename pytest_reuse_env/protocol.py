@@ -11,6 +11,7 @@ Controller to replica, in the order a replica sees them::
     RUN      list[str]           nodeids appended to the replica's queue
     DRAIN    None                run what you hold without waiting for a next item
     CANCEL   None                drop queued items that have not started (``-x``, ``--maxfail``)
+    END_LEASE None               this run is done with you: send WORKEROUTPUT for it now
     SHUTDOWN None                run what you hold, tear the session down, exit
 
 Replica to controller::
@@ -31,6 +32,9 @@ Replica to controller::
     RETURNED       list[str]      tests sent after RECYCLE, handed back unrun
     STOPPED_EARLY  StoppedEarlyPayload the session is ending unasked (KeyboardInterrupt,
                                   pytest.exit, an error inside pytest) while running tests
+    WORKEROUTPUT   dict           ``config.workeroutput`` of the lease that ended (after
+                                  END_LEASE, or after the session's teardown), for xdist's
+                                  ``pytest_testnodedown`` in the controller
     FINISHED       FinishedPayload session torn down, about to exit
 
 Leases: START and ATTACH carry the controller's lease id; every message about a test carries
@@ -55,6 +59,7 @@ ATTACH: Final = "attach"
 RUN: Final = "run"
 DRAIN: Final = "drain"
 CANCEL: Final = "cancel"
+END_LEASE: Final = "end_lease"
 SHUTDOWN: Final = "shutdown"
 
 # replica -> controller
@@ -70,6 +75,7 @@ TEARDOWN_ERROR: Final = "teardown_error"
 RECYCLE: Final = "recycle"
 RETURNED: Final = "returned"
 STOPPED_EARLY: Final = "stopped_early"
+WORKEROUTPUT: Final = "workeroutput"
 FINISHED: Final = "finished"
 
 #: Keys the replica adds to each serialized report; they become attributes of the report.
@@ -111,6 +117,7 @@ REPLICA_MESSAGES: Final = frozenset(
         RECYCLE,
         RETURNED,
         STOPPED_EARLY,
+        WORKEROUTPUT,
         FINISHED,
     }
 )
@@ -196,6 +203,8 @@ class StartPayload(TypedDict):
     hygiene: HygienePayload
     teardown_timeout: float
     option_overrides: dict[str, Any]
+    #: ``config.workerinput`` as xdist's node hooks filled it (worker id, run uid, plugins').
+    workerinput: NotRequired[dict[str, Any]]
     host: NotRequired[HostPayload]
     #: This lease's id: stamped on every message about a test started under it.
     lease: NotRequired[str]
@@ -235,6 +244,8 @@ class ReloadPayload(TypedDict):
 class AttachPayload(TypedDict):
     controller_pid: int
     lease: NotRequired[str]
+    #: This run's ``config.workerinput`` for the lease (a new run uid, seeds, ports).
+    workerinput: NotRequired[dict[str, Any]]
 
 
 class StoppedEarlyPayload(TypedDict):
@@ -290,8 +301,12 @@ def start(payload: StartPayload) -> Message:
     return (START, payload)
 
 
-def attach(controller_pid: int, lease: str = "") -> Message:
+def attach(
+    controller_pid: int, lease: str = "", workerinput: dict[str, Any] | None = None
+) -> Message:
     payload: AttachPayload = {"controller_pid": controller_pid, "lease": lease}
+    if workerinput is not None:
+        payload["workerinput"] = workerinput
     return (ATTACH, payload)
 
 
@@ -309,6 +324,10 @@ def cancel() -> Message:
 
 def shutdown() -> Message:
     return (SHUTDOWN, None)
+
+
+def end_lease() -> Message:
+    return (END_LEASE, None)
 
 
 # -- builders: replica -> controller ------------------------------------------------------
@@ -415,6 +434,10 @@ def returned(nodeids: Iterable[str]) -> Message:
 
 def stopped_early(payload: StoppedEarlyPayload) -> Message:
     return (STOPPED_EARLY, payload)
+
+
+def workeroutput(output: dict[str, Any]) -> Message:
+    return (WORKEROUTPUT, output)
 
 
 def finished(tests_run: int, exit_code: int | None = None) -> Message:

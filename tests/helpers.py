@@ -7,7 +7,17 @@ from typing import Final
 import pytest
 
 #: Plugins that would only add noise to an inner run are off; the plugin under test is on.
-NOISE_OFF: Final = ("-p", "no:asyncio", "-p", "no:hypothesispytest", "-p", "no:anyio")
+#: (pytest-randomly would reorder and reseed every inner run; test_compat.py turns it on.)
+NOISE_OFF: Final = (
+    "-p",
+    "no:asyncio",
+    "-p",
+    "no:hypothesispytest",
+    "-p",
+    "no:anyio",
+    "-p",
+    "no:randomly",
+)
 PLUGIN_ARGS: Final = (*NOISE_OFF, "-p", "reuse_env")
 #: Bound of every inner run: a hang fails the test instead of the whole suite.
 RUN_TIMEOUT: Final = 60.0

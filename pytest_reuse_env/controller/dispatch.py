@@ -79,6 +79,7 @@ class ReplicaEvents:
             protocol.RECYCLE: self.recycle_requested,
             protocol.RETURNED: self.tests_returned,
             protocol.STOPPED_EARLY: self.session_stopped_early,
+            protocol.WORKEROUTPUT: self.lease_output,
             protocol.FINISHED: self.session_finished,
             protocol.CHANNEL_CLOSED: self.replica_closed,
         }
@@ -207,6 +208,10 @@ class ReplicaEvents:
             self.stopped_by = (payload, f"{payload['message']} (in replica {replica.id})")
             for each in self._environments():
                 each.cancel()  # as in plain pytest, nothing more starts
+
+    def lease_output(self, replica: Replica, payload: dict[str, Any]) -> None:
+        """WORKEROUTPUT: for xdist's ``pytest_testnodedown`` (``nodes.py``), which the
+        controller hands every message first; nothing more to do here."""
 
     def session_finished(self, replica: Replica, payload: protocol.FinishedPayload) -> None:
         replica.session_finished(payload.get("exit_code"))

@@ -22,6 +22,7 @@ import hashlib
 import os
 import queue
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -107,6 +108,8 @@ NOT_SHAPING: Final = frozenset(
         "px",
         "rsyncdir",
         "rsyncignore",
+        # pytest-randomly's seed reaches every lease in its workerinput.
+        "randomly_seed",
     }
 )
 
@@ -193,6 +196,10 @@ class ReplicaLauncher:
             self, group, config, settings.hosts, self._run_temp, settings.env_vars
         )
         self._daemons: DaemonStrategy | None = None
+        #: A lease's ``workerinput`` (replica id, replicas of its environment): see nodes.py.
+        self.workerinput: Callable[[str, int], dict[str, Any]] = lambda replica_id, count: {}
+        #: Replicas (max) of each environment by name, for ``workerinput``'s worker count.
+        self._counts: dict[str, int] = {}
 
     def _run_temp(self) -> Path:
         """This run's basetemp, where run-scoped replicas keep theirs and their logs."""
@@ -249,6 +256,7 @@ class ReplicaLauncher:
     def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
         """A replica for the environment, or None when ``max`` is reached across runs (or
         every host of its group is full)."""
+        self._counts[name] = policy.max_replicas
         strategy = self.strategy(policy, key)
         if strategy is not self._daemons:
             return strategy.launch(name, policy, key)
@@ -301,7 +309,7 @@ class ReplicaLauncher:
 
     def attach(self, replica_id: str, name: str, link: Link, log_path: str) -> Replica:
         replica = Replica(replica_id, name, self.events, link, persistent=True)
-        replica.attach(log_path)
+        replica.attach(log_path, self.workerinput(replica_id, self._counts.get(name, 1)))
         return replica
 
     def _start_payload(
@@ -328,6 +336,7 @@ class ReplicaLauncher:
                 "memory_mib": self.settings.leak_memory_mib,
             },
             "teardown_timeout": self.settings.teardown_timeout,
+            "workerinput": self.workerinput(replica_id, policy.max_replicas),
             # basetemp None: the replica's own pytest makes one (pytest-of-USER/pytest-N),
             # whatever --basetemp this run was given (a warm replica outlives that directory).
             "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=basetemp),

@@ -201,11 +201,11 @@ class Replica:
         self.link.open(protocol.start(payload), self._enqueue)
         self.pid = self.link.pid
 
-    def attach(self, log_path: str) -> None:
+    def attach(self, log_path: str, workerinput: dict[str, Any] | None = None) -> None:
         """Connect to a warm replica found in the registry; it answers READY."""
         self.attached = True
         self.log_path = log_path
-        self.link.open(protocol.attach(os.getpid(), self.lease), self._enqueue)
+        self.link.open(protocol.attach(os.getpid(), self.lease, workerinput), self._enqueue)
         self.pid = self.link.pid
 
     def _enqueue(self, message: protocol.Message) -> None:

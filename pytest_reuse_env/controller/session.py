@@ -28,6 +28,7 @@ from pytest_reuse_env.controller.commands import stop_all
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
+from pytest_reuse_env.controller.nodes import ReplicaNodes
 from pytest_reuse_env.controller.progress import SlowStarts
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.controller.reporting import ReportReplayer, log_excerpt
@@ -86,6 +87,9 @@ class ReuseController:
             say=self._verbose,
             report_seen=self.verifier.record if self.verifier is not None else None,
         )
+        #: xdist's node hooks around every lease, for plugins written for xdist workers.
+        self.nodes = ReplicaNodes(config, role_of(config))
+        self.launcher.workerinput = self.nodes.workerinput
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
         #: Names a replica still starting after a few seconds, with its log's last line.
@@ -191,6 +195,7 @@ class ReuseController:
             self._pump(timeout=POLL_SECONDS)
             self._stop_if_asked(session)
         self._stop_if_asked(session)
+        self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
         if self.verifier is not None:
             self.verifier.run(self.config.pluginmanager.get_plugin("terminalreporter"))
         return True
@@ -251,7 +256,7 @@ class ReuseController:
             event = None
         while event is not None:
             replica, message = event
-            self.dispatcher.dispatch(replica, message)
+            self._dispatch(replica, message)
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
@@ -259,6 +264,14 @@ class ReuseController:
         self._check_deadlines()
         for environment in self.environments.values():
             environment.pump()
+
+    def _dispatch(self, replica: Replica, message: protocol.Message) -> None:
+        if replica.state is not ReplicaState.ENDED:
+            self.nodes.replica_event(replica, *message)  # xdist's node hooks see it first
+        self.dispatcher.dispatch(replica, message)
+
+    def _replicas(self) -> list[Replica]:
+        return [r for env in self.environments.values() for r in env.replicas]
 
     def _check_deadlines(self) -> None:
         now = self.clock.monotonic()
@@ -319,10 +332,13 @@ class ReuseController:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        if self.feeding_one_at_a_time and not interrupted:  # xdist owned the loop
+            self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
         if interrupted:
             self.shutdown(2.0, interrupted=True)
         else:
             self.shutdown(self.settings.teardown_timeout)
+        self.nodes.finish()
         figures = [
             env.figures(
                 environment_notes(
@@ -364,7 +380,7 @@ class ReuseController:
                 replica, message = self.events.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
-            self.dispatcher.dispatch(replica, message)
+            self._dispatch(replica, message)
         for environment in self.environments.values():
             for replica in list(environment.replicas):
                 if replica.state is not ReplicaState.ENDED:

@@ -36,6 +36,7 @@ from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import hygiene, sendable
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
 from pytest_reuse_env.replica.main_module import imitate_main
+from pytest_reuse_env.replica.worker import WorkerSide, apply_environment
 from pytest_reuse_env.role import REPLICA_KEY
 
 
@@ -100,6 +101,8 @@ class ReplicaSession:
         self.leaks = hygiene.LeakWatch(
             start["replica_id"], start["hygiene"], start["policy"], self.send
         )
+        #: workerinput/workeroutput lease by lease, for plugins written for xdist workers.
+        self.worker = WorkerSide()
         #: Running one test by itself (not a batch): its LOGFINISH waits for its warnings.
         self._one_at_a_time = False
         self._held_finish: protocol.Message | None = None
@@ -152,6 +155,7 @@ class ReplicaSession:
         self.session = session
         self.cwd = os.getcwd()
         self.prewarm_errors = self._prewarm(session, self.start["policy"]["prewarm"])
+        self.worker.ready()
         if self._on_ready is not None:
             self._on_ready()
         self._send_ready()
@@ -368,6 +372,8 @@ class ReplicaSession:
             if not self._take_messages(block=True) and self._idle_expired():
                 self.final = self.shutting_down = True
         self._teardown_all(session)
+        with contextlib.suppress(OSError, EOFError, ValueError):  # nobody left to tell
+            self.send(protocol.workeroutput(self.worker.lease_output(final=True)))
 
     def restore_cwd(self) -> None:
         """Back to the session's working directory after each test, whatever ``reuse_leaks``
@@ -418,7 +424,10 @@ class ReplicaSession:
             self.leaks.forget_baseline()
             self.pending.clear()
             self.final = False
+            self.worker.new_lease(payload.get("workerinput"))
             self._send_ready()
+        elif name == protocol.END_LEASE:
+            self.send(protocol.workeroutput(self.worker.lease_output()))
         elif message == protocol.END:
             # The client is gone: nobody will read results, so run nothing more for it.
             self.pending.clear()
@@ -604,18 +613,19 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
     try:
         from _pytest.config import _prepareconfig
 
+        workerinput = {"workerid": start["replica_id"], **start.get("workerinput", {})}
+        workerinput[REPLICA_KEY] = True
+        apply_environment(workerinput)  # before conftests are imported, as in an xdist worker
         config = _prepareconfig(
-            list(start["args"]), plugins=[replica, replica.leaks, *replica.plugins]
+            list(start["args"]),
+            plugins=[replica, replica.leaks, replica.worker, *replica.plugins],
         )
         for dest, value in start["option_overrides"].items():
             if hasattr(config.option, dest):
                 setattr(config.option, dest, value)
         # Like an xdist worker: junitxml, cacheprovider and stepwise stay quiet here; the
         # reuse plugin sees "reuse_replica" and does not start a controller of its own.
-        config.workerinput = {  # type: ignore[attr-defined]
-            "workerid": start["replica_id"],
-            REPLICA_KEY: True,
-        }
+        config.workerinput = workerinput  # type: ignore[attr-defined]
         config.workeroutput = {}  # type: ignore[attr-defined]
         exit_code = config.hook.pytest_cmdline_main(config=config)
     except BaseException:  # every failure must reach the controller as text
