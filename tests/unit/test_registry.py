@@ -9,6 +9,7 @@ below a regular file (ENOTDIR), since a chmod'ed read-only directory would not s
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import os
 import signal
@@ -28,10 +29,10 @@ import psutil
 import pytest
 
 from pytest_reuse_env.registry import (
+    LOCK_WAIT_SECONDS,
     MAX_SOCKET_PATH_BYTES,
     RecordState,
     Registry,
-    RegistryBusy,
     RegistryError,
     ReplicaRecord,
     new_replica_id,
@@ -424,12 +425,6 @@ def test_count_and_reserve(registry: Registry) -> None:
         registry.reserve("env-b", 9, make_record("g-00000007", state="starting"))
 
 
-def test_one_lease_wins_a_race_between_processes(
-    registry: Registry, registry_dir: Path, tmp_path: Path, children: list[subprocess.Popen[str]]
-) -> None:
-    registry.add(make_record())
-    results = race(children, tmp_path, LEASE_RACER, [str(registry_dir), "env-a"], 6)
-    assert Counter(results) == {"g-00000001": 1, None: 5}
 
 
 def test_one_lease_per_replica_in_a_race_between_threads(
@@ -455,13 +450,6 @@ def test_one_lease_per_replica_in_a_race_between_threads(
     assert Counter(won) == {"g-00000001": 1, "g-00000002": 1, None: 6}
 
 
-def test_reserve_respects_max_in_a_race_between_processes(
-    registry: Registry, registry_dir: Path, tmp_path: Path, children: list[subprocess.Popen[str]]
-) -> None:
-    args = [str(registry_dir), "env-a", str(ME), repr(ME_STARTED)]
-    results = race(children, tmp_path, RESERVE_RACER, args, 5)
-    assert Counter(results) == {True: 2, False: 3}
-    assert [record.state for record in registry.records()] == ["starting", "starting"]
 
 
 # -- liveness ------------------------------------------------------------------------------
@@ -613,31 +601,8 @@ def test_a_valid_registry_reports_no_recovery(registry: Registry, registry_dir: 
     assert registry.last_recovery is None
 
 
-def test_a_killed_lock_holder_does_not_block(
-    registry: Registry, registry_dir: Path, children: list[subprocess.Popen[str]]
-) -> None:
-    holder = spawn(children, LOCK_HOLDER, str(registry_dir))
-    expect_line(holder, "locked")
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(timeout=CHILD_TIMEOUT)
-    assert (registry_dir / "registry.lock").exists()
-    assert Registry(registry_dir, lock_timeout=2.0).records() == []
 
 
-def test_lock_wait_is_bounded(registry_dir: Path, children: list[subprocess.Popen[str]]) -> None:
-    Registry(registry_dir)
-    holder = spawn(children, LOCK_HOLDER, str(registry_dir))
-    expect_line(holder, "locked")
-    waiting = Registry(registry_dir, lock_timeout=0.1)
-    with pytest.raises(RegistryBusy) as info:
-        waiting.records()
-    assert str(info.value).startswith(
-        "registry lock held for more than 0.1 s by another process: "
-        f"{registry_dir / 'registry.lock'}; fix: "
-    )
-    holder.kill()
-    holder.wait(timeout=CHILD_TIMEOUT)
-    assert waiting.records() == []
 
 
 # -- token, sockets, logs ------------------------------------------------------------------
@@ -749,16 +714,11 @@ def test_socket_fallback_directory_squatted_by_someone_else_is_avoided(
     assert len(list(short_tmp.iterdir())) == 2
 
 
-def test_the_busy_lock_is_a_registry_busy_error_after_a_few_seconds(
-    registry_dir: Path, children: list[subprocess.Popen[str]]
-) -> None:
-    Registry(registry_dir)
-    holder = spawn(children, LOCK_HOLDER, str(registry_dir))
-    expect_line(holder, "locked")
-    started = time.monotonic()
-    with pytest.raises(RegistryBusy, match=r"registry lock held for more than 3 s"):
-        Registry(registry_dir).records()
-    assert time.monotonic() - started < 3.0 + 2.0  # the default wait is a few seconds, bounded
+def test_the_default_lock_wait_is_a_few_seconds() -> None:
+    """A busy lock means "run without the registry this time" after a short, bounded wait
+    (the wait itself is tested with a short timeout in tests/e2e/test_registry_processes.py)."""
+    assert 1.0 <= LOCK_WAIT_SECONDS <= 5.0
+    assert inspect.signature(Registry).parameters["lock_timeout"].default == LOCK_WAIT_SECONDS
 
 
 # -- faults of the file system (simulated: this suite runs as root, which permissions do not stop)
