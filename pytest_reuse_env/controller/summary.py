@@ -59,14 +59,52 @@ if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
 
 JSON_VERSION: Final = 1
-#: Counts of warm replicas catching up with edits; absent from older workers' figures.
-RELOAD_KEYS: Final = (
-    "modules_reimported",
-    "fixtures_kept",
-    "fixtures_rebuilt",
-    "kept_fixture_seconds",
-)
-#: Key under which an xdist worker hands its environment figures to xdist's controller.
+#: How xdist's controller merges each figure of ``Environment.figures`` that its workers hand
+#: over: every key the figures have is here (tests/unit/test_summary.py checks), so a new
+#: figure cannot be forgotten in the merge. "same": equal in every worker (the policy's);
+#: "sum": added up; "max": the largest; "counter": counts by key, added up; "replicas": one
+#: entry per replica id, tests_run added up; "union": each distinct entry once; "derived":
+#: recomputed from the merged replicas.
+MERGE: Final[dict[str, str]] = {
+    "name": "same",
+    "policy": "same",
+    "max_replicas": "same",
+    "concurrency": "same",
+    "replicas_started": "sum",
+    "start_failures": "sum",
+    "tests_cold": "sum",
+    "tests_warm": "sum",
+    "peak_busy": "sum",
+    "peak_tests": "sum",
+    "setup_seconds_total": "sum",
+    "modules_reimported": "sum",
+    "fixtures_kept": "sum",
+    "fixtures_rebuilt": "sum",
+    "kept_fixture_seconds": "sum",
+    "test_phase_seconds": "max",
+    "retired": "counter",
+    "replicas": "replicas",
+    "notes": "union",
+    "replicas_attached": "derived",
+}
+
+
+def merge_figures(into: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Fold one worker's figures of an environment into ``into`` (by ``MERGE``)."""
+    for key, value in entry.items():
+        rule = MERGE.get(key, "same")
+        if key not in into:
+            into[key] = value
+        elif rule == "sum":
+            into[key] += value
+        elif rule == "max":
+            into[key] = max(into[key], value)
+        elif rule == "counter":
+            into[key] = dict(Counter(into[key]) + Counter(value))
+        elif rule == "replicas":
+            into[key] = [*into[key], *value]
+        elif rule == "union":
+            into[key] = [*into[key], *(v for v in value if v not in into[key])]
 
 
 def environment_notes(
@@ -170,30 +208,8 @@ class ReuseSummary:
         for entry in self.figures:
             if entry["tests_cold"] or entry["tests_warm"]:
                 feeders[entry["name"]] += 1
-            into = merged.get(entry["name"])
-            if into is None:
-                merged[entry["name"]] = into = {
-                    **entry,
-                    "retired": Counter(entry["retired"]),
-                    "replicas": list(entry["replicas"]),
-                    "notes": list(entry["notes"]),
-                }
-                continue
-            for key in (
-                "replicas_started",
-                "start_failures",
-                "tests_cold",
-                "tests_warm",
-                "peak_busy",
-                "peak_tests",
-                "setup_seconds_total",
-            ):
-                into[key] += entry[key]
-            for key in RELOAD_KEYS:
-                into[key] = into.get(key, 0) + entry.get(key, 0)
-            into["retired"].update(entry["retired"])
-            into["replicas"].extend(entry["replicas"])
-            into["notes"].extend(n for n in entry["notes"] if n not in into["notes"])
+            into = merged.setdefault(entry["name"], {})
+            merge_figures(into, entry)
         for env in merged.values():
             # xdist workers each count their own: a replica used by two workers is one replica,
             # and their peaks cannot all have happened at once beyond the policy's max.
@@ -203,6 +219,7 @@ class ReuseSummary:
                     r["tests_run"] for r in env["replicas"] if r["id"] == replica["id"]
                 )
             env["replicas"] = list(by_id.values())
+            env["retired"] = dict(env.get("retired", {}))
             env["replicas_attached"] = sum(1 for r in env["replicas"] if r.get("attached"))
             env["peak_busy"] = min(env["peak_busy"], env["max_replicas"])
             env["peak_tests"] = min(env["peak_tests"], env["peak_busy"] * env["concurrency"])
@@ -219,7 +236,6 @@ class ReuseSummary:
             env["skipped_seconds"] = sum(
                 r["setup_seconds"] or 0.0 for r in env["replicas"] if r.get("attached")
             )
-            env["retired"] = dict(env["retired"])
         return list(merged.values())
 
     def as_json(self) -> dict[str, Any]:

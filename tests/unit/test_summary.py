@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.summary import ReuseSummary, closing_line
+from pytest_reuse_env.controller.summary import MERGE, ReuseSummary, closing_line
 from pytest_reuse_env.policy import ReusePolicy
 from tests.unit.fakes import Run, ready
 
@@ -132,3 +132,34 @@ def test_closing_line_says_which_replicas_kept_warm_are_still_starting() -> None
     )
     alone = closing_line([r1], environments)
     assert alone.startswith("reuse: 1 replica stays warm for the next run (still starting)")
+
+
+def test_every_figure_an_environment_reports_has_an_xdist_merge_rule() -> None:
+    """A new figure in ``Environment.figures`` without a rule in ``MERGE`` fails here."""
+    run = Run(TESTS)
+    run.environment.submit(TESTS)
+    run.say(run.replicas[0], ready(TESTS))
+    emitted = set(run.environment.figures([]))
+    assert emitted - set(MERGE) == set()
+    assert set(MERGE) - emitted == set(), "a rule for a figure nobody reports"
+
+
+def test_xdist_workers_figures_merge_by_their_rules() -> None:
+    one = figures([(10.0, False)], warm=5, cold=1)
+    two = {
+        **figures([(12.0, False)], warm=7, cold=1),
+        "test_phase_seconds": 3.0,
+        "notes": ["shared note", "second"],
+        "retired": {"end of run": 1, "idle": 2},
+        "modules_reimported": 2,
+    }
+    one = {**one, "notes": ["shared note"], "modules_reimported": 1}
+    two["replicas"][0]["id"] = "r1"
+    _line, env = summary_line(one, two)
+    assert (env["tests_warm"], env["tests_cold"]) == (12, 2)  # sum
+    assert env["test_phase_seconds"] == 3.0  # max
+    assert env["retired"] == {"end of run": 2, "idle": 2}  # counter
+    assert env["notes"] == ["shared note", "second"]  # union
+    assert env["modules_reimported"] == 3
+    assert [r["id"] for r in env["replicas"]] == ["r0", "r1"]
+    assert env["policy"] == "replicas=1"  # same
