@@ -20,9 +20,13 @@ Replica to controller::
     START_FAILED   FailurePayload the session could not be built (traceback included)
     STARTED        {"nodeid"}     an async test began in a concurrent batch (its LOGSTART,
                                   reports and LOGFINISH come together when it finishes)
-    LOGSTART       {"nodeid", "location"}
+    TEST           TestPayload    a whole test, once it ended: its reports and warnings in
+                                  order (the common case: one message a test)
+    LOGSTART       LogPayload     a test still running after ANNOUNCE_SECONDS: from then on
+                                  its REPORT, WARNING and LOGFINISH messages stream one by one
     REPORT         str: JSON of the serialized TestReport (pytest_report_to_serializable,
-                                  plus the REPORT_* keys); see encode_report
+                                  plus the REPORT_* keys; see encode_report), or a
+                                  ``CompactReport`` list
     LOGFINISH      {"nodeid", "location"}
     WARNING        WarningPayload a warning recorded while a test ran
     UNKNOWN_NODEID {"nodeid"}     a nodeid the replica did not collect
@@ -66,6 +70,7 @@ SHUTDOWN: Final = "shutdown"
 READY: Final = "ready"
 START_FAILED: Final = "start_failed"
 STARTED: Final = "started"
+TEST: Final = "test"
 LOGSTART: Final = "logstart"
 REPORT: Final = "report"
 LOGFINISH: Final = "logfinish"
@@ -92,6 +97,19 @@ MAX_SECTION_CHARS: Final = 10 * 1024 * 1024
 #: Added by the controller when it replays a report: the environment's name.
 REPORT_ENVIRONMENT: Final = "reuse_environment"
 
+#: A test running longer than this is announced (LOGSTART) and its messages stream; a quicker
+#: one is a single TEST message. The controller back-dates the start by LogPayload's elapsed.
+ANNOUNCE_SECONDS: Final = 0.5
+
+#: The common report, compact: a passed phase with no output, no longrepr, no user
+#: properties and no attribute beyond TestReport's own; the controller rebuilds the same
+#: ``TestReport`` from its own item. In a TEST: ``[PASSED, when, duration, start, stop]``;
+#: as a REPORT payload: ``[PASSED, when, duration, start, stop, nodeid, warm, lease]``.
+PASSED: Final = "passed"
+#: A full report in a TEST's events: ``[FULL_REPORT, json text]``; a warning is
+#: ``[WARNING, WarningPayload]``.
+FULL_REPORT: Final = "report"
+
 #: Environment variable set inside every replica to its id, so tests and conftests can tell.
 REPLICA_ENV_VAR: Final = "PYTEST_REUSE_REPLICA"
 
@@ -108,6 +126,7 @@ REPLICA_MESSAGES: Final = frozenset(
         READY,
         START_FAILED,
         STARTED,
+        TEST,
         LOGSTART,
         REPORT,
         LOGFINISH,
@@ -292,6 +311,20 @@ class LogPayload(TypedDict):
     nodeid: str
     location: tuple[str, int | None, str]
     lease: NotRequired[str]
+    #: LOGSTART only: seconds the test had been running when it was announced.
+    elapsed: NotRequired[float]
+
+
+class TestPayload(TypedDict):
+    """TEST: one test from its start to its end, nothing of it sent before."""
+
+    nodeid: str
+    lease: str
+    #: Whether the replica had run a test before this one (the "[r0 warm]" label).
+    warm: bool
+    #: In the order they happened: ``[FULL_REPORT, str]``, ``[PASSED, when, duration, start,
+    #: stop]`` (see PASSED) or ``[WARNING, WarningPayload]``.
+    events: list[list[Any]]
 
 
 # -- builders: controller -> replica ------------------------------------------------------
@@ -370,9 +403,23 @@ def started(nodeid: str, lease: str = "") -> Message:
     return (STARTED, payload)
 
 
-def logstart(nodeid: str, location: tuple[str, int | None, str], lease: str = "") -> Message:
+def logstart(
+    nodeid: str, location: tuple[str, int | None, str], lease: str = "", elapsed: float = 0.0
+) -> Message:
     payload: LogPayload = {"nodeid": nodeid, "location": location, "lease": lease}
+    if elapsed:
+        payload["elapsed"] = elapsed
     return (LOGSTART, payload)
+
+
+def test_done(nodeid: str, lease: str, warm: bool, events: list[list[Any]]) -> Message:
+    payload: TestPayload = {"nodeid": nodeid, "lease": lease, "warm": warm, "events": events}
+    return (TEST, payload)
+
+
+def compact_report(event: list[Any], nodeid: str, warm: bool, lease: str) -> Message:
+    """A TEST's compact event as a REPORT of its own (the test was announced)."""
+    return (REPORT, [*event, nodeid, warm, lease])
 
 
 def report(data: dict[str, Any]) -> Message:

@@ -70,6 +70,7 @@ class ReplicaEvents:
             protocol.READY: self.replica_ready,
             protocol.START_FAILED: self.start_failed,
             protocol.STARTED: self.batch_test_started,
+            protocol.TEST: self.test_done,
             protocol.LOGSTART: self.test_started,
             protocol.REPORT: self.test_reported,
             protocol.LOGFINISH: self.test_finished,
@@ -143,34 +144,71 @@ class ReplicaEvents:
     def batch_test_started(self, replica: Replica, payload: protocol.NodeidPayload) -> None:
         self.environment_of(replica).test_started(replica, payload["nodeid"], logged=False)
 
-    def test_started(self, replica: Replica, payload: protocol.LogPayload) -> None:
+    def test_done(self, replica: Replica, payload: protocol.TestPayload) -> None:
+        """TEST: a whole test at once (it ended before it was announced)."""
         nodeid = payload["nodeid"]
+        if replica.was_cancelled(nodeid):
+            return  # it ran before CANCEL arrived (-x): plain pytest would not have run it
+        if nodeid not in replica.in_flight:
+            raise ReplicaProtocolError(f"ran {nodeid}, which it was not sent")
         self.environment_of(replica).test_started(replica, nodeid, logged=True)
         self.reports.logstart(nodeid)
+        warm = payload["warm"]
+        for event in payload["events"]:
+            kind = event[0]
+            if kind == protocol.PASSED:
+                report = self.reports.expand(nodeid, event, replica.id, warm, payload["lease"])
+                self._replay(replica, report, warm)
+            elif kind == protocol.FULL_REPORT:
+                self.test_reported(replica, event[1])
+            else:
+                self.warning_recorded(replica, event[1])
+        self.test_finished(replica, payload)
 
-    def test_reported(self, replica: Replica, payload: str) -> None:
+    def test_started(self, replica: Replica, payload: protocol.LogPayload) -> None:
+        nodeid = payload["nodeid"]
+        if replica.was_cancelled(nodeid):
+            return
+        since = self._clock.monotonic() - payload.get("elapsed", 0.0)
+        self.environment_of(replica).test_started(replica, nodeid, logged=True, since=since)
+        self.reports.logstart(nodeid)
+
+    def test_reported(self, replica: Replica, payload: str | list[Any]) -> None:
+        if isinstance(payload, list):  # compact, of an announced test
+            nodeid, warm, lease = payload[-3:]
+            if not replica.of_this_lease(lease) or replica.was_cancelled(nodeid):
+                return
+            report = self.reports.expand(nodeid, payload, replica.id, warm, lease)
+            self._replay(replica, report, warm)
+            return
         data = protocol.decode_report(payload)
         if not replica.of_this_lease(data.get(protocol.REPORT_LEASE)):
             return  # a test of an earlier client's, finished after that run died
-        report = self.reports.rebuild(data)
+        if replica.was_cancelled(data.get("nodeid", "")):
+            return
+        self._replay(replica, self.reports.rebuild(data), bool(data.get(protocol.REPORT_WARM)))
+
+    def _replay(self, replica: Replica, report: pytest.TestReport, warm: bool) -> None:
         if self._report_seen is not None:
             self._report_seen(report, replica, self.environment_of(replica).policy)
         replica.reported(
-            report.when or "",
-            report.passed,
-            bool(data.get(protocol.REPORT_WARM)),
-            report.duration,
-            self._clock.monotonic(),
+            report.when or "", report.passed, warm, report.duration, self._clock.monotonic()
         )
         self.reports.replay(report, replica)
 
-    def test_finished(self, replica: Replica, payload: protocol.LogPayload) -> None:
+    def test_finished(
+        self, replica: Replica, payload: protocol.LogPayload | protocol.TestPayload
+    ) -> None:
         nodeid = payload["nodeid"]
+        if replica.was_cancelled(nodeid):
+            return
         warm = replica.current_warm
         self.environment_of(replica).test_finished(replica, nodeid, warm=warm)
         self.reports.logfinish(nodeid)
 
     def warning_recorded(self, replica: Replica, payload: protocol.WarningPayload) -> None:
+        if replica.was_cancelled(payload["nodeid"]):
+            return
         self.reports.replica_warning(payload)
 
     def unknown_nodeid(self, replica: Replica, payload: protocol.NodeidPayload) -> None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, final
+from typing import Any, Final, final
 
 from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.policy import ReusePolicy
+
+#: The most tests a replica holds at once, and the time's worth of quick tests it is given.
+MAX_DEPTH: Final = 64
+PIPELINE_SECONDS: Final = 0.02
 
 
 @final
@@ -99,10 +103,19 @@ class Environment:
 
     @property
     def depth(self) -> int:
-        """Tests a replica holds at once: enough that it always knows the next one, and with
+        """Tests a replica holds at least: enough that it always knows the next one, and with
         concurrency, several batches' worth, so no round trip stalls its event loop."""
         concurrency = self.policy.concurrency
         return concurrency + 2 if concurrency == 1 else 4 * concurrency + 2
+
+    def depth_of(self, replica: Replica) -> int:
+        """Tests ``replica`` holds at once: ``depth``, or for quick tests as many as it runs in
+        ``PIPELINE_SECONDS`` (up to ``MAX_DEPTH``), so it never waits on a round trip and one
+        RUN carries many tests. Slow tests keep it shallow: the run's tail stays balanced."""
+        mean = replica.mean_test_seconds
+        if mean is None or self.serial:
+            return self.depth
+        return max(self.depth, min(MAX_DEPTH, round(PIPELINE_SECONDS / max(mean, 1e-6))))
 
     @property
     def live(self) -> list[Replica]:
@@ -216,10 +229,12 @@ class Environment:
         for replica in sorted(self.live, key=lambda r: (len(r.in_flight), r.started_at)):
             if not replica.accepting:
                 continue
-            room = self.depth - len(replica.in_flight)
-            if room > 0 and self.queue:
+            depth = self.depth_of(replica)
+            room = depth - len(replica.in_flight)
+            # Refilled in batches once a quarter has run: one RUN for many tests.
+            if room >= max(1, depth // 4) and self.queue:
                 batch = [self.queue.popleft() for _ in range(min(room, len(self.queue)))]
-                replica.assign(batch)
+                replica.assign(batch, self._clock.monotonic())
         if not self.queue:
             for replica in self.live:
                 if not replica.accepting:
@@ -249,7 +264,8 @@ class Environment:
         dropped = list(self.queue)
         self.queue.clear()
         for replica in self.replicas:
-            if replica.alive:
+            # Stopping ones too: asked to finish at the end of the run, they still hold tests.
+            if replica.state is not ReplicaState.ENDED:
                 dropped.extend(replica.cancel())
         return dropped
 
@@ -264,10 +280,12 @@ class Environment:
             self.queue = deque(n for n in self.queue if n in replica.nodeids)
         return missing
 
-    def test_started(self, replica: Replica, nodeid: str, *, logged: bool) -> None:
-        """A replica began a test (see ``Replica.took``)."""
+    def test_started(
+        self, replica: Replica, nodeid: str, *, logged: bool, since: float | None = None
+    ) -> None:
+        """A replica began a test (see ``Replica.took``), at ``since`` if it says when."""
         self.last_activity = self._clock.monotonic()
-        replica.took(nodeid, self.last_activity, logged=logged)
+        replica.took(nodeid, self.last_activity if since is None else since, logged=logged)
         if self.stats.first_start is None:
             self.stats.first_start = self.last_activity
         # Only replicas still in this run count: an ended one's last test is not running.

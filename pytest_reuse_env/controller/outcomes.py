@@ -66,6 +66,9 @@ def enforce_deadlines(
     limit = test_timeout + (TIMEOUT_GRACE_SECONDS if environment.policy.concurrency > 1 else 0.0)
     for replica in environment.replicas:
         overran = [n for n, since in replica.running.items() if now - since > limit]
+        since = replica.head_since
+        if not replica.running and replica.in_flight and since is not None and now - since > limit:
+            overran = [replica.in_flight[0]]  # running unannounced (the GIL held throughout?)
         forced = replica.cause is not None and replica.cause.forced
         if overran and not forced:
             replica.kill(
@@ -117,7 +120,9 @@ def replica_closed(
     if not was_ready:
         _start_failed(environment, replica, how, start_failure, reports, host_failed)
         return
+    replica.presume_running()
     current = replica.current
+    logged = replica.current_logged
     phases = list(replica.current_phases)
     running = list(replica.running)
     if current is not None and current not in running:
@@ -135,7 +140,7 @@ def replica_closed(
             f"while running {nodeid}{together}: {why}{log_excerpt(replica)}"
         )
         if nodeid == current:
-            reports.crash(nodeid, phases, message, replica, logged_start=True)
+            reports.crash(nodeid, phases, message, replica, logged_start=logged)
         else:  # a concurrent test: announced, not yet logged
             reports.crash(nodeid, ["setup"], message, replica, logged_start=False)
     if environment.crash_loop:

@@ -169,10 +169,19 @@ class Replica:
         self.in_flight: deque[str] = deque()
         #: Tests started and not finished, with when they started (several in async batches).
         self.running: dict[str, float] = {}
+        #: Since when the first test it holds has (at the latest) been running: it starts each
+        #: test as soon as the previous one ends, and quick tests are not announced.
+        self.head_since: float | None = None
+        #: A moving average of how long its tests take (head_since to finish), once known.
+        self.mean_test_seconds: float | None = None
+        #: Tests taken back by CANCEL (-x): what the replica still says of them is dropped.
+        self.cancelled: set[str] = set()
         #: The nodeid whose logstart came and whose logfinish has not, and its phases so far.
         self.current: str | None = None
         self.current_phases: list[str] = []
         self.current_warm = False
+        #: Whether the current test's logstart was replayed (not when presumed running).
+        self.current_logged = True
         #: When the current test's teardown phase began (bounded by reuse_teardown_timeout).
         self.teardown_since: float | None = None
         self.tests_run = 0
@@ -264,10 +273,12 @@ class Replica:
         """Send a message; False when the link is already gone (the close event follows)."""
         return self.link.send(message)
 
-    def assign(self, nodeids: list[str]) -> None:
-        """Append tests to its queue (RUN)."""
+    def assign(self, nodeids: list[str], now: float | None = None) -> None:
+        """Append tests to its queue (RUN) at ``now``."""
         if not self.accepting:
             raise ReplicaStateError(f"replica {self.id} is {self.state.value}: it takes no work")
+        if not self.in_flight and now is not None:
+            self.head_since = now
         self.in_flight.extend(nodeids)
         self._drained = False
         self.idle_since = None
@@ -280,11 +291,33 @@ class Replica:
             self.send(protocol.drain())
 
     def cancel(self) -> list[str]:
-        """Ask the replica to drop what it has not started; returns those nodeids."""
-        dropped = [n for n in self.in_flight if n != self.current]
-        self.in_flight = deque(n for n in self.in_flight if n == self.current)
+        """Ask the replica to drop what it has not started; returns those nodeids. A test it
+        has not announced may have begun already: it is dropped too, and what the replica
+        says of it later is not shown (as if it had not run, as in plain pytest)."""
+        dropped = [n for n in self.in_flight if n != self.current and n not in self.running]
+        self.in_flight = deque(n for n in self.in_flight if n not in dropped)
+        self.cancelled.update(dropped)
         self.send(protocol.cancel())
         return dropped
+
+    def was_cancelled(self, nodeid: str) -> bool:
+        return nodeid in self.cancelled and nodeid not in self.in_flight
+
+    def presume_running(self) -> None:
+        """It ended without announcing a test: tests run in the order sent, so the first one
+        it holds is the one it was running (quick tests are not announced, see
+        ``protocol.ANNOUNCE_SECONDS``); its setup is presumed done."""
+        if (
+            self.current is None
+            and not self.running
+            and self.in_flight
+            and self.ready_at is not None
+            and not self.said_finished  # it ended its session: it was running nothing
+        ):
+            self.current = self.in_flight[0]
+            self.running[self.current] = self.idle_since or self.started_at
+            self.current_phases = ["setup"]
+            self.current_logged = False
 
     def give_back(self) -> list[str]:
         """Take back every test it holds and has not started, in the order they were sent
@@ -307,6 +340,7 @@ class Replica:
         if logged:
             self.current = nodeid
             self.current_phases = []
+            self.current_logged = True
 
     def reported(self, when: str, passed: bool, warm: bool, duration: float, now: float) -> None:
         """A report of the current test's phase ``when`` arrived."""
@@ -340,6 +374,11 @@ class Replica:
         if self.current == nodeid:
             self.current = None
         self.tests_run += 1
+        if self.head_since is not None:
+            took = max(0.0, now - self.head_since)
+            mean = self.mean_test_seconds
+            self.mean_test_seconds = took if mean is None else 0.8 * mean + 0.2 * took
+        self.head_since = now
         if not self.in_flight:
             self.idle_since = now
 

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import pytest
 
@@ -117,12 +117,43 @@ class ReportReplayer:
         #: Nodeids whose logfinish has been replayed.
         self.completed: set[str] = set()
         self.teardown_errors: list[tuple[str, str]] = []
+        #: Each routed item's report keywords, built once (compact reports reuse them).
+        self._keywords: dict[str, dict[str, Literal[1]]] = {}
 
     def rebuild(self, data: dict[str, Any]) -> pytest.TestReport:
         report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
             config=self.config, data=data
         )
         return report
+
+    def expand(
+        self, nodeid: str, compact: list[Any], replica_id: str, warm: bool, lease: str
+    ) -> pytest.TestReport:
+        """The ``TestReport`` a compact one stands for (see ``protocol.PASSED``): what
+        ``pytest_report_from_serializable`` would have rebuilt from the full one."""
+        _, when, duration, start, stop = compact[:5]
+        item = self.items[nodeid]
+        keywords = self._keywords.get(nodeid)
+        if keywords is None:
+            keywords = self._keywords[nodeid] = dict.fromkeys(item.keywords, 1)
+        return pytest.TestReport(
+            nodeid,
+            item.location,
+            dict(keywords),
+            "passed",
+            None,
+            when,
+            [],
+            duration,
+            start,
+            stop,
+            [],
+            **{
+                protocol.REPORT_REPLICA: replica_id,
+                protocol.REPORT_WARM: warm,
+                protocol.REPORT_LEASE: lease,
+            },
+        )
 
     def logstart(self, nodeid: str) -> None:
         item = self.items[nodeid]

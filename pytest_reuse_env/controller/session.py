@@ -71,6 +71,7 @@ class ReuseController:
         self.reports = ReportReplayer(config, self.items, labels=role_of(config) is Role.CONTROLLER)
         self.completed = self.reports.completed
         self._cancelled = False
+        self.session: pytest.Session | None = None
         self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
         self.verifier = (
             ColdVerifier(self.launcher)
@@ -109,6 +110,7 @@ class ReuseController:
                     self._verbose(f"reuse: {line}")
             except RegistryError as exc:
                 self.launcher.registry_access.give_up(exc)
+        self.session = session
         if self.config.option.collectonly or not policies:
             return
         self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
@@ -224,12 +226,8 @@ class ReuseController:
     def _stop_if_asked(self, session: pytest.Session) -> None:
         """``-x`` / ``--maxfail``, or a test that interrupted its replica: send nothing more,
         let in-flight tests finish, then stop."""
-        if not (session.shouldfail or session.shouldstop or self.dispatcher.stopped_by):
+        if not self._cancel_if_asked(session):
             return
-        if not self._cancelled:
-            self._cancelled = True
-            for environment in self.environments.values():
-                environment.cancel()
         while not all(env.done for env in self.environments.values()):
             self._pump(timeout=POLL_SECONDS)
         if session.shouldfail:
@@ -248,6 +246,19 @@ class ReuseController:
             pytest.exit(reason, stopped["returncode"])
         raise KeyboardInterrupt(reason)
 
+    def _cancel_if_asked(self, session: pytest.Session | None) -> bool:
+        """Once the run should stop, hand out nothing more and drop what replicas hold and
+        have not announced; True once stopping."""
+        if session is None or not (
+            session.shouldfail or session.shouldstop or self.dispatcher.stopped_by
+        ):
+            return False
+        if not self._cancelled:
+            self._cancelled = True
+            for environment in self.environments.values():
+                environment.cancel()
+        return True
+
     def _pump(self, timeout: float) -> None:
         """Handle every event that is waiting (waiting at most ``timeout`` for the first)."""
         try:
@@ -257,6 +268,9 @@ class ReuseController:
         while event is not None:
             replica, message = event
             self._dispatch(replica, message)
+            if not self._cancelled and not self.feeding_one_at_a_time:
+                # At once (-x): a test queued behind the failure in this batch is not shown.
+                self._cancel_if_asked(self.session)
             try:
                 event = self.events.get_nowait()
             except queue.Empty:

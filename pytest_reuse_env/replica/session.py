@@ -36,6 +36,7 @@ from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import hygiene, sendable
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
 from pytest_reuse_env.replica.main_module import imitate_main
+from pytest_reuse_env.replica.outbox import TestOutbox
 from pytest_reuse_env.replica.worker import WorkerSide, apply_environment
 from pytest_reuse_env.role import REPLICA_KEY
 
@@ -103,9 +104,17 @@ class ReplicaSession:
         )
         #: workerinput/workeroutput lease by lease, for plugins written for xdist workers.
         self.worker = WorkerSide()
-        #: Running one test by itself (not a batch): its LOGFINISH waits for its warnings.
+        #: Running one test by itself (not a batch): its end waits for its warnings.
         self._one_at_a_time = False
-        self._held_finish: protocol.Message | None = None
+        self._held_finish: str | None = None
+        #: The running test's messages: one TEST when it ends, unless it runs long.
+        self.outbox = TestOutbox(self.send)
+        #: Channel sends come from the main thread and the watchdog's announcements.
+        self._send_lock = threading.Lock()
+        #: Reports may travel compact: nothing but pytest serializes them here (set at ready).
+        self._compact = False
+        #: Each item's keyword count before its first run: a marker added at runtime shows.
+        self._keyword_counts: dict[str, int] = {}
         #: When the running test's teardown began (time.monotonic), for the teardown watchdog.
         self.teardown_started: float | None = None
         self.inbox = inbox
@@ -185,10 +194,15 @@ class ReplicaSession:
             "lease": self.test_lease,
         }
         with contextlib.suppress(Exception):  # a closed channel: nobody left to tell
+            self.outbox.announce()  # the test's phases so far: the controller fails the right one
             self.send(protocol.stopped_early(payload))
 
     def _send_ready(self) -> None:
         """READY: to the first client after collection, and to every client that attaches."""
+        serializers = self._config().hook.pytest_report_to_serializable.get_hookimpls()
+        self._compact = all(
+            getattr(impl.plugin, "__name__", "").startswith("_pytest.") for impl in serializers
+        )
         # Catch up with edited files first: the nodeids are those collected after it.
         reload = self._refresh() if self.ready_sent and self._refresh is not None else None
         self.send(
@@ -216,7 +230,8 @@ class ReplicaSession:
     def send(self, message: protocol.Message) -> None:
         self.exit_if_forked()
         try:
-            self.channel.send(message)
+            with self._send_lock:
+                self.channel.send(message)
         except (OSError, EOFError, ValueError):
             if not self.persistent:
                 raise
@@ -246,12 +261,27 @@ class ReplicaSession:
             self.teardown_started = None
 
     def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        self.send(protocol.logstart(nodeid, location, self.test_lease))
+        if nodeid not in self._keyword_counts and nodeid in self.items:
+            self._keyword_counts[nodeid] = len(self.items[nodeid].keywords)
+        self.outbox.start(nodeid, location, self.test_lease, warm=self.tests_run > 0)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.tests_run == 0 and report.when == "setup":
             self.first_setup_seconds = report.duration
-        self.send(protocol.encoded_report(self._sendable(report)))
+        if (
+            self._compact
+            and report.outcome == "passed"
+            and report.longrepr is None
+            and not report.sections
+            and not report.user_properties
+            and report.__dict__.keys() == _PLAIN_REPORT_KEYS
+            and len(report.keywords) == self._keyword_counts.get(report.nodeid)
+        ):
+            self.outbox.add(
+                [protocol.PASSED, report.when, report.duration, report.start, report.stop]
+            )
+        else:
+            self.outbox.add([protocol.FULL_REPORT, self._sendable(report)])
 
     def _sendable(self, report: pytest.TestReport) -> str:
         """The report as text that can always be sent (see ``sendable.py``): a report that
@@ -291,13 +321,12 @@ class ReplicaSession:
         data[protocol.REPORT_LEASE] = self.test_lease
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
-        message = protocol.logfinish(nodeid, location, self.test_lease)
         if self._one_at_a_time:
             # pytest's warnings plugin records the test's warnings after this hook: hold the
-            # end of the test back until _run_next has sent them (see there).
-            self._held_finish = message
+            # end of the test back until _run_next has added them (see there).
+            self._held_finish = nodeid
         else:
-            self.send(message)  # a concurrent batch calls this after the test's warnings
+            self.outbox.finish(nodeid)  # a concurrent batch calls this after the warnings
 
     def pytest_warning_recorded(
         self,
@@ -310,18 +339,17 @@ class ReplicaSession:
         if when != "runtest":
             return
         category = warning_message.category
-        self.send(
-            protocol.warning(
-                message=str(warning_message.message),
-                category_module=category.__module__,
-                category_name=category.__qualname__,
-                filename=str(warning_message.filename),
-                lineno=int(warning_message.lineno),
-                nodeid=nodeid,
-                location=location,
-                lease=self.test_lease,
-            )
+        _, payload = protocol.warning(
+            message=str(warning_message.message),
+            category_module=category.__module__,
+            category_name=category.__qualname__,
+            filename=str(warning_message.filename),
+            lineno=int(warning_message.lineno),
+            nodeid=nodeid,
+            location=location,
+            lease=self.test_lease,
         )
+        self.outbox.add([protocol.WARNING, payload])
 
     def _prewarm(self, session: pytest.Session, names: list[str]) -> list[str]:
         """Set up the named session fixtures now, before any test arrives.
@@ -467,7 +495,7 @@ class ReplicaSession:
             self._one_at_a_time = False
             held, self._held_finish = self._held_finish, None
             if held is not None:
-                self.send(held)  # after the test's warnings, so none arrives after its end
+                self.outbox.finish(held)  # after the test's warnings: none comes after its end
         self.running_nodeids = []
         self.restore_cwd()
         self.tests_run += 1
@@ -550,6 +578,11 @@ class ReplicaSession:
         return self.session.config
 
 
+#: A TestReport's own attributes: a report with any other (a plugin's) travels in full.
+_PLAIN_REPORT_KEYS: Final = frozenset(
+    pytest.TestReport("a.py::t", ("a.py", 0, "t"), {}, "passed", None, "call").__dict__
+)
+
 #: pytest's deprecation warning for getfixturevalue on an item that is not set up.
 _TEARDOWN_LOOKUP_WARNING: Final = r"Calling request\.getfixturevalue\(.*\) during teardown"
 
@@ -580,6 +613,9 @@ def _teardown_watchdog(replica: ReplicaSession) -> None:
     dumped_for: float | None = None
     while True:
         time.sleep(min(0.25, limit / 4))
+        # A test still running is announced: the controller shows it and times it.
+        with contextlib.suppress(Exception):  # a closed channel: the serve loop ends anyway
+            replica.outbox.announce(after=protocol.ANNOUNCE_SECONDS)
         started = replica.teardown_started
         if started is None or started == dumped_for:
             continue

@@ -21,9 +21,32 @@ def test_backlog_starts_replicas_and_each_is_fed_its_depth_once_ready() -> None:
     assert run.sent_runs(r0) == TESTS[:3]
     run.say(r1, ready(TESTS))
     assert run.sent_runs(r1) == TESTS[3:6]
+    run.clock.advance(5)  # a slow test: the replica stays shallow, the tail balanced
     run.run_test(r0, TESTS[0])
     assert run.sent_runs(r0) == [*TESTS[:3], TESTS[6]], "refilled after a test finishes"
     assert list(run.environment.queue) == TESTS[7:]
+
+
+def test_quick_tests_deepen_the_pipeline_and_are_sent_in_batches() -> None:
+    tests = [f"t.py::test_{i}" for i in range(200)]
+    run = Run(tests, ReusePolicy(replicas=1, scope="run"))
+    run.environment.submit(tests)
+    (r0,) = run.replicas
+    run.say(r0, ready(tests))
+    assert run.sent_runs(r0) == tests[:3], "no figure yet: the base depth"
+    runs_before = run.link(r0).names().count(protocol.RUN)
+    run.clock.advance(0.001)  # a millisecond a test: 20 of them per PIPELINE_SECONDS
+    run.run_test(r0, tests[0])
+    assert len(r0.in_flight) == 20, r0.in_flight
+    sent = run.link(r0).names().count(protocol.RUN) - runs_before
+    assert sent == 1, "one RUN for the batch, not one a test"
+    for nodeid in list(r0.in_flight)[:4]:
+        run.clock.advance(0.001)
+        run.run_test(r0, nodeid)
+    assert len(r0.in_flight) == 16, "not refilled before a quarter of the depth has run"
+    run.clock.advance(0.001)
+    run.run_test(r0, r0.in_flight[0])
+    assert len(r0.in_flight) == 20
 
 
 def test_an_empty_queue_retires_replicas_at_the_end_of_a_run() -> None:
