@@ -9,6 +9,7 @@ This module knows nothing of processes.
 from __future__ import annotations
 
 import math
+import os
 import re
 import types
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,13 @@ INI_KEYS: Final = (
         "string",
         "replica crashes an environment survives before its remaining tests are reported as "
         "not run: an int >= 0 (default: 4 x the policy's max replicas)",
+    ),
+    IniKey(
+        "reuse_replica_limit",
+        "string",
+        "the most replicas one environment runs at once on this machine: a policy asking for "
+        "more is clamped, with a note in the summary; an int >= 1 (default: the machine's "
+        "cores)",
     ),
     IniKey(
         "reuse_start_timeout",
@@ -248,6 +256,9 @@ class ReuseSettings:
     """Replica crashes an environment survives (``reuse_max_restarts``); None: 4 x max."""
     start_timeout: float = DEFAULT_START_TIMEOUT
     """Seconds a replica may take to become ready (``reuse_start_timeout``)."""
+    replica_limit: int | None = None
+    """``reuse_replica_limit``: most replicas of one environment on this machine; None: its
+    cores."""
     env_vars: tuple[str, ...] = DEFAULT_ENV_VARS
     """Variables a warm replica must share with the run (``reuse_env_vars``)."""
     leaks: str = "warn"
@@ -291,6 +302,7 @@ class ReuseSettings:
             named=named,
             apply_all=_apply_all(config, default, named),
             max_restarts=_max_restarts(config),
+            replica_limit=_replica_limit(config),
             start_timeout=_positive_number(
                 config,
                 "reuse_start_timeout",
@@ -323,6 +335,23 @@ def _max_restarts(config: pytest.Config) -> int | None:
     if not _COUNT_RE.fullmatch(text):
         raise _usage_error(config, "reuse_max_restarts", "an int >= 0", text)
     return int(text)
+
+
+def _replica_limit(config: pytest.Config) -> int | None:
+    text = _ini_text(config, "reuse_replica_limit").strip()
+    if not text:
+        return None
+    if not _COUNT_RE.fullmatch(text) or int(text) < 1:
+        raise _usage_error(config, "reuse_replica_limit", "an int >= 1", text)
+    return int(text)
+
+
+def machine_cores() -> int:
+    """The cores this process may run on: the default ``reuse_replica_limit``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _choice(config: pytest.Config, key: str, choices: tuple[str, ...]) -> str:

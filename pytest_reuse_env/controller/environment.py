@@ -61,6 +61,7 @@ class Environment:
         serial: bool = False,
         key: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        replica_limit: int | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -88,9 +89,17 @@ class Environment:
         self.last_start_failure: str | None = None
         self.last_activity = clock.monotonic()
         self.last_scaledown: float | None = None
+        #: The policy's max replicas when ``replica_limit`` (reuse_replica_limit, the machine's
+        #: cores by default) clamped it, for the summary's note; None when it did not.
+        self.clamped_from: int | None = None
+        max_replicas = 1 if serial else policy.max_replicas
+        if replica_limit is not None and max_replicas > replica_limit:
+            self.clamped_from, max_replicas = max_replicas, replica_limit
         self.limits = scaling.ScalingLimits(
-            min_replicas=0 if closing else min(policy.min_replicas, 1 if serial else 1 << 30),
-            max_replicas=1 if serial else policy.max_replicas,
+            min_replicas=0
+            if closing
+            else min(policy.min_replicas, 1 if serial else 1 << 30, max_replicas),
+            max_replicas=max_replicas,
             concurrency=policy.concurrency,
             scaledown_ttl=policy.scaledown_ttl_seconds,
             idle_ttl=policy.idle_ttl_seconds,
@@ -368,7 +377,7 @@ class Environment:
                 if self.stats.first_start is not None and self.stats.last_finish is not None
                 else 0.0
             ),
-            "max_replicas": self.policy.max_replicas,
+            "max_replicas": self.limits.max_replicas,
             "concurrency": self.policy.concurrency,
             "setup_seconds_total": sum(
                 r.setup_seconds or 0.0 for r in self.history if not r.attached

@@ -38,13 +38,15 @@ from pytest_reuse_env.controller.summary import (
     environment_notes,
 )
 from pytest_reuse_env.controller.verify import ColdVerifier
-from pytest_reuse_env.options import ReuseSettings
+from pytest_reuse_env.options import ReuseSettings, machine_cores
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import RegistryError
 from pytest_reuse_env.role import Role, role_of
 
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5
+#: After Ctrl-C, how long replicas get to finish before they are killed (all at once).
+INTERRUPT_WAIT_SECONDS: Final = 0.5
 
 
 @final
@@ -129,11 +131,14 @@ class ReuseController:
         environment = self.environments.get(policy)
         if environment is None:
             name = self._environment_name(policy)
+            on_hosts = self.launcher.on_hosts(policy)
+            # Replicas on this machine: never more than it has cores (or reuse_replica_limit).
+            limit = None if on_hosts else (self.settings.replica_limit or machine_cores())
             max_restarts = self.settings.max_restarts
             if max_restarts is None:
-                max_restarts = 4 * policy.max_replicas
+                max_restarts = 4 * min(policy.max_replicas, limit or policy.max_replicas)
             key = None
-            if policy.scope == "global" and not self.launcher.on_hosts(policy):
+            if policy.scope == "global" and not on_hosts:
                 if self.launcher.registry is not None:
                     key = self.launcher.environment_key(policy)
                 self._warn_registry_problem()
@@ -148,6 +153,7 @@ class ReuseController:
                 serial=self.feeding_one_at_a_time,
                 key=key,
                 clock=self.clock,
+                replica_limit=limit,
             )
             self.environments[policy] = environment
         return environment
@@ -348,8 +354,8 @@ class ReuseController:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         if self.feeding_one_at_a_time and not interrupted:  # xdist owned the loop
             self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
-        if interrupted:
-            self.shutdown(2.0, interrupted=True)
+        if interrupted:  # Ctrl-C: half a second for finalizers, then all are killed
+            self.shutdown(INTERRUPT_WAIT_SECONDS, interrupted=True)
         else:
             self.shutdown(self.settings.teardown_timeout)
         self.nodes.finish()
@@ -390,15 +396,16 @@ class ReuseController:
             for env in self.environments.values()
             for r in env.replicas
         ):
+            left = deadline - self.clock.monotonic()
             try:
-                replica, message = self.events.get(timeout=POLL_SECONDS)
+                replica, message = self.events.get(timeout=max(0.01, min(POLL_SECONDS, left)))
             except queue.Empty:
                 continue
             self._dispatch(replica, message)
         for environment in self.environments.values():
             for replica in list(environment.replicas):
                 if replica.state is not ReplicaState.ENDED:
-                    replica.terminate(wait=1.0)
+                    replica.terminate(wait=0.0 if interrupted else 1.0)
                     environment.replica_ended(
                         replica, Ending(EndKind.ABANDONED, "did not finish tearing down in time")
                     )

@@ -114,10 +114,16 @@ def environment_notes(
     cannot help. ``feeders`` is None inside an xdist worker (its controller sees them all)."""
     policy = environment.policy
     notes = []
+    if environment.clamped_from is not None:
+        notes.append(
+            f"replicas clamped to {environment.limits.max_replicas} (the policy asks for up to "
+            f"{environment.clamped_from}): at most reuse_replica_limit replicas at once, by "
+            "default this machine's cores; raise it in the ini to allow more"
+        )
     if feeders is not None:
         limits = scaling.ScalingLimits(
-            policy.min_replicas,
-            policy.max_replicas,
+            min(policy.min_replicas, environment.limits.max_replicas),
+            environment.limits.max_replicas,
             policy.concurrency,
             policy.scaledown_ttl_seconds,
             policy.idle_ttl_seconds,

@@ -61,6 +61,7 @@ class ColdVerifier:
         self.table.update(
             {
                 protocol.REPORT: self.cold_report,
+                protocol.TEST: self.cold_test,
                 protocol.UNKNOWN_NODEID: self.not_collected,
                 protocol.START_FAILED: self.start_failed,
                 protocol.CHANNEL_CLOSED: self.replica_closed,
@@ -132,8 +133,19 @@ class ColdVerifier:
     def nothing_to_learn(self, replica: Replica, failure: WarmFailure, payload: Any) -> None:
         pass
 
-    def cold_report(self, replica: Replica, failure: WarmFailure, payload: str) -> None:
-        data = protocol.decode_report(payload)
+    def cold_test(
+        self, replica: Replica, failure: WarmFailure, payload: protocol.TestPayload
+    ) -> None:
+        """A whole test at once: its reports, full or compact (a quiet pass)."""
+        for event in payload["events"]:
+            if event[0] in (protocol.FULL_REPORT, protocol.PASSED):
+                self.cold_report(replica, failure, event[1] if len(event) == 2 else event)
+
+    def cold_report(self, replica: Replica, failure: WarmFailure, payload: str | list[Any]) -> None:
+        if isinstance(payload, list):  # compact: a phase that passed quietly
+            data = {"outcome": "passed", "when": payload[1]}
+        else:
+            data = protocol.decode_report(payload)
         if data.get("outcome") == "failed":
             failure.cold_outcome = "failed"
             failure.detail.append(f"{data.get('when')}: failed")

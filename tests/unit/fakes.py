@@ -181,6 +181,7 @@ class Run:
         closing: bool = True,
         start_timeout: float = 60.0,
         teardown_timeout: float = 30.0,
+        replica_limit: int | None = None,
     ) -> None:
         self.nodeids = nodeids
         self.clock = FakeClock()
@@ -201,6 +202,7 @@ class Run:
             max_restarts=max_restarts,
             closing=closing,
             clock=self.clock,
+            replica_limit=replica_limit,
         )
         self.dispatcher = ReplicaEvents(
             lambda: [self.environment],

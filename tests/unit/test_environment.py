@@ -122,3 +122,31 @@ def test_a_test_the_replica_did_not_collect_fails_as_not_run() -> None:
     assert failure.when == "setup"
     assert "did not collect t.py::test_1" in str(failure.longrepr)
     assert run.sent_runs(r0) == TESTS[:1]
+
+
+def test_a_policy_asking_for_more_replicas_than_the_limit_starts_only_the_limit() -> None:
+    tests = [f"t.py::test_{i}" for i in range(40)]
+    run = Run(tests, ReusePolicy(replicas=(1, 1000), scope="run"), replica_limit=2)
+    run.environment.submit(tests)
+    assert len(run.replicas) == 2, "40 tests queued, 1000 allowed by the policy, 2 by the limit"
+    assert run.environment.clamped_from == 1000
+    assert run.environment.limits.max_replicas == 2
+    for replica in run.replicas:
+        run.say(replica, ready(tests))
+    run.clock.advance(60)
+    run.pump()
+    assert len(run.replicas) == 2, "the backlog never starts more"
+
+
+def test_a_limit_above_the_policy_changes_nothing() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=(0, 2), scope="run"), replica_limit=8)
+    run.environment.submit(TESTS)
+    assert len(run.replicas) == 2
+    assert run.environment.clamped_from is None
+
+
+def test_a_persistent_minimum_above_the_limit_is_clamped_too() -> None:
+    policy = ReusePolicy(replicas=(6, 9), scope="run")
+    run = Run(TESTS, policy, closing=False, replica_limit=3)
+    assert (run.environment.limits.min_replicas, run.environment.limits.max_replicas) == (3, 3)
+    assert run.environment.clamped_from == 9
