@@ -323,7 +323,8 @@ class TestPayload(TypedDict):
     #: Whether the replica had run a test before this one (the "[r0 warm]" label).
     warm: bool
     #: In the order they happened: ``[FULL_REPORT, str]``, ``[PASSED, when, duration, start,
-    #: stop]`` (see PASSED) or ``[WARNING, WarningPayload]``.
+    #: stop]`` (see PASSED), ``[WARNING, WarningPayload]``, or ``[LOGSTART]`` when the test
+    #: starts again (another attempt, as pytest-rerunfailures makes).
     events: list[list[Any]]
 
 

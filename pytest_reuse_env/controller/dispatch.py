@@ -161,6 +161,8 @@ class ReplicaEvents:
                 self._replay(replica, report, warm)
             elif kind == protocol.FULL_REPORT:
                 self.test_reported(replica, event[1])
+            elif kind == protocol.LOGSTART:  # another attempt (pytest-rerunfailures)
+                self.test_started(replica, {"nodeid": nodeid, "location": ("", None, "")})
             else:
                 self.warning_recorded(replica, event[1])
         self.test_finished(replica, payload)

@@ -45,6 +45,12 @@ class TestOutbox:
         self, nodeid: str, location: tuple[str, int | None, str], lease: str, *, warm: bool
     ) -> None:
         with self._lock:
+            if nodeid == self._nodeid:  # another attempt (pytest-rerunfailures): one more start
+                if self._announced:
+                    self._send(protocol.logstart(nodeid, location, lease))
+                else:
+                    self._events.append([protocol.LOGSTART])
+                return
             self._nodeid, self._location, self._lease, self._warm = nodeid, location, lease, warm
             self._events = []
             self._announced = False
@@ -86,6 +92,8 @@ class TestOutbox:
 
     def _message(self, event: list[Any]) -> protocol.Message:
         kind = event[0]
+        if kind == protocol.LOGSTART:
+            return protocol.logstart(self._nodeid or "", self._location, self._lease)
         if kind == protocol.PASSED:
             return protocol.compact_report(event, self._nodeid or "", self._warm, self._lease)
         if kind == protocol.FULL_REPORT:

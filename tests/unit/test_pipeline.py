@@ -162,3 +162,31 @@ def test_the_outbox_sends_a_quick_test_once_and_streams_an_announced_one() -> No
     names = [name for name, _ in sent]
     assert names == [protocol.LOGSTART, protocol.REPORT, protocol.REPORT, protocol.LOGFINISH]
     assert sent[1][1] == [*compact("setup"), TESTS[1], True, "lease"]
+
+
+def test_a_test_that_starts_again_keeps_every_attempt() -> None:
+    # pytest-rerunfailures calls logstart once per attempt, logfinish once.
+    sent: list[protocol.Message] = []
+    outbox = TestOutbox(sent.append)
+    outbox.start(TESTS[0], LOCATION, "lease", warm=False)
+    outbox.add([protocol.FULL_REPORT, phase(TESTS[0], "call", "failed")[1]])
+    outbox.start(TESTS[0], LOCATION, "lease", warm=False)
+    outbox.add(compact("call"))
+    outbox.finish(TESTS[0])
+    ((name, payload),) = sent
+    assert [event[0] for event in payload["events"]] == [
+        protocol.FULL_REPORT,
+        protocol.LOGSTART,
+        protocol.PASSED,
+    ]
+    run = started_run()
+    r0 = run.replicas[0]
+    payload["lease"] = r0.lease
+    run.say(r0, (name, payload))
+    assert [hook for hook, n, _ in run.calls] == [
+        "logstart",
+        "logreport",
+        "logstart",
+        "logreport",
+        "logfinish",
+    ]
