@@ -37,32 +37,47 @@ Rules:
   it is ours and 0700; if another user created that name first, a fresh ``mkdtemp`` directory is
   used instead (anyone may create names in ``/tmp`` first).
 
-This module does not import pytest and imports nothing from the rest of the package.
+This module does not import pytest; it imports only ``registry_files`` (private directories, errors)
+and ``record`` (the records) from the package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import glob
 import hashlib
 import json
 import os
 import re
 import secrets
-import stat
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeAlias, final, get_args
+from typing import Any, Final, final
 
 import filelock
-import psutil
+
+from pytest_reuse_env.record import (
+    CREATE_TIME_TOLERANCE,
+    REPLICA_ID,
+    RecordState,
+    ReplicaRecord,
+    create_time_of,
+    new_replica_id,
+    process_gone,
+)
+from pytest_reuse_env.registry_files import (
+    RegistryBusy,
+    RegistryError,
+    check_private,
+    os_error,
+    private_directory,
+    registry_error,
+)
 
 __all__ = [
     "CREATE_TIME_TOLERANCE",
@@ -79,17 +94,8 @@ __all__ = [
     "registry_error",
 ]
 
-#: What the registry records of a detached replica's lease (not the controller's
-#: ``ReplicaState`` of its handle, nor ``scaling.ReplicaPhase``).
-RecordState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
-_STATES: Final[frozenset[str]] = frozenset(get_args(RecordState))
-
 #: Usable bytes of ``sockaddr_un.sun_path`` (its size minus the terminating NUL).
 MAX_SOCKET_PATH_BYTES: Final[int] = 103 if sys.platform == "darwin" else 107
-
-#: Create times may differ by this much and still name the same process: psutil derives them
-#: from the boot time, which moves when the wall clock is stepped.
-CREATE_TIME_TOLERANCE: Final[float] = 1.0
 
 #: How long a transaction waits for the lock: a transaction takes milliseconds, so a lock busy
 #: for longer is held by something else (a stuck process, a hand-held lock) and the caller runs
@@ -97,205 +103,7 @@ CREATE_TIME_TOLERANCE: Final[float] = 1.0
 LOCK_WAIT_SECONDS: Final[float] = 3.0
 
 _FORMAT_VERSION: Final[int] = 1
-_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TOKEN = re.compile(r"[0-9a-f]{64}")
-
-
-class RegistryError(Exception):
-    """The registry cannot be used: the message names the path, the problem and the fix."""
-
-
-class RegistryBusy(RegistryError):
-    """The registry's lock stayed busy past the bounded wait: try again later, or run without."""
-
-
-def new_replica_id() -> str:
-    """A fresh replica id: ``g-`` and 8 random hex digits."""
-    return f"g-{secrets.token_hex(4)}"
-
-
-@final
-@dataclass(frozen=True)
-class ReplicaRecord:
-    """One replica that outlives runs, as the registry stores it.
-
-    Times named ``*_at``/``last_used`` are wall-clock seconds (they are compared across
-    processes); ``create_time`` and ``lease_owner_started`` are psutil create times, kept to tell
-    a live process from another one that reused its pid.
-    """
-
-    replica_id: str
-    #: Environment key (a hash of the policy and the fingerprint): opaque here.
-    environment: str
-    #: The policy in human form, for ``--reuse-status``.
-    policy: str
-    #: The fingerprint components, for ``--reuse-status``: opaque here.
-    fingerprint: dict[str, str] = field(hash=False)
-    pid: int
-    socket: str
-    log: str
-    state: RecordState
-    #: Pid of the pytest process holding the lease, None unless ``state == "leased"``.
-    lease_owner: int | None
-    lease_owner_started: float | None
-    started_at: float
-    #: When the last test finished or the lease was released.
-    last_used: float
-    tests_served: int
-    create_time: float
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object) -> ReplicaRecord:
-        """Check the shape of ``data`` strictly; raise ValueError naming the first problem."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a record must be an object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(data) != names:
-            missing, extra = sorted(names - set(data)), sorted(set(data) - names)
-            raise ValueError(f"record fields differ: missing {missing}, unexpected {extra}")
-        _check_type(data, "replica_id", str)
-        if not _REPLICA_ID.fullmatch(data["replica_id"]):
-            raise ValueError(f"bad replica id {data['replica_id']!r}")
-        for name in ("environment", "policy", "socket", "log", "state"):
-            _check_type(data, name, str)
-        if data["state"] not in _STATES:
-            raise ValueError(f"unknown state {data['state']!r}")
-        fingerprint = data["fingerprint"]
-        if not isinstance(fingerprint, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in fingerprint.items()
-        ):
-            raise ValueError("fingerprint must map strings to strings")
-        for name in ("pid", "tests_served"):
-            _check_type(data, name, int)
-        for name in ("started_at", "last_used", "create_time"):
-            _check_type(data, name, float)
-        if data["lease_owner"] is not None:
-            _check_type(data, "lease_owner", int)
-        if data["lease_owner_started"] is not None:
-            _check_type(data, "lease_owner_started", float)
-        values = dict(data)
-        for name in ("started_at", "last_used", "create_time", "lease_owner_started"):
-            if values[name] is not None:
-                values[name] = float(values[name])
-        values["fingerprint"] = dict(fingerprint)
-        return cls(**values)
-
-
-def _check_type(data: dict[str, Any], name: str, kind: type) -> None:
-    value = data[name]
-    # bool is an int subclass; a float field accepts ints (JSON writes 2.0 as 2.0, but be lenient).
-    ok = not isinstance(value, bool) and (
-        isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-    )
-    if not ok:
-        raise ValueError(f"field {name} must be {kind.__name__}, got {value!r}")
-
-
-def _create_time(pid: int) -> float | None:
-    """The psutil create time of ``pid``, or None if there is no such process."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return None
-
-
-def process_gone(pid: int, create_time: float | None) -> str | None:
-    """Why process ``pid`` (started at ``create_time``) no longer runs, or None if it does."""
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return f"process {pid} has exited (zombie)"
-        started = process.create_time()
-    except psutil.NoSuchProcess:
-        return f"process {pid} is gone"
-    except psutil.AccessDenied:
-        # Someone else's process: ours would be readable.
-        return f"process {pid} is gone (pid now used by another user's process)"
-    if create_time is not None and abs(started - create_time) > CREATE_TIME_TOLERANCE:
-        return f"process {pid} is gone (pid reused by a process started at {started:.2f})"
-    return None
-
-
-def _fix_for(path: Path | str, error: OSError) -> str:
-    """What the user can do about ``error`` on ``path``, in a few words."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free some space on that file system"
-    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (
-            "make it writable, or point cache_dir at a writable directory "
-            "(pytest -o cache_dir=/some/writable/dir)"
-        )
-    if error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ELOOP):
-        return f"remove {path} (the registry re-creates what it needs)"
-    return f"check {path}, or remove the registry directory to start afresh"
-
-
-def registry_error(error: OSError, action: str) -> RegistryError:
-    """A RegistryError for an OSError met outside this module (the replica's log file, ...):
-    the path, the problem and the fix."""
-    return _os_error(error.filename or "?", action, error)
-
-
-def _os_error(path: Path | str, action: str, error: OSError) -> RegistryError:
-    reason = os.strerror(error.errno) if error.errno is not None else str(error)
-    return RegistryError(f"cannot {action} {path}: {reason}; fix: {_fix_for(path, error)}")
-
-
-def _private_directory(path: Path, *, create: bool = True) -> None:
-    """Create ``path`` with mode 0700, or check that the existing one is 0700 and ours.
-
-    With ``create=False`` a missing directory is a RegistryError: it was removed on purpose.
-    """
-    try:
-        if create:
-            try:
-                os.mkdir(path, mode=0o700)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                # Parents (the cache directory) as pytest makes them; the registry's own 0700.
-                os.makedirs(path.parent, exist_ok=True)
-                os.mkdir(path, mode=0o700)
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise RegistryError(
-            f"the registry directory {path} was removed; fix: nothing, the next run creates it"
-        ) from None
-    except OSError as error:
-        raise _os_error(path, "create the registry directory", error) from None
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
-        mode = stat.S_IMODE(info.st_mode)
-        # Ours and only readable by others (mkdir honours the umask): tighten it. Writable by
-        # others means something may have been planted: refused below.
-        if mode != 0o700 and not mode & 0o022:
-            try:
-                os.chmod(path, 0o700)
-                info = os.lstat(path)
-            except OSError as error:
-                raise _os_error(path, "make private (chmod 700)", error) from None
-    _check_private(path, info, 0o700, "directory")
-
-
-def _check_private(path: Path, info: os.stat_result, mode: int, kind: str) -> None:
-    expected = stat.S_ISDIR if kind == "directory" else stat.S_ISREG
-    if stat.S_ISLNK(info.st_mode) or not expected(info.st_mode):
-        raise RegistryError(
-            f"refusing to use {path}: it is not a {kind} (or is a symlink); fix: remove it"
-        )
-    if info.st_uid != os.geteuid():
-        raise RegistryError(
-            f"refusing to use {path}: it is owned by uid {info.st_uid}, not by you "
-            f"(uid {os.geteuid()}); fix: remove it (as its owner or root)"
-        )
-    actual = stat.S_IMODE(info.st_mode)
-    if actual & 0o077:
-        raise RegistryError(
-            f"refusing to use {path}: its mode is {actual:04o}, it must be {mode:04o} "
-            f"(no access for group or others); fix with: chmod {mode:o} {path}"
-        )
 
 
 @final
@@ -337,7 +145,7 @@ class Registry:
 
     def _ensure_directories(self) -> None:
         for path in (self.directory, self.sockets_directory, self.logs_directory):
-            _private_directory(path, create=self._create)
+            private_directory(path, create=self._create)
 
     # -- locking and storage ------------------------------------------------------------------
 
@@ -356,7 +164,7 @@ class Registry:
                 f"it, else find the holder with: fuser {self.lock_path}"
             ) from None
         except OSError as error:
-            raise _os_error(self.lock_path, "lock", error) from None
+            raise os_error(self.lock_path, "lock", error) from None
         self._local.held = True
         try:
             yield
@@ -384,7 +192,7 @@ class Registry:
         except FileNotFoundError:
             return {}
         except OSError as error:
-            raise _os_error(self.records_path, "read", error) from None
+            raise os_error(self.records_path, "read", error) from None
         try:
             return self._parse(data)
         except (ValueError, UnicodeDecodeError) as problem:
@@ -419,12 +227,16 @@ class Registry:
         try:
             os.replace(self.records_path, target)
         except OSError as error:
-            raise _os_error(self.records_path, "move aside the corrupt", error) from None
+            raise os_error(self.records_path, "move aside the corrupt", error) from None
         self.last_recovery = (
             f"the replica registry {self.records_path} was unreadable ({problem}); moved it to "
             f"{target.name} and started empty: replicas it listed will not be reused and stop "
             "on their idle timeout"
         )
+
+    def set_aside(self) -> list[Path]:
+        """The unreadable registry files moved aside so far (kept for a post-mortem)."""
+        return sorted(self.records_path.parent.glob(f"{self.records_path.name}.corrupt-*"))
 
     def _write(self, records: dict[str, ReplicaRecord]) -> None:
         document = {
@@ -445,7 +257,7 @@ class Registry:
                     os.unlink(temporary)
                 raise
         except OSError as error:
-            raise _os_error(self.records_path, "write", error) from None
+            raise os_error(self.records_path, "write", error) from None
 
     # -- liveness -------------------------------------------------------------------------------
 
@@ -487,8 +299,8 @@ class Registry:
         ):
             return False
         try:
-            _check_private(directory, os.lstat(directory), 0o700, "directory")
-            _check_private(directory.parent, os.lstat(directory.parent), 0o700, "directory")
+            check_private(directory, os.lstat(directory), 0o700, "directory")
+            check_private(directory.parent, os.lstat(directory.parent), 0o700, "directory")
         except (OSError, RegistryError):
             return False
         return True
@@ -507,7 +319,7 @@ class Registry:
                 os.close(handle)
                 os.unlink(probe)
             except OSError as error:
-                raise _os_error(directory, "create files in", error) from None
+                raise os_error(directory, "create files in", error) from None
 
     def records(self) -> list[ReplicaRecord]:
         """Every record of a live replica, oldest first."""
@@ -567,7 +379,7 @@ class Registry:
 
     def lease(self, environment: str, owner_pid: int) -> ReplicaRecord | None:
         """Lease the most recently used idle replica of ``environment`` to ``owner_pid``."""
-        owner_started = _create_time(owner_pid)
+        owner_started = create_time_of(owner_pid)
         if owner_started is None:
             raise RegistryError(f"cannot lease a replica to process {owner_pid}: it is not running")
         with self.transaction() as records:
@@ -633,7 +445,7 @@ class Registry:
             chosen = None
             for candidate in candidates:
                 try:
-                    _private_directory(candidate, create=candidate == base)
+                    private_directory(candidate, create=candidate == base)
                 except RegistryError:
                     continue
                 chosen = candidate
@@ -642,9 +454,9 @@ class Registry:
                 try:
                     chosen = Path(tempfile.mkdtemp(prefix=f"{base.name}-", dir=tmp))
                 except OSError as error:
-                    raise _os_error(tmp, "create a socket directory in", error) from None
+                    raise os_error(tmp, "create a socket directory in", error) from None
             fallback = chosen / self._digest()
-            _private_directory(fallback)
+            private_directory(fallback)
             self._fallback = fallback
         return self._fallback
 
@@ -664,9 +476,9 @@ class Registry:
         except FileNotFoundError:
             pass
         except OSError as error:
-            raise _os_error(self.token_path, "read", error) from None
+            raise os_error(self.token_path, "read", error) from None
         else:
-            _check_private(self.token_path, info, 0o600, "file")
+            check_private(self.token_path, info, 0o600, "file")
             try:
                 text = self.token_path.read_text("ascii").strip()
             except (OSError, UnicodeDecodeError) as error:
@@ -681,7 +493,7 @@ class Registry:
                 stream.write(text + "\n")
             os.replace(temporary, self.token_path)
         except OSError as error:
-            raise _os_error(self.token_path, "write", error) from None
+            raise os_error(self.token_path, "write", error) from None
         return text
 
 
@@ -709,6 +521,6 @@ def _count(records: dict[str, ReplicaRecord], environment: str) -> int:
 
 
 def _checked_id(replica_id: str) -> str:
-    if not _REPLICA_ID.fullmatch(replica_id):
+    if not REPLICA_ID.fullmatch(replica_id):
         raise ValueError(f"bad replica id {replica_id!r}: letters, digits, '_', '.', '-' only")
     return replica_id

@@ -78,6 +78,12 @@ def status_lines(registry: Registry | None, problem: str | None) -> list[str]:
     ]
     if registry.last_recovery:
         lines.append(f"  note: {registry.last_recovery}")
+    elif aside := registry.set_aside():
+        # Set aside earlier, by a run or by an idle replica that read it first.
+        lines.append(
+            f"  note: the replica registry {registry.records_path} was unreadable before; "
+            f"kept as {', '.join(path.name for path in aside)} (safe to delete)"
+        )
     for note in registry.last_pruned:
         lines.append(f"  cleaned: {note}")
     now = time.time()

@@ -17,6 +17,8 @@ SHARED = [
     "policy",
     "protocol",
     "registry",
+    "registry_files",
+    "record",
     "role",
     "scaling",
     "warm",

@@ -793,3 +793,21 @@ def test_a_replica_never_re_creates_a_removed_registry(registry_dir: Path) -> No
     # A run re-creates it, private.
     Registry(registry_dir).records()
     assert mode(registry_dir) == 0o700
+
+
+def test_status_names_a_registry_an_idle_replica_set_aside_first(
+    registry: Registry, registry_dir: Path
+) -> None:
+    """An idle replica may read a corrupt registry before ``--reuse-status`` does: the
+    status still says it was unreadable and where the copy is."""
+    from pytest_reuse_env.controller.commands import status_lines
+
+    registry.records()
+    (registry_dir / "registry.json").write_text("{not json")
+    assert Registry(registry_dir).records() == []  # the replica's read sets it aside
+    lines = status_lines(Registry(registry_dir), None)
+    (aside,) = registry.set_aside()
+    assert lines[1] == (
+        f"  note: the replica registry {registry_dir / 'registry.json'} was unreadable before; "
+        f"kept as {aside.name} (safe to delete)"
+    )

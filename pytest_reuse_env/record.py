@@ -1,0 +1,135 @@
+"""One warm replica as the registry stores it, and whether its process still runs.
+
+This module does not import pytest and imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias, final, get_args
+
+import psutil
+
+#: What the registry records of a detached replica's lease (not the controller's
+#: ``ReplicaState`` of its handle, nor ``scaling.ReplicaPhase``).
+RecordState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
+_STATES: Final[frozenset[str]] = frozenset(get_args(RecordState))
+
+#: Create times may differ by this much and still name the same process: psutil derives them
+#: from the boot time, which moves when the wall clock is stepped.
+CREATE_TIME_TOLERANCE: Final[float] = 1.0
+
+REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def new_replica_id() -> str:
+    """A fresh replica id: ``g-`` and 8 random hex digits."""
+    return f"g-{secrets.token_hex(4)}"
+
+
+@final
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """One replica that outlives runs, as the registry stores it.
+
+    Times named ``*_at``/``last_used`` are wall-clock seconds (they are compared across
+    processes); ``create_time`` and ``lease_owner_started`` are psutil create times, kept to tell
+    a live process from another one that reused its pid.
+    """
+
+    replica_id: str
+    #: Environment key (a hash of the policy and the fingerprint): opaque here.
+    environment: str
+    #: The policy in human form, for ``--reuse-status``.
+    policy: str
+    #: The fingerprint components, for ``--reuse-status``: opaque here.
+    fingerprint: dict[str, str] = field(hash=False)
+    pid: int
+    socket: str
+    log: str
+    state: RecordState
+    #: Pid of the pytest process holding the lease, None unless ``state == "leased"``.
+    lease_owner: int | None
+    lease_owner_started: float | None
+    started_at: float
+    #: When the last test finished or the lease was released.
+    last_used: float
+    tests_served: int
+    create_time: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> ReplicaRecord:
+        """Check the shape of ``data`` strictly; raise ValueError naming the first problem."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record must be an object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != names:
+            missing, extra = sorted(names - set(data)), sorted(set(data) - names)
+            raise ValueError(f"record fields differ: missing {missing}, unexpected {extra}")
+        _check_type(data, "replica_id", str)
+        if not REPLICA_ID.fullmatch(data["replica_id"]):
+            raise ValueError(f"bad replica id {data['replica_id']!r}")
+        for name in ("environment", "policy", "socket", "log", "state"):
+            _check_type(data, name, str)
+        if data["state"] not in _STATES:
+            raise ValueError(f"unknown state {data['state']!r}")
+        fingerprint = data["fingerprint"]
+        if not isinstance(fingerprint, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fingerprint.items()
+        ):
+            raise ValueError("fingerprint must map strings to strings")
+        for name in ("pid", "tests_served"):
+            _check_type(data, name, int)
+        for name in ("started_at", "last_used", "create_time"):
+            _check_type(data, name, float)
+        if data["lease_owner"] is not None:
+            _check_type(data, "lease_owner", int)
+        if data["lease_owner_started"] is not None:
+            _check_type(data, "lease_owner_started", float)
+        values = dict(data)
+        for name in ("started_at", "last_used", "create_time", "lease_owner_started"):
+            if values[name] is not None:
+                values[name] = float(values[name])
+        values["fingerprint"] = dict(fingerprint)
+        return cls(**values)
+
+
+def _check_type(data: dict[str, Any], name: str, kind: type) -> None:
+    value = data[name]
+    # bool is an int subclass; a float field accepts ints (JSON writes 2.0 as 2.0, but be lenient).
+    ok = not isinstance(value, bool) and (
+        isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+    )
+    if not ok:
+        raise ValueError(f"field {name} must be {kind.__name__}, got {value!r}")
+
+
+def create_time_of(pid: int) -> float | None:
+    """The psutil create time of ``pid``, or None if there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+
+
+def process_gone(pid: int, create_time: float | None) -> str | None:
+    """Why process ``pid`` (started at ``create_time``) no longer runs, or None if it does."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return f"process {pid} has exited (zombie)"
+        started = process.create_time()
+    except psutil.NoSuchProcess:
+        return f"process {pid} is gone"
+    except psutil.AccessDenied:
+        # Someone else's process: ours would be readable.
+        return f"process {pid} is gone (pid now used by another user's process)"
+    if create_time is not None and abs(started - create_time) > CREATE_TIME_TOLERANCE:
+        return f"process {pid} is gone (pid reused by a process started at {started:.2f})"
+    return None
