@@ -15,6 +15,7 @@ SHARED = [
     "fingerprint",
     "hostspec",
     "policy",
+    "policy_values",
     "protocol",
     "registry",
     "registry_files",
