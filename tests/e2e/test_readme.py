@@ -60,7 +60,13 @@ def test_the_ini_and_marker_example_runs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme_example=source)
     try:
         result = pytester.runpytest_subprocess(
-            "-p", "no:hypothesispytest", "-q", "--reuse-report=report.json", timeout=120
+            "-p",
+            "no:hypothesispytest",
+            "-p",
+            "no:randomly",
+            "-q",
+            "--reuse-report=report.json",
+            timeout=120,
         )
     finally:
         # test_c's ReusePolicy(...) has the default scope, global: its replica stays warm.
