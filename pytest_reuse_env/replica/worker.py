@@ -191,6 +191,17 @@ class LeaseCoverage:
 
         if self.baseline is None:
             self.baseline = CoverageData(no_disk=True)
+        # A file edited and re-imported since: its old lines give way to the new ones.
+        edited = {
+            p
+            for p in data.measured_files()
+            if p in self.baseline_stats and self.baseline_stats[p] != _mtime(p)
+        }
+        if edited:
+            kept = set(self.baseline_stats) - edited
+            self.baseline = _flat(self.baseline, only=kept)
+            for path in edited:
+                del self.baseline_stats[path]
         for path in data.measured_files():
             self.baseline_stats.setdefault(path, _mtime(path))
         self.baseline.update(data)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pytest_asyncio")
 
-INNER = ("-p", "reuse_env", "-p", "no:hypothesispytest", "-p", "no:anyio")
+INNER = ("-p", "reuse_env", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "no:randomly")
 
 
 def make_ini(pytester: pytest.Pytester, concurrency: int, extra: str = "") -> None:

@@ -380,3 +380,28 @@ def test_matrix_versions_are_installed() -> None:
     for name in ("pytest-cov", "pytest-randomly", "pytest-rerunfailures", "pytest-xdist"):
         assert version(name)
     assert Path(__file__).name == "test_compat.py"
+
+
+def test_cov_after_an_edit_as_plain(project: pytest.Pytester) -> None:
+    """A warm replica that re-imports an edited module reports its new lines, not the old."""
+    for path, text in PACKAGE.items():
+        (project.path / path).parent.mkdir(exist_ok=True)
+        (project.path / path).write_text(text)
+    project.makeconftest(COV_CONFTEST)
+    project.makepyfile(test_cov=COV_TESTS)
+    args = ("--cov=pkg", "--cov-report=term", "--cov-precision=1", *WITHOUT_RANDOMLY)
+    cold = inner(project, "--reuse-all=default", *args)
+    assert cold.ret == 0, cold.stdout.str()
+    seen(project)
+    lazy = project.path / "pkg" / "lazy.py"
+    lazy.write_text(
+        "VALUE = 3\nOTHER = 4\n\n\ndef lazy():\n    return VALUE\n\n\ndef more():\n    return 5\n"
+    )
+    plain = inner(project, "--reuse=off", *args)
+    warm = inner(project, "--reuse-all=default", *args)
+    assert_warm(warm)  # the replica re-imported the edited module (reuse_reload)
+    expected = coverage_by_file(plain)
+    found = coverage_by_file(warm)
+    assert found.keys() == expected.keys(), warm.stdout.str()
+    for path, percent in expected.items():
+        assert abs(found[path] - percent) <= 0.5, (path, found, expected, warm.stdout.str())

@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-INNER = ("-p", "reuse_env", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "no:asyncio")
+INNER = (
+    "-p",
+    "reuse_env",
+    "-p",
+    "no:hypothesispytest",
+    "-p",
+    "no:anyio",
+    "-p",
+    "no:asyncio",
+    "-p",
+    "no:randomly",
+)
 
 
 def report(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
