@@ -15,6 +15,11 @@ import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.errors import ReuseEnvWarning
+from pytest_reuse_env.replica.perrun import (
+    REPORT_TERMINAL,
+    REPORT_XML_ATTRIBUTES,
+    REPORT_XML_PROPERTIES,
+)
 
 if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
@@ -119,6 +124,9 @@ class ReportReplayer:
         self.teardown_errors: list[tuple[str, str]] = []
         #: Each routed item's report keywords, built once (compact reports reuse them).
         self._keywords: dict[str, dict[str, Literal[1]]] = {}
+        #: Suite properties recorded by a replica's wide fixture: each replica sends them in
+        #: every run; plain pytest records them once.
+        self._sticky_properties: set[tuple[str, str]] = set()
 
     def rebuild(self, data: dict[str, Any]) -> pytest.TestReport:
         report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
@@ -155,10 +163,6 @@ class ReportReplayer:
             },
         )
 
-    def logstart(self, nodeid: str) -> None:
-        item = self.items[nodeid]
-        item.ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
-
     def logfinish(self, nodeid: str) -> None:
         item = self.items[nodeid]
         item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
@@ -177,9 +181,69 @@ class ReportReplayer:
 
     def replay(self, report: pytest.TestReport, replica: Replica) -> None:
         self.label(report, replica)
+        extras = report.__dict__
+        terminal = extras.pop(REPORT_TERMINAL, None)
+        self._record_xml(
+            report, extras.pop(REPORT_XML_ATTRIBUTES, None), extras.pop(REPORT_XML_PROPERTIES, None)
+        )
         if self.config.option.capture == "no":
             self._show_output(report)
+        reporter = self._short_progress()
+        if reporter is not None and (terminal or self._has_letter(report)):
+            # Replicas' reports interleave: a result goes under its own file's header.
+            reporter.write_fspath_result(report.nodeid, "")
+        if terminal:
+            writer = self.config.get_terminal_writer()
+            writer.write(terminal)
+            writer.flush()
         self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
+
+    def logstart(self, nodeid: str) -> None:
+        """A routed test began. Its file's header waits for its first result: replicas start
+        tests of several files at once, and a header written now could sit above another
+        file's results."""
+        item = self.items[nodeid]
+        reporter = self._short_progress()
+        if reporter is None:
+            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            return
+        shown = reporter.currentfspath
+        reporter.currentfspath = self.config.rootpath / item.nodeid.split("::")[0]
+        try:
+            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        finally:
+            reporter.currentfspath = shown
+
+    def _short_progress(self) -> Any:
+        """The terminal reporter when it writes one line of result letters per file."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or not reporter.showfspath or reporter.showlongtestinfo:
+            return None
+        return reporter
+
+    def _has_letter(self, report: pytest.TestReport) -> bool:
+        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        return bool(status and status[1])
+
+    def _record_xml(self, report: pytest.TestReport, attributes: Any, properties: Any) -> None:
+        """junitxml's ``record_xml_attribute`` and ``record_testsuite_property`` from a replica."""
+        if not attributes and not properties:
+            return
+        from _pytest.junitxml import xml_key
+
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        if attributes:
+            node = xml.node_reporter(report)
+            for name, value in attributes:
+                node.add_attribute(name, value)
+        for name, value, sticky in properties or ():
+            if sticky:
+                if (name, value) in self._sticky_properties:
+                    continue
+                self._sticky_properties.add((name, value))
+            xml.add_global_property(name, value)
 
     def _show_output(self, report: pytest.TestReport) -> None:
         """``-s``: a replica captures anyway (its stdout is no terminal); print what the test

@@ -22,13 +22,14 @@ import execnet
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller import outcomes
+from pytest_reuse_env.controller import ordering, outcomes
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.commands import stop_all
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
 from pytest_reuse_env.controller.nodes import ReplicaNodes
+from pytest_reuse_env.controller.perrun import RunOutputs
 from pytest_reuse_env.controller.progress import SlowStarts
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.controller.reporting import ReportReplayer, log_excerpt
@@ -93,12 +94,18 @@ class ReuseController:
         #: xdist's node hooks around every lease, for plugins written for xdist workers.
         self.nodes = ReplicaNodes(config, role_of(config))
         self.launcher.workerinput = self.nodes.workerinput
+        #: Other plugins' per-run data the replicas hand over with their leases (syrupy's).
+        self.run_outputs = RunOutputs(config)
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
         #: Names a replica still starting after a few seconds, with its log's last line.
         self.slow_starts = SlowStarts(self._progress)
-        # Inside an xdist worker, xdist owns the loop and gives one test at a time.
-        self.feeding_one_at_a_time = role_of(config) is Role.XDIST_WORKER
+        self.in_xdist_worker = role_of(config) is Role.XDIST_WORKER
+        # Inside an xdist worker, xdist owns the loop and gives one test at a time; so does
+        # pytest's own loop when the order of tests matters (see ordering.py).
+        self.feeding_one_at_a_time = self.in_xdist_worker
+        #: Run-level notes for the reuse section (tests kept here, order kept).
+        self.notes: list[str] = []
 
     # -- collection --------------------------------------------------------------------------
 
@@ -115,6 +122,15 @@ class ReuseController:
         self.session = session
         if self.config.option.collectonly or not policies:
             return
+        routed = (item for item in session.items if item.nodeid in policies)
+        placement = ordering.keep_local(self.config, routed, xdist_worker=self.in_xdist_worker)
+        if placement.note is not None:
+            policies = {n: p for n, p in policies.items() if n not in placement.local}
+            self.notes.append(placement.note)
+        in_order = ordering.in_order_reason(self.config, session.items)
+        if in_order is not None and policies and not self.feeding_one_at_a_time:
+            self.feeding_one_at_a_time = True
+            self.notes.append(ordering.in_order_note(in_order))
         self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
         for item in session.items:
             policy = policies.get(item.nodeid)
@@ -288,6 +304,7 @@ class ReuseController:
     def _dispatch(self, replica: Replica, message: protocol.Message) -> None:
         if replica.state is not ReplicaState.ENDED:
             self.nodes.replica_event(replica, *message)  # xdist's node hooks see it first
+            self.run_outputs.replica_event(replica, *message)
         self.dispatcher.dispatch(replica, message)
 
     def _replicas(self) -> list[Replica]:
@@ -350,6 +367,9 @@ class ReuseController:
 
     # -- the end -----------------------------------------------------------------------------
 
+    # Before other plugins finish their session (syrupy, junitxml, the cache): late reports,
+    # teardown errors and per-run plugin data from the replicas must reach them first.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         if self.feeding_one_at_a_time and not interrupted:  # xdist owned the loop
@@ -359,22 +379,37 @@ class ReuseController:
         else:
             self.shutdown(self.settings.teardown_timeout)
         self.nodes.finish()
+        ran = [r for env in self.environments.values() for r in env.history]
+        self.run_outputs.merge(ran, self.reports.warn)
         figures = [
             env.figures(
                 environment_notes(
                     env,
                     [self.items[n] for n, e in self.routes.items() if e is env],
-                    feeders=None if self.feeding_one_at_a_time else 1,
+                    feeders=self._feeders(),
                     on_hosts=self.launcher.on_hosts(env.policy),
                 )
             )
             for env in self.environments.values()
         ]
-        if self.feeding_one_at_a_time:
+        if figures and self.notes:  # run-level notes travel with the first environment
+            figures[0]["notes"] = [*self.notes, *figures[0]["notes"]]
+        if self.in_xdist_worker:
             workeroutput = self.config.workeroutput  # type: ignore[attr-defined]
             workeroutput[protocol.WORKEROUTPUT_KEY] = figures
         elif self.summary is not None:
             self.summary.add_figures(figures)
+            if self.kept_warm:
+                self.summary.closing = closing_line(
+                    self.kept_warm, list(self.environments.values())
+                )
+
+    def _feeders(self) -> int:
+        """How many pytest processes feed each environment: xdist's workers, or this one."""
+        if self.in_xdist_worker:
+            workerinput = self.config.workerinput  # type: ignore[attr-defined]
+            return int(workerinput.get("workercount", 1))
+        return 1
 
     def shutdown(self, wait: float, *, interrupted: bool = False) -> None:
         """Ask every replica to finish, wait (bounded) for them, then kill what is left;
@@ -417,10 +452,6 @@ class ReuseController:
                         )
 
     def pytest_unconfigure(self) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if self.kept_warm and reporter is not None:
-            # After pytest's own last line: what stays running, for how long, how to stop it.
-            reporter.write_line(closing_line(self.kept_warm, list(self.environments.values())))
         # Ctrl-C or an internal error may skip sessionfinish: never leave a process behind.
         for environment in self.environments.values():
             for replica in list(environment.replicas):

@@ -179,6 +179,9 @@ class ReuseSummary:
         self.report_path = report_path
         self.tests: dict[str, dict[str, Any]] = {}
         self.figures: list[dict[str, Any]] = []
+        #: What stays warm after the run, how long, how to stop it: the section's last line
+        #: (pytest's "N passed in X s" stays the last line of the output).
+        self.closing: str | None = None
 
     # -- sources -----------------------------------------------------------------------------
 
@@ -221,9 +224,12 @@ class ReuseSummary:
             # and their peaks cannot all have happened at once beyond the policy's max.
             by_id: dict[str, dict[str, Any]] = {}
             for replica in env["replicas"]:
-                by_id.setdefault(replica["id"], dict(replica))["tests_run"] = sum(
-                    r["tests_run"] for r in env["replicas"] if r["id"] == replica["id"]
-                )
+                same = [r for r in env["replicas"] if r["id"] == replica["id"]]
+                # Attached only if no worker of this run started it: the one that did knows
+                # its setup time.
+                started = [r for r in same if not r.get("attached")]
+                by_id.setdefault(replica["id"], dict(started[0] if started else replica))
+                by_id[replica["id"]]["tests_run"] = sum(r["tests_run"] for r in same)
             env["replicas"] = list(by_id.values())
             env["retired"] = dict(env.get("retired", {}))
             env["replicas_attached"] = sum(1 for r in env["replicas"] if r.get("attached"))
@@ -287,6 +293,8 @@ class ReuseSummary:
                 tr.write_line(f"  note: {note}", yellow=True)
         if self.report_path:
             tr.write_line(f"reuse report written to {self.report_path}")
+        if self.closing is not None:
+            tr.write_line(self.closing)
 
     def pytest_sessionfinish(self) -> None:
         if self.report_path:

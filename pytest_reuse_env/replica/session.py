@@ -33,7 +33,7 @@ import pytest
 
 import pytest_reuse_env
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import hygiene, sendable
+from pytest_reuse_env.replica import hygiene, perrun, sendable
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
 from pytest_reuse_env.replica.main_module import imitate_main
 from pytest_reuse_env.replica.outbox import TestOutbox
@@ -104,6 +104,8 @@ class ReplicaSession:
         )
         #: workerinput/workeroutput lease by lease, for plugins written for xdist workers.
         self.worker = WorkerSide()
+        #: Other plugins' per-run state (syrupy, doctests, junitxml records, --setup-show).
+        self.perrun = perrun.PerRun(start["replica_id"])
         #: Running one test by itself (not a batch): its end waits for its warnings.
         self._one_at_a_time = False
         self._held_finish: str | None = None
@@ -276,6 +278,7 @@ class ReplicaSession:
             and not report.user_properties
             and report.__dict__.keys() == _PLAIN_REPORT_KEYS
             and len(report.keywords) == self._keyword_counts.get(report.nodeid)
+            and not self.perrun.has_extras()
         ):
             self.outbox.add(
                 [protocol.PASSED, report.when, report.duration, report.start, report.stop]
@@ -291,6 +294,7 @@ class ReplicaSession:
         try:
             data = config.hook.pytest_report_to_serializable(config=config, report=report)
             self._stamp(data)
+            data.update(self.perrun.report_extras())
             return sendable.bounded(data, report.longreprtext)
         except Exception as exc:  # a value json cannot encode (a list that contains itself)
             reason = (
@@ -401,7 +405,7 @@ class ReplicaSession:
                 self.final = self.shutting_down = True
         self._teardown_all(session)
         with contextlib.suppress(OSError, EOFError, ValueError):  # nobody left to tell
-            self.send(protocol.workeroutput(self.worker.lease_output(final=True)))
+            self.send(protocol.workeroutput(self._lease_output(final=True)))
 
     def restore_cwd(self) -> None:
         """Back to the session's working directory after each test, whatever ``reuse_leaks``
@@ -455,10 +459,11 @@ class ReplicaSession:
             self.worker.new_lease(payload.get("workerinput"))
             self._send_ready()
         elif name == protocol.END_LEASE:
-            self.send(protocol.workeroutput(self.worker.lease_output()))
+            self.send(protocol.workeroutput(self._lease_output()))
         elif message == protocol.END:
             # The client is gone: nobody will read results, so run nothing more for it.
             self.pending.clear()
+            self.perrun.end(self._session())
             if self.persistent:
                 self.final = False  # idle, warm, waiting for the next client
             else:
@@ -483,6 +488,7 @@ class ReplicaSession:
         # Running the same item object again must not accumulate the previous run's state.
         item._report_sections = []
         item.user_properties = []
+        self._begin_test(session, item)
         try:
             self.running = True
             self._one_at_a_time = True
@@ -529,6 +535,7 @@ class ReplicaSession:
         for item in batch:
             item._report_sections = []
             item.user_properties = []
+            self._begin_test(session, item)
         before = self.leaks.batch_started()
         try:
             self.running = True
@@ -573,9 +580,26 @@ class ReplicaSession:
         )
         self._teardown_to(session, None)
 
+    def _begin_test(self, session: pytest.Session, item: pytest.Item) -> None:
+        if not self.perrun.open:
+            self.perrun.begin(session)
+        self.perrun.before_test(item)
+
+    def _lease_output(self, *, final: bool = False) -> dict[str, Any]:
+        """WORKEROUTPUT: the lease's ``config.workeroutput``, with other plugins' per-run data
+        (``perrun.py``) ended first, so what they publish there is theirs to hand over."""
+        ended = self.perrun.end(self._session()) if self.session is not None else {}
+        output = self.worker.lease_output(final=final)
+        if ended:
+            output[perrun.WORKEROUTPUT_KEY] = ended
+        return output
+
     def _config(self) -> pytest.Config:
+        return self._session().config
+
+    def _session(self) -> pytest.Session:
         assert self.session is not None
-        return self.session.config
+        return self.session
 
 
 #: A TestReport's own attributes: a report with any other (a plugin's) travels in full.
@@ -654,7 +678,7 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
         apply_environment(workerinput)  # before conftests are imported, as in an xdist worker
         config = _prepareconfig(
             list(start["args"]),
-            plugins=[replica, replica.leaks, replica.worker, *replica.plugins],
+            plugins=[replica, replica.leaks, replica.worker, *replica.plugins, replica.perrun],
         )
         for dest, value in start["option_overrides"].items():
             if hasattr(config.option, dest):

@@ -7,9 +7,11 @@ import re
 
 import pytest
 
+from tests.helpers import COMPAT_OFF
+
 pytest.importorskip("pytest_asyncio")
 
-INNER = ("-p", "reuse_env", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "no:randomly")
+INNER = ("-p", "reuse_env", "-p", "no:hypothesispytest", "-p", "no:anyio", *COMPAT_OFF)
 
 
 def make_ini(pytester: pytest.Pytester, concurrency: int, extra: str = "") -> None:

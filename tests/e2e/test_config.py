@@ -18,10 +18,12 @@ from pytest_reuse_env.options import (
     resolve_policies,
 )
 from pytest_reuse_env.policy import SHORT_TTL_ENV, ReusePolicy
+from tests.helpers import COMPAT_OFF
 
 # pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;
 # under filterwarnings=error that would fail every inner run for a reason unrelated to ours.
-PLUGIN_ARGS = ("-p", "no:asyncio", "-p", "reuse_env")
+# The compatibility matrix's plugins are off too (syrupy fails an in-process run's usage error).
+PLUGIN_ARGS = ("-p", "no:asyncio", *COMPAT_OFF, "-p", "reuse_env")
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +60,7 @@ SETTINGS = ReuseSettings(
 def items_of(pytester: pytest.Pytester, source: str) -> dict[str, pytest.Item]:
     # The marker is declared in ini so these tests do not depend on the plugin module.
     pytester.makeini("[pytest]\nmarkers =\n    reuse: test marker\n")
-    module = pytester.getmodulecol(source, configargs=("-p", "no:asyncio"))
+    module = pytester.getmodulecol(source, configargs=("-p", "no:asyncio", *COMPAT_OFF))
     return {item.name: item for item in pytester.genitems([module])}
 
 
@@ -604,6 +606,6 @@ def test_runtime_limits_are_validated(
 ) -> None:
     pytester.makeini(f"[pytest]\n{key} = {value}\n")
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("-p", "reuse_env", "-p", "no:asyncio")
+    result = pytester.runpytest("-p", "reuse_env", "-p", "no:asyncio", *COMPAT_OFF)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])

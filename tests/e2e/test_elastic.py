@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import COMPAT_OFF
+
 INNER = (
     "-p",
     "reuse_env",
@@ -19,8 +21,7 @@ INNER = (
     "no:anyio",
     "-p",
     "no:asyncio",
-    "-p",
-    "no:randomly",
+    *COMPAT_OFF,
 )
 
 

@@ -118,10 +118,18 @@ class Option:
 
 
 @final
+class NoPlugins:
+    """A plugin manager with no terminal reporter: replays write nothing themselves."""
+
+    def get_plugin(self, name: str) -> None:
+        return None
+
+
 class FakeConfig:
     def __init__(self, warnings: list[dict[str, Any]]) -> None:
         self.hook = ConfigHook(warnings)
         self.option = Option()
+        self.pluginmanager = NoPlugins()
 
 
 def phase(nodeid: str, when: str, outcome: str = "passed", *, warm: bool = False) -> Any:
