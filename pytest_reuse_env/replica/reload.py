@@ -40,12 +40,13 @@ import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Final, Protocol, final
 
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import modgraph
+from pytest_reuse_env.replica import conftests, fixtureregistry, modgraph, sameness
 from pytest_reuse_env.replica.modgraph import ModuleGraph
 
 __all__ = ["RELOAD_EXCLUDE_INI", "RELOAD_INI", "RefreshResult", "Reloader", "Stale"]
@@ -134,6 +135,8 @@ class Reloader:
         self.fixtures: dict[Any, _FixtureRecord] = {}
         self._setups = 0
         self._ready = False
+        #: Why this replica cannot be brought up to date, once one refresh found out.
+        self.stale: str | None = None
 
     def bind(self, replica: ReplicaLike) -> None:
         self.replica = replica
@@ -203,7 +206,14 @@ class Reloader:
 
     def observe(self) -> None:
         """Record modules imported since the last observation (after each run, too)."""
-        self.graph.observe(self.file_nodes)
+        # Every conftest pytest loaded: those outside a package share the module name
+        # "conftest", so sys.modules holds only the last one.
+        self.graph.observe([*self.file_nodes, *self._conftests()])
+
+    def _conftests(self) -> dict[str, ModuleType]:
+        if self.config is None:
+            return {}
+        return conftests.loaded_conftests(self.config.pluginmanager)
 
     # -- refresh ----------------------------------------------------------------------------
 
@@ -212,6 +222,8 @@ class Reloader:
         started = time.perf_counter()
         if not self._ready or self.replica is None or self.replica.session is None:
             return RefreshResult()
+        if self.stale is not None:  # once given up on, for good: its state may be half done
+            return RefreshResult(stale=self.stale)
         self.observe()
         changed = self.graph.changed_files()
         directories = [d for d, entry in self.directories.items() if _dir_changed(d, entry)]
@@ -229,10 +241,10 @@ class Reloader:
                 return self._result(started, (), {}, [])
             return self._reload(started, changed, added, listings)
         except Stale as stale:
-            return RefreshResult(stale=str(stale), seconds=time.perf_counter() - started)
+            self.stale = str(stale)
         except Exception:  # a fault here must cost a fresh replica, never a stale run
-            reason = "bringing it up to date failed:\n" + traceback.format_exc()
-            return RefreshResult(stale=reason, seconds=time.perf_counter() - started)
+            self.stale = "bringing it up to date failed:\n" + traceback.format_exc()
+        return RefreshResult(stale=self.stale, seconds=time.perf_counter() - started)
 
     def _reload(
         self, started: float, changed: list[str], added: set[str], listings: dict[str, list[Any]]
@@ -241,23 +253,35 @@ class Reloader:
         assert self.replica.session is not None
         session = self.replica.session
         retry = set(self.failed_files) | added
+        loaded = self._conftests()
+        names: set[str] = set()
         for path in changed:
             self._check_changed_file(path)
             if path in self.file_nodes:
                 retry.add(path)
-        names: set[str] = set()
+            if path in loaded:
+                names.add(loaded[path].__name__)
         for modules in self.graph.modules_of([*changed, *retry]).values():
             names.update(modules)
         self.graph.scan_references()
         closure = self.graph.dependents(names)
-        retry.update(self._check_closure(closure, changed))
+        cause = self._rel(changed[0]) if changed else "a test file"
+        swaps = self._plan_swaps(closure, changed, loaded, cause)
+        retry.update(self._check_closure(closure, cause))
 
         replaced = [node for path in retry for node in self.file_nodes.get(path, [])]
-        invalid = self._invalid_fixtures(closure, replaced)
+        deferred = {d for swap in swaps for d in swap.old_defs}
+        invalid = self._invalid_fixtures(closure, replaced, deferred)
         errors = self._teardown(session, replaced, invalid)
 
-        files = {n: f for n in closure if (f := self.graph.files.get(n)) is not None}
-        reimported = sorted({self._rel(f) for f in files.values()} | {self._rel(p) for p in retry})
+        files = {
+            n: f
+            for n in closure
+            if (f := self.graph.files.get(n)) is not None and not _is_conftest(f)
+        }
+        reimported = {self._rel(f) for f in files.values()} | {self._rel(p) for p in retry}
+        reimported.update(self._rel(os.path.realpath(swap.name)) for swap in swaps)
+        current = sys.modules.get("conftest")
         self.graph.drop(closure)
         for path in changed:
             linecache.cache.pop(path, None)
@@ -267,18 +291,128 @@ class Reloader:
         self._forget(session, replaced)
         # Code under test first: one that raises on re-import is named, not a test module.
         self._reimport({n: f for n, f in files.items() if f not in self.file_nodes})
+        if swaps:
+            more, more_errors, more_files = self._swap_conftests(
+                session, swaps, closure, invalid, set(changed), retry, cause, current
+            )
+            invalid.update(more)
+            errors += more_errors
+            reimported.update(map(self._rel, more_files))
+            retry.update(more_files)
         for path in sorted(retry):
             self._collect_file(session, path, listings)
         self.observe()
-        return self._result(started, tuple(reimported), invalid, errors)
+        return self._result(started, tuple(sorted(reimported)), invalid, errors)
+
+    # -- conftests (replica/conftests.py) ---------------------------------------------------
+
+    def _plan_swaps(
+        self, closure: set[str], changed: list[str], loaded: dict[str, ModuleType], cause: str
+    ) -> list[conftests.Swap]:
+        """The conftests to re-register in place, parents first; Stale if one cannot be."""
+        assert self.config is not None
+        edited = set(changed)
+        swaps: list[conftests.Swap] = []
+        for path, module in sorted(loaded.items(), key=lambda e: (e[0].count(os.sep), e[0])):
+            if path not in edited and module.__name__ not in closure:
+                continue
+            rel = self._rel(path)
+            try:
+                swaps.append(conftests.Swap.prepare(self.config, module, self._conftest_node(path)))
+            except conftests.NotInPlace as exc:
+                if path in edited:
+                    raise Stale(f"{rel} changed ({exc})") from exc
+                raise Stale(f"{rel} ({exc}) depends on {cause}") from exc
+        return swaps
+
+    def _conftest_node(self, path: str) -> Any:
+        """The node a conftest's fixtures are visible under (if it has none yet)."""
+        assert self.config is not None
+        assert self.replica is not None
+        directory = Path(os.path.dirname(path))
+        root = _real(self.config.rootpath)
+        if directory == root or root not in directory.parents:
+            return self.replica.session
+        entry = self.directories.get(str(directory))
+        return entry[0] if entry is not None else None
+
+    def _swap_conftests(
+        self,
+        session: pytest.Session,
+        swaps: list[conftests.Swap],
+        closure: set[str],
+        invalid: dict[Any, str],
+        edited: set[str],
+        retry: set[str],
+        cause: str,
+        current: ModuleType | None,
+    ) -> tuple[dict[Any, str], list[str], set[str]]:
+        """Re-register the conftests, then tear down their fixtures not proven unchanged (and
+        what requested them); a structural change collects the test files under them again.
+        Returns the fixtures torn down (with why), teardown errors, and the files to collect."""
+        assert self.config is not None
+        for swap in swaps:
+            try:
+                swap.reregister(self.config, session)
+            except conftests.NotInPlace as exc:
+                raise Stale(f"{self._rel(os.path.realpath(swap.name))} {exc}") from exc
+        for swap in swaps:
+            if swap.old is current and swap.new is not None:
+                sys.modules["conftest"] = swap.new  # as collection left it
+        more: dict[Any, str] = {}
+        for swap in swaps:
+            path = os.path.realpath(swap.name)
+            rel = self._rel(path)
+            why = f"changed in {rel}" if path in edited else f"depends on {cause}"
+            for old, new in swap.pairs:
+                result = old.cached_result
+                if result is None or old in invalid:
+                    continue
+                if result[2] is not None or not sameness.same_function(old.func, new.func, closure):
+                    more[old] = why
+            for old in swap.removed:
+                if old.cached_result is not None and old not in invalid:
+                    more[old] = f"redefined or removed in {rel}"
+        extra = self._under_swaps([s for s in swaps if s.structural], retry)
+        replaced = [node for path in extra for node in self.file_nodes.get(path, [])]
+        extra_closure: set[str] = set()
+        if extra:
+            names = {n for ms in self.graph.modules_of(extra).values() for n in ms}
+            extra_closure = self.graph.dependents(names) - closure
+            extra.update(self._check_closure(extra_closure, cause))
+            replaced = [node for path in extra for node in self.file_nodes.get(path, [])]
+            prefixes = [node.nodeid for node in replaced]
+            for fixturedef in self._cached_fixtures():
+                if fixtureregistry.under(fixtureregistry.defined_at(fixturedef), prefixes):
+                    more.setdefault(fixturedef, "defined in a re-collected module")
+        self._requesters(more, exclude=invalid)
+        errors = self._teardown(session, replaced, more)
+        for swap in swaps:
+            swap.adopt()
+        if extra:
+            self.graph.drop(extra_closure)
+            for path in extra:
+                linecache.cache.pop(path, None)
+            self._forget(session, replaced)
+        return more, errors, extra
+
+    def _under_swaps(self, swaps: list[conftests.Swap], retry: set[str]) -> set[str]:
+        """Test files under the structurally changed conftests, not yet to be collected."""
+        assert self.replica is not None
+        found: set[str] = set()
+        for swap in swaps:
+            if swap.node is self.replica.session:
+                found.update(self.file_nodes)
+                continue
+            top = os.path.join(os.path.realpath(swap.directory), "")
+            found.update(p for p in self.file_nodes if p.startswith(top))
+        return found - retry
 
     def _check_changed_file(self, path: str) -> None:
         rel = self._rel(path)
         for pattern in self.exclude:
             if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(path, pattern):
                 raise Stale(f"{rel} changed (reuse_reload_exclude: {pattern})")
-        if os.path.basename(path) == "conftest.py":
-            raise Stale(f"{rel} changed (a conftest)")
         kind = self.graph.kind_of_file(path)
         if kind == modgraph.KIND_INSTALLED:
             raise Stale(f"{rel} changed (an installed distribution)")
@@ -335,21 +469,20 @@ class Reloader:
         path = Path(directory)
         return any(path == p or p in path.parents for p in map(_real, initial))
 
-    def _check_closure(self, closure: set[str], changed: list[str]) -> set[str]:
-        """Test files among the invalidated modules; Stale if one cannot be re-imported."""
+    def _check_closure(self, closure: set[str], cause: str) -> set[str]:
+        """Test files among the invalidated modules; Stale if one cannot be re-imported.
+        Conftests pytest loaded are re-registered (``_plan_swaps``), not re-imported."""
         assert self.config is not None
-        cause = self._rel(changed[0]) if changed else "a test file"
         pluginmanager = self.config.pluginmanager
+        loaded = {id(module) for module in self._conftests().values()}
         found: set[str] = set()
         for name in closure:
             module = sys.modules.get(name)
             kind = self.graph.kind(name)
             path = self.graph.files.get(name)
             rel = self._rel(path) if path else name
-            if module is None:
+            if module is None or id(module) in loaded:
                 continue
-            if path is not None and os.path.basename(path) == "conftest.py":
-                raise Stale(f"{rel} (a conftest) depends on {cause}")
             if pluginmanager.is_registered(module):
                 raise Stale(f"{rel} (a pytest plugin) depends on {cause}")
             if kind == modgraph.KIND_INSTALLED:
@@ -368,15 +501,17 @@ class Reloader:
         assert self.replica is not None
         assert self.replica.session is not None
         manager = self.replica.session._fixturemanager
-        return [d for d in _all_fixture_defs(manager) if d.cached_result is not None]
+        return [d for d in fixtureregistry.all_fixture_defs(manager) if d.cached_result is not None]
 
-    def _invalid_fixtures(self, closure: set[str], replaced: list[Any]) -> dict[Any, str]:
-        """Cached fixture definitions to tear down, with why."""
+    def _invalid_fixtures(
+        self, closure: set[str], replaced: list[Any], deferred: set[Any]
+    ) -> dict[Any, str]:
+        """Cached fixture definitions to tear down, with why. Those of conftests being
+        re-registered (``deferred``) are judged by their code later, not by their module."""
         prefixes = [node.nodeid for node in replaced]
         invalid: dict[Any, str] = {}
-        cached = self._cached_fixtures()
-        for fixturedef in cached:
-            if _under(_defined_at(fixturedef), prefixes):
+        for fixturedef in self._cached_fixtures():
+            if fixtureregistry.under(fixtureregistry.defined_at(fixturedef), prefixes):
                 invalid[fixturedef] = "defined in a re-collected module"
                 continue
             record = self.fixtures.get(fixturedef)
@@ -384,25 +519,32 @@ class Reloader:
                 invalid[fixturedef] = "set up before its dependencies were recorded"
                 continue
             depends = set(record.modules)
-            depends.add(getattr(fixturedef.func, "__module__", "") or "")
+            if fixturedef not in deferred:
+                depends.add(getattr(fixturedef.func, "__module__", "") or "")
             depends.update(modgraph.referenced_modules(fixturedef.cached_result[0]))
             hit = sorted(depends & closure)
             if hit:
                 path = self.graph.files.get(hit[0])
                 invalid[fixturedef] = f"depends on {self._rel(path) if path else hit[0]}"
+        self._requesters(invalid)
+        return invalid
+
+    def _requesters(self, invalid: dict[Any, str], exclude: dict[Any, str] | None = None) -> None:
+        """Add to ``invalid`` the cached fixtures that requested one in it, transitively
+        (``exclude``: already torn down)."""
+        cached = self._cached_fixtures()
         changed = True
-        while changed:  # a fixture that requested a torn-down one goes too
+        while changed:
             changed = False
             for fixturedef in cached:
                 record = self.fixtures.get(fixturedef)
-                if fixturedef in invalid or record is None:
+                if fixturedef in invalid or record is None or (exclude and fixturedef in exclude):
                     continue
                 for requested in record.requested:
                     if requested in invalid:
                         invalid[fixturedef] = f"requests {requested.argname}"
                         changed = True
                         break
-        return invalid
 
     def _teardown(
         self, session: pytest.Session, replaced: list[Any], invalid: dict[Any, str]
@@ -442,9 +584,9 @@ class Reloader:
         prefixes = [node.nodeid for node in replaced]
 
         def under(nodeid: str) -> bool:
-            return _under(nodeid, prefixes)
+            return fixtureregistry.under(nodeid, prefixes)
 
-        _forget_fixture_defs(session._fixturemanager, prefixes)
+        fixtureregistry.forget_fixture_defs(session._fixturemanager, prefixes)
         for nodeid in [n for n in self.replica.items if under(n)]:
             del self.replica.items[nodeid]
         session.items[:] = [item for item in session.items if not under(item.nodeid)]
@@ -530,6 +672,10 @@ class Reloader:
         return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
 
 
+def _is_conftest(path: str) -> bool:
+    return os.path.basename(path) == "conftest.py"
+
+
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
@@ -551,48 +697,6 @@ def _dir_changed(directory: str, entry: tuple[Any, int, bool, bool]) -> bool:
         return os.stat(directory).st_mtime_ns != entry[1]
     except OSError:
         return True
-
-
-# -- pytest's fixture registry (private: pytest 9.1+ keys definitions by node, older by nodeid) --
-
-
-def _under(nodeid: str, prefixes: list[str]) -> bool:
-    return any(nodeid == p or nodeid.startswith(p + "::") for p in prefixes)
-
-
-def _defined_at(fixturedef: Any) -> str:
-    node = getattr(fixturedef, "node", None)
-    return str(node.nodeid) if node is not None else str(fixturedef.baseid or "")
-
-
-def _all_fixture_defs(manager: Any) -> list[Any]:
-    every = getattr(manager, "_get_all_fixture_defs", None)
-    if every is not None:
-        return list(every())
-    return [d for defs in manager._arg2fixturedefs.values() for d in defs]
-
-
-def _forget_fixture_defs(manager: Any, prefixes: list[str]) -> None:
-    """Remove definitions (and autouse names) registered at nodes under ``prefixes``."""
-    for attribute in ("_arg2node2fixturedefs", "_arg2nodeid2fixturedefs"):
-        table = getattr(manager, attribute, None) or {}
-        for name, by_place in list(table.items()):
-            for place in list(by_place):
-                if _under(getattr(place, "nodeid", place), prefixes):
-                    del by_place[place]
-            if not by_place:
-                del table[name]
-    legacy = getattr(manager, "_arg2fixturedefs", None)
-    if legacy is not None:
-        for name, defs in list(legacy.items()):
-            legacy[name] = [d for d in defs if not _under(_defined_at(d), prefixes)]
-            if not legacy[name]:
-                del legacy[name]
-    for attribute in ("_node_autousenames", "_nodeid_autousenames"):
-        autouse = getattr(manager, attribute, None) or {}
-        for place in list(autouse):
-            if _under(getattr(place, "nodeid", place), prefixes):
-                del autouse[place]
 
 
 #: A new directory with more entries than this is not searched for Python files: assume some.

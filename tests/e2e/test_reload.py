@@ -285,14 +285,6 @@ def test_editing_a_fixtures_module_rebuilds_that_fixture_only(project: pytest.Py
     assert replica_setups(project, {pid}) == ["db", "index", "index"]
 
 
-def test_a_conftest_edit_means_a_fresh_replica(project: pytest.Pytester) -> None:
-    pid = first_run(project)
-    edit(project.path / "conftest.py", '{"rows": 3}', '{"rows": 4}')
-    result, env = same_as_plain(project)
-    new = started_afresh(result, env, "conftest.py changed (a conftest)")
-    assert new != pid
-
-
 def test_a_module_that_raises_on_re_import_means_a_fresh_replica(
     project: pytest.Pytester,
 ) -> None:
