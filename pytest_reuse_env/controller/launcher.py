@@ -130,7 +130,8 @@ def _own_code() -> str:
 
 def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
     """Why a warm replica this run attached may not serve it, or None: a project file it
-    imported changed since, or it did not collect a test of this run."""
+    imported changed since, its collection of a test file failed where this process's did not,
+    or it did not collect a test of this run."""
     if not replica.attached:
         return None
     reload = ready.get("reload") or {}
@@ -142,7 +143,21 @@ def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
         return f"{changed[0]} changed{more}"
     missing = [nodeid for nodeid in wanted if nodeid not in replica.nodeids]
     if missing:
-        return f"it did not collect {missing[0]}: a new or renamed test"
+        failure = collect_failure(missing[0], ready.get("collect_errors") or [])
+        return failure or f"it did not collect {missing[0]}: a new or renamed test"
+    return None
+
+
+def collect_failure(nodeid: str, errors: list[str]) -> str | None:
+    """The replica's own collection error (``"nodeid: longrepr"``) that left ``nodeid``
+    out, named by where it happened and its last line; None if none covers it."""
+    path = nodeid.split("::", 1)[0]
+    for error in errors:
+        where, _, text = error.partition(": ")
+        if where in ("", "<session>") or path == where or path.startswith(where + "/"):
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            last = lines[-1].removeprefix("E").strip() if lines else "no details"
+            return f"collecting {where} failed in it, not here: {last}"
     return None
 
 

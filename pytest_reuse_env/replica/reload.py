@@ -1,27 +1,31 @@
 """Warm through edits: before a warm replica serves a run, bring it up to date with the files.
 
 Runs inside a replica (a pytest plugin of the replica's session, driven by the daemon); imports
-the standard library, pytest, and the package's ``fingerprint`` and ``replica.modgraph``, never
+the standard library, pytest, and the package's ``fingerprint`` and ``replica`` modules
+(``modgraph``, ``fixturedeps``, ``conftests``, ``sameness``, ``fixtureregistry``), never
 ``controller/``.
 
-At every attach :meth:`Reloader.refresh` compares the watched files (``modgraph``) and the test
-directories with what the replica imported and collected, and then either:
+At every attach :meth:`Reloader.refresh` compares the watched files (``modgraph``, plus every
+conftest pytest loaded) and the test directories with what the replica imported and collected,
+and then either:
 
 - finds nothing changed: the replica is warm as it is;
-- names a reason the replica cannot be brought up to date (``stale``): a conftest, a plugin, an
-  installed distribution, an extension module, a test package's ``__init__.py``, a file matching
-  ``reuse_reload_exclude``, a new test directory or conftest, ``reuse_reload = off``, or a module
-  that raises when it is re-imported. The controller then starts a fresh replica;
+- names a reason the replica cannot be brought up to date (``stale``): a conftest with hooks, a
+  plugin, an installed distribution, an extension module, a test package's ``__init__.py``, a
+  file matching ``reuse_reload_exclude``, a new test directory or an added or removed conftest,
+  ``reuse_reload = off``, or a module or conftest that raises when it is re-imported. The
+  controller then starts a fresh replica; this one stays stale for good (its state may be half
+  brought up to date);
 - or re-imports: the changed modules and every module that depends on them (``modgraph``) leave
   ``sys.modules``; the test modules among them are collected again in place (their old items,
   fixture definitions and module-level setup go; pytest's own collection imports them anew, so
   assertion rewriting applies); other modules that collection had imported are imported again at
-  once, so one that raises on re-import means a fresh replica rather than a failed test.
-  A warm fixture is torn down (its finalizers run) when it was defined in a re-collected module,
-  when a module it depends on was invalidated (its function's module, the project modules
-  imported while it was set up, those whose objects its value holds), or when a fixture it
-  requested was torn down; pytest sets it up again when a test needs it. Every other fixture
-  stays.
+  once, so one that raises on re-import means a fresh replica rather than a failed test; an
+  edited conftest, or one depending on an invalidated module, is re-registered in place
+  (``conftests``).
+  Warm fixtures that depended on what changed are torn down (their finalizers run) and set up
+  again when a test needs them (``fixturedeps``); those of a re-registered conftest stay only
+  where its new code provably does the same (``sameness``). Every other fixture stays.
 
 Collection errors need no help: the controller collects every run itself and reports them as
 plain pytest does; a test module whose collection failed here is collected again at every
@@ -38,7 +42,7 @@ import sys
 import time
 import traceback
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Protocol, final
@@ -47,6 +51,7 @@ import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import conftests, fixtureregistry, modgraph, sameness
+from pytest_reuse_env.replica.fixturedeps import WarmFixtures
 from pytest_reuse_env.replica.modgraph import ModuleGraph
 
 __all__ = ["RELOAD_EXCLUDE_INI", "RELOAD_INI", "RefreshResult", "Reloader", "Stale"]
@@ -94,26 +99,6 @@ class RefreshResult:
         }
 
 
-@dataclass
-class _FixtureRecord:
-    request: Any
-    order: int
-    seconds: float = 0.0
-    modules: set[str] = field(default_factory=set)
-    requested: list[Any] = field(default_factory=list)
-
-
-@final
-class _Chain:
-    """A stand-in next item whose chain is ``nodes``: teardown_exact keeps just those."""
-
-    def __init__(self, nodes: list[Any]) -> None:
-        self._nodes = nodes
-
-    def listchain(self) -> list[Any]:
-        return self._nodes
-
-
 @final
 class Reloader:
     """The replica's plugin for staying warm through edits (see the module docstring)."""
@@ -132,8 +117,7 @@ class Reloader:
         self.directories: dict[str, tuple[pytest.Collector, int, bool, bool]] = {}
         #: Modules loaded when the replica became ready (re-imported eagerly when invalidated).
         self.collection_modules: set[str] = set()
-        self.fixtures: dict[Any, _FixtureRecord] = {}
-        self._setups = 0
+        self.warm = WarmFixtures(self.graph)
         self._ready = False
         #: Why this replica cannot be brought up to date, once one refresh found out.
         self.stale: str | None = None
@@ -180,21 +164,8 @@ class Reloader:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Generator[None, Any, Any]:
-        record = _FixtureRecord(request=request, order=self._setups)
-        self._setups += 1
-        active = getattr(request, "_fixture_defs", {})
-        record.requested = [active[name] for name in fixturedef.argnames if name in active]
-        for outer in self.graph.recordings:  # set up inside another one's setup
-            outer.add(f"fixture:{id(fixturedef)}")
-        self.graph.recordings.append(record.modules)
-        started = time.perf_counter()
-        try:
+        with self.warm.recording(fixturedef, request):
             return (yield)
-        finally:
-            record.seconds = time.perf_counter() - started
-            self.graph.recordings.remove(record.modules)
-            if fixturedef.scope != "function":
-                self.fixtures[fixturedef] = record
 
     # -- observation points ---------------------------------------------------------------
 
@@ -271,8 +242,9 @@ class Reloader:
 
         replaced = [node for path in retry for node in self.file_nodes.get(path, [])]
         deferred = {d for swap in swaps for d in swap.old_defs}
-        invalid = self._invalid_fixtures(closure, replaced, deferred)
-        errors = self._teardown(session, replaced, invalid)
+        prefixes = [node.nodeid for node in replaced]
+        invalid = self.warm.invalid(session, closure, prefixes, deferred, self._describe)
+        errors = self.warm.teardown(session, replaced, invalid)
 
         files = {
             n: f
@@ -382,11 +354,11 @@ class Reloader:
             extra.update(self._check_closure(extra_closure, cause))
             replaced = [node for path in extra for node in self.file_nodes.get(path, [])]
             prefixes = [node.nodeid for node in replaced]
-            for fixturedef in self._cached_fixtures():
+            for fixturedef in self.warm.cached(session):
                 if fixtureregistry.under(fixtureregistry.defined_at(fixturedef), prefixes):
                     more.setdefault(fixturedef, "defined in a re-collected module")
-        self._requesters(more, exclude=invalid)
-        errors = self._teardown(session, replaced, more)
+        self.warm.requesters(session, more, exclude=invalid)
+        errors = self.warm.teardown(session, replaced, more)
         for swap in swaps:
             swap.adopt()
         if extra:
@@ -495,87 +467,6 @@ class Reloader:
                 raise Stale(f"{rel} (a test package's __init__.py) depends on {cause}")
         return found
 
-    # -- fixtures ---------------------------------------------------------------------------
-
-    def _cached_fixtures(self) -> list[Any]:
-        assert self.replica is not None
-        assert self.replica.session is not None
-        manager = self.replica.session._fixturemanager
-        return [d for d in fixtureregistry.all_fixture_defs(manager) if d.cached_result is not None]
-
-    def _invalid_fixtures(
-        self, closure: set[str], replaced: list[Any], deferred: set[Any]
-    ) -> dict[Any, str]:
-        """Cached fixture definitions to tear down, with why. Those of conftests being
-        re-registered (``deferred``) are judged by their code later, not by their module."""
-        prefixes = [node.nodeid for node in replaced]
-        invalid: dict[Any, str] = {}
-        for fixturedef in self._cached_fixtures():
-            if fixtureregistry.under(fixtureregistry.defined_at(fixturedef), prefixes):
-                invalid[fixturedef] = "defined in a re-collected module"
-                continue
-            record = self.fixtures.get(fixturedef)
-            if record is None:
-                invalid[fixturedef] = "set up before its dependencies were recorded"
-                continue
-            depends = set(record.modules)
-            if fixturedef not in deferred:
-                depends.add(getattr(fixturedef.func, "__module__", "") or "")
-            depends.update(modgraph.referenced_modules(fixturedef.cached_result[0]))
-            hit = sorted(depends & closure)
-            if hit:
-                path = self.graph.files.get(hit[0])
-                invalid[fixturedef] = f"depends on {self._rel(path) if path else hit[0]}"
-        self._requesters(invalid)
-        return invalid
-
-    def _requesters(self, invalid: dict[Any, str], exclude: dict[Any, str] | None = None) -> None:
-        """Add to ``invalid`` the cached fixtures that requested one in it, transitively
-        (``exclude``: already torn down)."""
-        cached = self._cached_fixtures()
-        changed = True
-        while changed:
-            changed = False
-            for fixturedef in cached:
-                record = self.fixtures.get(fixturedef)
-                if fixturedef in invalid or record is None or (exclude and fixturedef in exclude):
-                    continue
-                for requested in record.requested:
-                    if requested in invalid:
-                        invalid[fixturedef] = f"requests {requested.argname}"
-                        changed = True
-                        break
-
-    def _teardown(
-        self, session: pytest.Session, replaced: list[Any], invalid: dict[Any, str]
-    ) -> list[str]:
-        errors: list[str] = []
-        stack = list(session._setupstate.stack)
-        keep = len(stack)
-        for index, node in enumerate(stack):
-            if any(node is old or old in node.listchain() for old in replaced):
-                keep = index
-                break
-        try:
-            session._setupstate.teardown_exact(_Chain(stack[:keep]))  # type: ignore[arg-type]
-        except Exception:
-            errors.append(traceback.format_exc())
-        ordered = sorted(invalid, key=lambda d: -self._order(d))
-        for fixturedef in ordered:
-            record = self.fixtures.pop(fixturedef, None)
-            if fixturedef.cached_result is None or record is None:
-                fixturedef.cached_result = None
-                continue
-            try:
-                fixturedef.finish(record.request)
-            except Exception:
-                errors.append(traceback.format_exc())
-        return errors
-
-    def _order(self, fixturedef: Any) -> int:
-        record = self.fixtures.get(fixturedef)
-        return record.order if record is not None else -1
-
     # -- re-collection ----------------------------------------------------------------------
 
     def _forget(self, session: pytest.Session, replaced: list[Any]) -> None:
@@ -653,15 +544,22 @@ class Reloader:
         reasons: dict[Any, str],
         errors: list[str],
     ) -> RefreshResult:
-        kept_defs = [d for d in self._cached_fixtures() if d in self.fixtures]
+        assert self.replica is not None
+        assert self.replica.session is not None
+        kept, seconds = self.warm.kept(self.replica.session)
         return RefreshResult(
             reimported=reimported,
-            kept=tuple(sorted({d.argname for d in kept_defs})),
+            kept=tuple(kept),
             rebuilt=tuple(sorted({(d.argname, why) for d, why in reasons.items()})),
-            kept_seconds=sum(self.fixtures[d].seconds for d in kept_defs),
+            kept_seconds=seconds,
             teardown_errors=tuple(errors),
             seconds=time.perf_counter() - started,
         )
+
+    def _describe(self, name: str) -> str:
+        """A module by its file (relative), or its name when it has none."""
+        path = self.graph.files.get(name)
+        return self._rel(path) if path else name
 
     def _rel(self, path: str) -> str:
         base = str(self.config.invocation_params.dir) if self.config is not None else os.getcwd()

@@ -1,9 +1,11 @@
 """Proof of "never stale": random edit sequences, each followed by a warm run and a plain run.
 
-A small project: a session fixture built by ``app/index.py``, tests that depend on
-``app/core.py``, constants in test modules and in the conftest. A driver with a fixed seed edits
-it at random (constants in test modules, in the code under test, in the fixture's module and in
-the conftest; tests and test files added and removed; syntax errors and their fixes), and after
+A small project: a conftest that imports the code under test at its top, its session fixtures
+built by ``app/index.py`` and from ``app/core.py``, tests that depend on ``app/core.py``,
+constants in test modules and in the conftest. A driver with a fixed seed edits it at random
+(constants in test modules, in the code under test, in the fixture's module and in the
+conftest, read by a function or a session fixture; an autouse conftest fixture added, changed and
+removed; tests and test files added and removed; syntax errors and their fixes), and after
 every edit runs pytest with warm replicas and with ``--reuse=off``: per-test outcomes and failure
 messages must be identical every time. 30 steps here; ``-m slow`` runs a longer sequence.
 """
@@ -27,22 +29,37 @@ reuse_replicas = 1
 pythonpath = .
 """
 
+#: It imports the code under test at its top, as most real suites do.
 CONFTEST = """
 import pytest
 
+from app import core
+from app import index as index_module
+
 MARK = 1
+BASE = 0
 
 
 @pytest.fixture(scope="session")
 def index():
-    from app.index import build
+    return index_module.build()
 
-    return build()
+
+@pytest.fixture(scope="session")
+def base():
+    return BASE + core.VALUE % 2
 
 
 @pytest.fixture
-def mark():
-    return MARK
+def mark(base):
+    return MARK + base
+"""
+
+GUARD = """
+# guard
+@pytest.fixture(autouse=True)
+def guard(index):
+    assert index["size"] != {size}, "guarded"
 """
 
 CORE = "VALUE = 2\n\n\ndef value():\n    return VALUE\n"
@@ -91,6 +108,8 @@ class Project:
             self.constant_in_code,
             self.constant_in_fixture_module,
             self.constant_in_conftest,
+            self.session_constant_in_conftest,
+            self.add_remove_or_change_guard,
             self.add_or_remove_test,
             self.add_or_remove_file,
             self.break_or_fix,
@@ -126,6 +145,23 @@ class Project:
 
     def constant_in_conftest(self) -> str:
         return self._set(self.root / "conftest.py", "MARK", self.rng.randint(1, 4))
+
+    def session_constant_in_conftest(self) -> str:
+        return self._set(self.root / "conftest.py", "BASE", self.rng.randint(0, 1))
+
+    def add_remove_or_change_guard(self) -> str:
+        """An autouse fixture in the conftest: added, removed (both change which fixtures
+        every test uses) or its constant changed."""
+        path = self.root / "conftest.py"
+        text = path.read_text()
+        marker = "\n# guard\n"
+        if marker in text and self.rng.random() < 0.5:
+            path.write_text(text[: text.index(marker)])
+            return "removed the guard fixture"
+        size = self.rng.choice([10, 11, 12])
+        text = text[: text.index(marker)] if marker in text else text
+        path.write_text(text + GUARD.format(size=size))
+        return f"guard fixture against size {size}"
 
     def add_or_remove_test(self) -> str:
         path = self.root / "tests" / "test_core.py"
