@@ -13,11 +13,19 @@ from typing import TYPE_CHECKING, Any, final
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.options import MARKER_HELP, ReuseSettings, register_options, resolve_policies
+from pytest_reuse_env.options import (
+    MARKER_HELP,
+    ReuseSettings,
+    register_options,
+    resolve_item_policy,
+    resolve_policies,
+)
 from pytest_reuse_env.role import Role, role_of
 
 if TYPE_CHECKING:
+    from pytest_reuse_env.controller.session import ReuseController
     from pytest_reuse_env.controller.summary import ReuseSummary
+    from pytest_reuse_env.policy import ReusePolicy
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,6 +95,53 @@ class Router:
         self.settings = settings
         self.role = role
         self.summary: ReuseSummary | None = None
+        self.controller: ReuseController | None = None
+        #: Cold start: a replica may start while this process still collects (once a test
+        #: is known to be routed); a plain run (not an xdist worker), not --collect-only.
+        self._start_early = (
+            role is Role.CONTROLLER
+            and not config.option.collectonly
+            and not config.getoption("reuse_fresh")
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self) -> None:
+        """``reuse_all``: every test is routed, so its replica starts now, before collection."""
+        if self._start_early and self.settings.apply_all is not None:
+            self._early_replica(self.settings.apply_all)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """The first routed test collected: its environment's replica starts now, while the
+        rest is collected (the replica collects at the same time)."""
+        if not self._start_early:
+            return
+        for node in report.result:
+            if isinstance(node, pytest.Item):
+                try:
+                    policy = resolve_item_policy(node, self.settings)
+                except pytest.UsageError:  # reported once collection is done
+                    self._start_early = False
+                    return
+                if policy is not None:
+                    self._early_replica(policy)
+                    return
+
+    def _early_replica(self, policy: ReusePolicy) -> None:
+        self._start_early = False
+        from pytest_reuse_env.controller.nodes import loop_owner
+
+        if loop_owner(self.config) is None:  # else reuse is off for this run (see below)
+            self._controller().start_early(policy)
+
+    def _controller(self) -> ReuseController:
+        if self.controller is None:
+            from pytest_reuse_env.controller.session import ReuseController
+
+            # xdist workers hand their figures to xdist's controller, which summarizes.
+            summary = self._summary() if self.role is Role.CONTROLLER else None
+            self.controller = ReuseController(self.config, self.settings, summary)
+            self.config.pluginmanager.register(self.controller, "reuse_controller")
+        return self.controller
 
     def _summary(self) -> ReuseSummary:
         if self.summary is None:
@@ -98,8 +153,9 @@ class Router:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.role.runs_tests:
             return
+        self._start_early = False
         policies = resolve_policies(session.items, self.settings)
-        if not policies and not self.config.getoption("reuse_fresh"):
+        if not policies and not self.config.getoption("reuse_fresh") and self.controller is None:
             return
         from pytest_reuse_env.controller.nodes import loop_owner
 
@@ -111,13 +167,7 @@ class Router:
                 f"every test runs here instead (disable it with -p no:{owner} to use reuse)"
             )
             return
-        from pytest_reuse_env.controller.session import ReuseController
-
-        # xdist workers hand their figures to xdist's controller, which summarizes.
-        summary = self._summary() if self.role is Role.CONTROLLER else None
-        controller = ReuseController(self.config, self.settings, summary)
-        self.config.pluginmanager.register(controller, "reuse_controller")
-        controller.collection_finished(session, policies)
+        self._controller().collection_finished(session, policies)
 
     def _warn(self, message: str) -> None:
         """A line in pytest's warnings summary (a warning raised now would meet the user's

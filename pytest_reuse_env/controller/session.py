@@ -143,6 +143,14 @@ class ReuseController:
             else:
                 environment.submit(n for n, e in self.routes.items() if e is environment)
 
+    def start_early(self, policy: ReusePolicy) -> None:
+        """Start a replica for ``policy`` while this process is still collecting, so it is
+        ready (or nearly) when the tests are; run-scoped replicas on this machine only (a
+        persistent one is checked against the collected tests when it attaches)."""
+        if self.feeding_one_at_a_time or policy.scope != "run" or self.launcher.on_hosts(policy):
+            return
+        self._environment(policy).warm_up(1)
+
     def _environment(self, policy: ReusePolicy) -> Environment:
         environment = self.environments.get(policy)
         if environment is None:

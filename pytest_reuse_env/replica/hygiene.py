@@ -184,17 +184,20 @@ def leaks(
     """
     befores = [before] if isinstance(before, ProcessState) else list(before)
     found: list[str] = []
-    keys = {k for b in befores for k in b.environ} | set(after.environ)
-    differing = (
-        os.fsdecode(k) if isinstance(k, bytes) else k
-        for k in keys
-        if all(b.environ.get(k) != after.environ.get(k) for b in befores)
-    )
-    changed = sorted(
-        name
-        for name in differing
-        if name not in _ALWAYS_IGNORED_ENV and not rules.ignored("env", name)
-    )
+    changed: list[str] = []
+    # Nearly always one baseline equals it (a dict comparison in C): no key by key walk.
+    if all(b.environ != after.environ for b in befores):
+        keys = {k for b in befores for k in b.environ} | set(after.environ)
+        differing = (
+            os.fsdecode(k) if isinstance(k, bytes) else k
+            for k in keys
+            if all(b.environ.get(k) != after.environ.get(k) for b in befores)
+        )
+        changed = sorted(
+            name
+            for name in differing
+            if name not in _ALWAYS_IGNORED_ENV and not rules.ignored("env", name)
+        )
     if changed:
         found.append(f"environment variables changed: {', '.join(changed)}")
     first = befores[0]

@@ -100,3 +100,50 @@ def test_ctrl_c_lands_within_seconds_while_replicas_start_and_run(
     # Goal: within 2 s; on a quiet machine plain pytest takes a fraction of a second.
     assert took < plain + 2.0, f"Ctrl-C took {took:.1f} s to land (plain: {plain:.1f} s)\n{text}"
     assert len(started_pids(pytester)) <= (os.cpu_count() or 1), "clamped to the cores"
+
+
+# -- cold start ------------------------------------------------------------------------------
+
+TIMES_CONFTEST = """
+import os
+import time
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_REUSE_REPLICA"):
+        with open(f"replica-configured-{os.getpid()}", "w") as f:
+            f.write(repr(time.time()))
+
+
+def pytest_collection_finish(session):
+    if not os.environ.get("PYTEST_REUSE_REPLICA"):
+        with open("controller-collected", "w") as f:
+            f.write(repr(time.time()))
+"""
+
+
+@pytest.mark.parametrize(
+    "ini",
+    ["reuse_scope = run\n", "reuse_scope = run\nreuse_all = default\n"],
+    ids=["marker", "reuse_all"],
+)
+def test_a_replica_starts_while_the_controller_still_collects(
+    pytester: pytest.Pytester, ini: str
+) -> None:
+    pytester.makeini("[pytest]\nreuse_replicas = 1\n" + ini)
+    pytester.makeconftest(TIMES_CONFTEST)
+    marked = "reuse_all" not in ini
+    pytester.makepyfile(
+        test_a=("import pytest\n\n@pytest.mark.reuse\n" if marked else "")
+        + "def test_a():\n    pass\n",
+        # Collected after test_a: slow to import, here and in the replica.
+        test_b="import time\n\ntime.sleep(3)\n\n\ndef test_b():\n    pass\n",
+    )
+    result = run(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    (configured,) = pytester.path.glob("replica-configured-*")
+    collected = float((pytester.path / "controller-collected").read_text())
+    started = float(configured.read_text())
+    assert started < collected - 1.0, (
+        f"the replica started {started - collected:+.1f} s after the controller collected"
+    )

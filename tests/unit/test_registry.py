@@ -425,8 +425,6 @@ def test_count_and_reserve(registry: Registry) -> None:
         registry.reserve("env-b", 9, make_record("g-00000007", state="starting"))
 
 
-
-
 def test_one_lease_per_replica_in_a_race_between_threads(
     registry: Registry, registry_dir: Path
 ) -> None:
@@ -448,8 +446,6 @@ def test_one_lease_per_replica_in_a_race_between_threads(
     for thread in threads:
         thread.join(timeout=CHILD_TIMEOUT)
     assert Counter(won) == {"g-00000001": 1, "g-00000002": 1, None: 6}
-
-
 
 
 # -- liveness ------------------------------------------------------------------------------
@@ -599,10 +595,6 @@ def test_a_valid_registry_reports_no_recovery(registry: Registry, registry_dir: 
     (registry_dir / "registry.json").write_text(json.dumps(good_document()))
     assert [record.replica_id for record in registry.records()] == ["g-00000001"]
     assert registry.last_recovery is None
-
-
-
-
 
 
 # -- token, sockets, logs ------------------------------------------------------------------
