@@ -299,9 +299,11 @@ class Environment:
             self.stats.first_start = self.last_activity
         # Only replicas still in this run count: an ended one's last test is not running.
         serving = [r for r in self.replicas if r.state is not ReplicaState.ENDED]
-        busy = sum(1 for r in serving if r.running)
+        # A replica holding tests runs one now, announced or not (quick tests are not: see
+        # protocol.TEST); async batches announce each of theirs (STARTED).
+        busy = sum(1 for r in serving if r.running or r.in_flight)
         self.stats.peak_busy = max(self.stats.peak_busy, busy)
-        at_once = sum(len(r.running) for r in serving)
+        at_once = sum(max(len(r.running), 1 if r.in_flight else 0) for r in serving)
         self.stats.peak_tests = max(self.stats.peak_tests, at_once)
 
     def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
