@@ -213,6 +213,21 @@ def register_options(parser: pytest.Parser) -> None:
         "its report whether it fails only when warm (the outcome stays the original)",
     )
     group.addoption(
+        "--reuse-watch",
+        action="store_true",
+        default=False,
+        help="run the selection, then watch the rootdir: on every save re-run the tests it "
+        "affects (and the last failures) first, then the rest, in the same warm replicas; "
+        "keys: Enter all, f failures, p file pattern, k -k expression, q quit",
+    )
+    group.addoption(
+        "--reuse-watch-affected",
+        action="store_true",
+        default=False,
+        help="with --reuse-watch: after a save run only the affected tests and the last "
+        "failures, not the rest of the selection",
+    )
+    group.addoption(
         "--reuse-report",
         dest="reuse_report",
         metavar="PATH",

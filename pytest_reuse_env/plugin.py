@@ -8,6 +8,7 @@ module, ``options``, ``policy``, ``role`` and ``protocol`` only: never ``control
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, final
 
 import pytest
@@ -44,12 +45,28 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """``--reuse-watch``: record imports from before the first conftest is loaded, so a later
+    edit can be traced to the tests (and conftests) it affects."""
+    if getattr(early_config.known_args_namespace, "reuse_watch", False) and not os.environ.get(
+        protocol.REPLICA_ENV_VAR
+    ):
+        from pytest_reuse_env.controller.watch import record_imports
+
+        record_imports(early_config)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     role = role_of(config)
     if role is Role.REPLICA:
         return
+    if config.getoption("reuse_watch"):
+        from pytest_reuse_env.controller.watch import start_watching
+
+        start_watching(config, role)
     # Validated in xdist's controller too: a bad ini value is one clean usage error, not one
     # per worker.
     settings = ReuseSettings.from_config(config)

@@ -227,6 +227,9 @@ class StartPayload(TypedDict):
     host: NotRequired[HostPayload]
     #: This lease's id: stamped on every message about a test started under it.
     lease: NotRequired[str]
+    #: Watch mode: a run-scoped replica keeps a reloader too, and catches up with edits when
+    #: its controller sends ATTACH again between rounds (a detached one always does).
+    reload: NotRequired[bool]
 
 
 class ReadyPayload(TypedDict):

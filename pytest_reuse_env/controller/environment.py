@@ -21,6 +21,9 @@ from pytest_reuse_env.policy import ReusePolicy
 MAX_DEPTH: Final = 64
 PIPELINE_SECONDS: Final = 0.02
 
+#: idle_ttl in watch mode: ten years, "never" for scaling's finite arithmetic.
+WATCH_IDLE_TTL: Final = 10 * 365 * 24 * 3600.0
+
 
 @final
 @dataclass
@@ -62,6 +65,7 @@ class Environment:
         key: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         replica_limit: int | None = None,
+        watching: bool = False,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -102,11 +106,24 @@ class Environment:
             max_replicas=max_replicas,
             concurrency=policy.concurrency,
             scaledown_ttl=policy.scaledown_ttl_seconds,
-            idle_ttl=policy.idle_ttl_seconds,
+            # Watch mode leases its replicas for the whole session: they never idle out.
+            idle_ttl=WATCH_IDLE_TTL if watching else policy.idle_ttl_seconds,
         )
 
     def __repr__(self) -> str:
         return f"<Environment {self.name} queued={len(self.queue)} replicas={self.replicas}>"
+
+    def begin_round(self) -> None:
+        """Watch mode, a new round: whatever stopped the last one (``-x``, a crash loop) is
+        forgotten, and every idle ready replica catches up with edits (``Replica.reattach``)."""
+        self.stopped = False
+        self.stop_reason = None
+        self.restarts = 0
+        self.waiting_since = None
+        self.last_activity = self._clock.monotonic()
+        for replica in self.live:
+            if replica.accepting and not replica.in_flight:
+                replica.reattach()
 
     # -- capacity ----------------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ REPLICA_OPTION_OVERRIDES: Final[dict[str, Any]] = {
     "dist": "no",
     "tx": [],
     "looponfail": False,
+    # Watch mode is the controller's: a replica serves rounds as it serves runs.
+    "reuse_watch": False,
+    "reuse_watch_affected": False,
 }
 
 #: Options that do not change what a replica collects or how its fixtures behave: a run that
@@ -99,6 +102,8 @@ NOT_SHAPING: Final = frozenset(
         "reuse_status",
         "reuse_stop",
         "reuse_fresh",
+        "reuse_watch",
+        "reuse_watch_affected",
         # pytest-xdist's distribution settings: its workers set some of them themselves.
         "loadgroup",
         "distload",
@@ -132,7 +137,7 @@ def stale_reason(replica: Replica, ready: Any, wanted: list[str]) -> str | None:
     """Why a warm replica this run attached may not serve it, or None: a project file it
     imported changed since, its collection of a test file failed where this process's did not,
     or it did not collect a test of this run."""
-    if not replica.attached:
+    if not replica.attached and "reload" not in ready:  # a fresh start, not a refresh
         return None
     reload = ready.get("reload") or {}
     if reload.get("stale"):
@@ -215,6 +220,8 @@ class ReplicaLauncher:
         self.workerinput: Callable[[str, int], dict[str, Any]] = lambda replica_id, count: {}
         #: Replicas (max) of each environment by name, for ``workerinput``'s worker count.
         self._counts: dict[str, int] = {}
+        #: Watch mode (``--reuse-watch``): run-scoped replicas catch up with edits on ATTACH.
+        self.watching = False
 
     def _run_temp(self) -> Path:
         """This run's basetemp, where run-scoped replicas keep theirs and their logs."""
@@ -355,6 +362,7 @@ class ReplicaLauncher:
             # basetemp None: the replica's own pytest makes one (pytest-of-USER/pytest-N),
             # whatever --basetemp this run was given (a warm replica outlives that directory).
             "option_overrides": dict(REPLICA_OPTION_OVERRIDES, basetemp=basetemp),
+            "reload": self.watching,
         }
 
     # -- waiting for capacity (pytest -n N, concurrent runs) -----------------------------------

@@ -217,6 +217,20 @@ class Replica:
         self.link.open(protocol.attach(os.getpid(), self.lease, workerinput), self._enqueue)
         self.pid = self.link.pid
 
+    def reattach(self) -> None:
+        """Watch mode, a new round: ATTACH again over the same link with a new lease; the
+        replica catches up with edited files and answers READY (or says it is stale)."""
+        if self.state is not ReplicaState.READY or self.in_flight:
+            raise ReplicaStateError(
+                f"replica {self.id} is {self.state.value} with {len(self.in_flight)} tests: "
+                "only an idle ready replica starts a new round"
+            )
+        self.lease = f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.state = ReplicaState.STARTING
+        self.ready_at = self.idle_since = None
+        self._drained = False
+        self.send(protocol.attach(os.getpid(), self.lease))
+
     def _enqueue(self, message: protocol.Message) -> None:
         self._events.put((self, message))
 

@@ -106,14 +106,23 @@ class ReuseController:
         self.feeding_one_at_a_time = self.in_xdist_worker
         #: Run-level notes for the reuse section (tests kept here, order kept).
         self.notes: list[str] = []
+        #: ``--reuse-watch``: rounds in one session; replicas stay leased between them.
+        self.watching = bool(config.getoption("reuse_watch", False))
+        self.launcher.watching = self.watching
+        self._collections = 0
 
     # -- collection --------------------------------------------------------------------------
 
     def collection_finished(
         self, session: pytest.Session, policies: dict[str, ReusePolicy]
     ) -> None:
-        """Called by the plugin's router once collection is done and a test is routed."""
-        if self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:
+        """Called by the plugin's router once collection is done and a test is routed (in
+        watch mode, again for every round's items)."""
+        self._collections += 1
+        self.routes.clear()
+        self.items.clear()
+        first = self._collections == 1
+        if first and self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:
             try:
                 for line in stop_all(self.launcher.registry):
                     self._verbose(f"reuse: {line}")
@@ -171,13 +180,15 @@ class ReuseController:
                 policy,
                 self._launch,
                 max_restarts=max_restarts,
-                # A run's whole work is known up front unless xdist hands it out piecemeal;
-                # persistent replicas are drained, never shut down, when it is done.
-                closing=not self.feeding_one_at_a_time and key is None,
+                # A run's whole work is known up front unless xdist hands it out piecemeal
+                # or a watch session's next round may come; persistent replicas are drained,
+                # never shut down, when it is done.
+                closing=not self.feeding_one_at_a_time and key is None and not self.watching,
                 serial=self.feeding_one_at_a_time,
                 key=key,
                 clock=self.clock,
                 replica_limit=limit,
+                watching=self.watching,
             )
             self.environments[policy] = environment
         return environment
@@ -200,6 +211,39 @@ class ReuseController:
         warning = self.launcher.registry_access.take_warning()
         if warning is not None:
             self.reports.warn(warning)
+
+    # -- watch mode (controller/watch.py drives the rounds) ------------------------------------
+
+    def begin_round(self) -> None:
+        """A new round: forget the last one's stops and results, let replicas still starting
+        finish (they may have imported files edited since), then ask every idle replica to
+        catch up with the edits; the round's collection routes and submits its tests."""
+        self._cancelled = False
+        self.dispatcher.stopped_by = None
+        self.completed.clear()
+        while any(
+            r.state is ReplicaState.STARTING
+            for env in self.environments.values()
+            for r in env.replicas
+        ):
+            self._pump(timeout=POLL_SECONDS)  # bounded: start deadlines are enforced there
+        for environment in self.environments.values():
+            environment.begin_round()
+
+    def between_rounds(self, timeout: float) -> None:
+        """Handle replica events while the watcher waits (a crash, a late warning), without
+        scaling: the replicas stay as the last round left them."""
+        try:
+            event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self.dispatcher.dispatch(*event)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+        self._check_deadlines()
 
     # -- running -----------------------------------------------------------------------------
 

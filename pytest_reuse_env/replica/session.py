@@ -7,7 +7,7 @@ and class fixtures set up between them.
 
 This module imports only the standard library, pytest, psutil and the package's ``protocol``,
 ``hygiene``, ``main_module`` and ``asyncbatch`` modules (the replica must be able to import the
-project's tests anyway, and they may import this package).
+project's tests anyway, and they may import this package); ``reload`` only in watch mode.
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -761,4 +761,31 @@ def serve(channel: Any) -> None:
     inbox: queue.Queue[Any] = queue.Queue()
     # Channel callbacks run on execnet's receiver thread: only enqueue.
     channel.setcallback(inbox.put, endmarker=protocol.END)
-    run_session(channel, start, ReplicaSession(channel, inbox, start))
+    if start.get("reload"):
+        replica = _reloading_session(channel, inbox, start)
+    else:
+        replica = ReplicaSession(channel, inbox, start)
+    run_session(channel, start, replica)
+
+
+def _reloading_session(
+    channel: Any, inbox: queue.Queue[Any], start: protocol.StartPayload
+) -> ReplicaSession:
+    """Watch mode: the controller sends ATTACH between rounds, and this run-scoped replica
+    catches up with edited files first, as a detached one does (``reload.py``)."""
+    from pytest_reuse_env.replica.reload import Reloader
+
+    reloader = Reloader()
+    reloader.graph.install()  # before the session imports any project module
+
+    def refresh() -> protocol.ReloadPayload:
+        result = reloader.refresh()
+        for error in result.teardown_errors:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                channel.send(protocol.teardown_error(os.getpid(), error))
+        return result.payload()
+
+    replica = ReplicaSession(channel, inbox, start, refresh=refresh, on_ready=reloader.ready)
+    replica.plugins.append(reloader)
+    reloader.bind(replica)
+    return replica
