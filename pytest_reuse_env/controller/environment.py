@@ -123,7 +123,7 @@ class Environment:
         self.last_activity = self._clock.monotonic()
         for replica in self.live:
             if replica.accepting and not replica.in_flight:
-                replica.reattach()
+                replica.reattach(self.last_activity)
 
     # -- capacity ----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def enforce_deadlines(
     ``reuse_start_timeout``, in one teardown past ``reuse_teardown_timeout``, or running a test
     past the policy's timeout. Their link closes next, and ``replica_closed`` reports."""
     for replica in environment.replicas:
-        if replica.state is ReplicaState.STARTING and now - replica.started_at > start_timeout:
+        if replica.state is ReplicaState.STARTING and now - replica.asked_at > start_timeout:
             replica.kill(
                 Ending(
                     EndKind.START_FAILED,

@@ -33,7 +33,7 @@ class SlowStarts:
             if replica.state is not ReplicaState.STARTING:
                 self._named_at.pop(id(replica), None)
                 continue
-            waited = now - replica.started_at
+            waited = now - replica.asked_at
             last = self._named_at.get(id(replica))
             if waited < SLOW_START_SECONDS or (last is not None and now - last < REPEAT_SECONDS):
                 continue

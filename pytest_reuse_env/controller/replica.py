@@ -160,6 +160,9 @@ class Replica:
         self.log_path: str | None = None
         #: When its environment asked for it (the controller's clock): scale-up time from here.
         self.started_at = 0.0
+        #: When it was last asked to start or to attach (a watch round re-attaches it): the
+        #: start deadline and the slow-start notice count from here.
+        self.asked_at = 0.0
         self.ready_at: float | None = None
         #: What becoming warm cost it (see ``protocol.ReadyPayload``), plus its first setup.
         self.setup_seconds: float | None = None
@@ -217,7 +220,7 @@ class Replica:
         self.link.open(protocol.attach(os.getpid(), self.lease, workerinput), self._enqueue)
         self.pid = self.link.pid
 
-    def reattach(self) -> None:
+    def reattach(self, now: float) -> None:
         """Watch mode, a new round: ATTACH again over the same link with a new lease; the
         replica catches up with edited files and answers READY (or says it is stale)."""
         if self.state is not ReplicaState.READY or self.in_flight:
@@ -226,6 +229,7 @@ class Replica:
                 "only an idle ready replica starts a new round"
             )
         self.lease = f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.asked_at = now
         self.state = ReplicaState.STARTING
         self.ready_at = self.idle_since = None
         self._drained = False
@@ -241,7 +245,7 @@ class Replica:
 
     def adopted(self, now: float) -> None:
         """Its environment took it on at ``now``."""
-        self.started_at = now
+        self.started_at = self.asked_at = now
 
     def ready(self, payload: protocol.ReadyPayload, now: float) -> None:
         """READY: collected (or attached) and serving."""

@@ -161,9 +161,12 @@ class WatchMode:
         ini = self.config.inipath
         with FileChanges(self.config.rootpath, ini) as changes:
             while True:
-                with Keys(capture) as keys:
-                    self._write(f"reuse watch: waiting for changes; {self._keys_help(keys)}")
-                    trigger = self._wait(changes, keys)
+                try:
+                    with Keys(capture) as keys:
+                        self._write(f"reuse watch: waiting for changes; {self._keys_help(keys)}")
+                        trigger = self._wait(changes, keys)
+                except KeyboardInterrupt:  # Ctrl-C while waiting: quit, as q does
+                    trigger = None
                 if trigger is None:
                     break
                 if trigger.kind == "changes" and ini is not None:
@@ -189,25 +192,22 @@ class WatchMode:
         from pytest_reuse_env.controller.watch_input import POLL_SECONDS
 
         controller = self._controller()
-        try:
-            while True:
-                if changes.error is not None:
-                    self._write(f"reuse watch: the file watcher failed: {changes.error!r}")
-                    return None
-                key = keys.read(POLL_SECONDS) if keys.tty else None
-                if key is not None:
-                    trigger = self._key(key, keys)
-                    if trigger is not None or key == "q":
-                        return trigger
-                burst = changes.take(0 if keys.tty else POLL_SECONDS)
-                if burst:
-                    root = str(self.config.invocation_params.dir)
-                    shown = sorted(os.path.relpath(p, root) for p in burst)
-                    return Trigger("changes", tuple(shown))
-                if controller is not None:
-                    controller.between_rounds(0)
-        except KeyboardInterrupt:
-            return None
+        while True:
+            if changes.error is not None:
+                self._write(f"reuse watch: the file watcher failed: {changes.error!r}")
+                return None
+            key = keys.read(POLL_SECONDS) if keys.tty else None
+            if key is not None:
+                trigger = self._key(key, keys)
+                if trigger is not None or key == "q":
+                    return trigger
+            burst = changes.take(0 if keys.tty else POLL_SECONDS)
+            if burst:
+                root = str(self.config.invocation_params.dir)
+                shown = sorted(os.path.relpath(p, root) for p in burst)
+                return Trigger("changes", tuple(shown))
+            if controller is not None:
+                controller.between_rounds(0)
 
     def _key(self, key: str, keys: Keys) -> Trigger | None:
         if key == "q":
@@ -231,11 +231,8 @@ class WatchMode:
     # -- one round ---------------------------------------------------------------------------
 
     def _round(self, session: pytest.Session, trigger: Trigger) -> None:
-        self.rounds += 1
         reporter = self._reporter()
-        if reporter is not None and sys.stdout.isatty():
-            reporter.write(CLEAR_SCREEN)
-        self._reset(session)
+        self._reset(session)  # before the refresh: its collection errors are this round's
         controller = self._controller()
         if controller is not None:
             controller.begin_round()  # replicas catch up while this process does
@@ -245,6 +242,12 @@ class WatchMode:
             self._restart(result.stale)
             return
         self._remember_selection(session.items)
+        if trigger.kind == "changes" and not result.reimported:
+            self._write(f"reuse watch: {', '.join(trigger.changed)}: no test imports it")
+            return
+        self.rounds += 1
+        if reporter is not None and sys.stdout.isatty():
+            reporter.write(CLEAR_SCREEN)
         affected = None
         if trigger.kind == "changes":
             root = self.config.invocation_params.dir
