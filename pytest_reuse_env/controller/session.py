@@ -230,6 +230,15 @@ class ReuseController:
         for environment in self.environments.values():
             environment.begin_round()
 
+    def end_watch(self) -> None:
+        """The watch session quits: run-scoped replicas finish as at the end of a run, and
+        every lease ends (plugins such as pytest-cov get each replica's data)."""
+        for environment in self.environments.values():
+            if not environment.persistent:
+                for replica in environment.live:
+                    environment.retire(replica, "end of run")
+        self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
+
     def between_rounds(self, timeout: float) -> None:
         """Handle replica events while the watcher waits (a crash, a late warning), without
         scaling: the replicas stay as the last round left them."""
@@ -271,7 +280,8 @@ class ReuseController:
             self._pump(timeout=POLL_SECONDS)
             self._stop_if_asked(session)
         self._stop_if_asked(session)
-        self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
+        if not self.watching:  # a watch session's leases end when it quits (end_watch)
+            self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
         if self.verifier is not None:
             self.verifier.run(self.config.pluginmanager.get_plugin("terminalreporter"))
         return True

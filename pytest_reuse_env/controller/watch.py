@@ -176,6 +176,9 @@ class WatchMode:
                 self._round(session, trigger)
                 if self.restart_reason is not None:
                     break
+        controller = self._controller()
+        if controller is not None:
+            controller.end_watch()
         # The rounds printed their summaries; pytest's closing one would repeat the last.
         reporter = self._reporter()
         if reporter is not None:
