@@ -135,11 +135,11 @@ class ReuseController:
         placement = ordering.keep_local(self.config, routed, xdist_worker=self.in_xdist_worker)
         if placement.note is not None:
             policies = {n: p for n, p in policies.items() if n not in placement.local}
-            self.notes.append(placement.note)
+            self._note(placement.note)
         in_order = ordering.in_order_reason(self.config, session.items)
         if in_order is not None and policies and not self.feeding_one_at_a_time:
             self.feeding_one_at_a_time = True
-            self.notes.append(ordering.in_order_note(in_order))
+            self._note(ordering.in_order_note(in_order))
         self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
         for item in session.items:
             policy = policies.get(item.nodeid)
@@ -159,6 +159,10 @@ class ReuseController:
         if self.feeding_one_at_a_time or policy.scope != "run" or self.launcher.on_hosts(policy):
             return
         self._environment(policy).warm_up(1)
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:  # watch mode collects again each round
+            self.notes.append(note)
 
     def _environment(self, policy: ReusePolicy) -> Environment:
         environment = self.environments.get(policy)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -251,11 +252,21 @@ class WatchMode:
         self.rounds += 1
         if reporter is not None and sys.stdout.isatty():
             reporter.write(CLEAR_SCREEN)
-        affected = None
+        affected: Callable[[pytest.Item], bool] | None = None
         if trigger.kind == "changes":
             root = self.config.invocation_params.dir
             files = {os.path.realpath(root / rel) for rel in result.reimported}
-            affected = lambda item: os.path.realpath(item.path) in files  # noqa: E731
+            # A conftest registered again in place affects every test below it.
+            below = tuple(
+                os.path.join(os.path.dirname(f), "")
+                for f in files
+                if os.path.basename(f) == "conftest.py"
+            )
+
+            def affected(item: pytest.Item) -> bool:
+                path = os.path.realpath(item.path)
+                return path in files or path.startswith(below)
+
         plan = plan_round(
             self.selection,
             nodeid=lambda item: item.nodeid,

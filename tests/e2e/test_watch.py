@@ -303,16 +303,20 @@ def test_ctrl_c_keeps_global_replicas_warm(
 def test_a_conftest_edit_restarts_the_process(
     project: pytest.Pytester, sessions: list[WatchSession]
 ) -> None:
-    project.makeconftest("import pytest\n\n@pytest.fixture\ndef answer():\n    return 42\n")
+    fixture = "import pytest\n\n@pytest.fixture\ndef answer():\n    return {}\n"
+    project.makeconftest(fixture.format(42))
     watch = WatchSession(project, tty=False)
     sessions.append(watch)
     watch.expect(r"waiting for changes")
-    save(
-        project.path / "conftest.py",
-        "import pytest\n\n@pytest.fixture\ndef answer():\n    return 43\n",
-    )
+    # A fixture's value: the conftest is registered again in place; every test is affected.
+    save(project.path / "conftest.py", fixture.format(43))
+    in_place = watch.expect(r"waiting for changes")
+    assert "reuse watch #2: conftest.py changed: 4 tests affected" in in_place
+    # A hook: no process can take that in place; the watch session starts afresh.
+    hook = "\ndef pytest_collection_modifyitems(items):\n    items.reverse()\n"
+    save(project.path / "conftest.py", fixture.format(43) + hook)
     restarted = watch.expect(r"reuse watch #1: first run: 4 tests(.|\n)*waiting for changes")
-    assert "conftest.py changed (a conftest): restarting pytest" in restarted
+    assert "restarting pytest" in restarted
     assert watch.process.poll() is None  # the process we started, exec'd: not a child
     watch.process.send_signal(signal.SIGINT)
     assert watch.wait_for_exit() == 0
