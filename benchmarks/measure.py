@@ -150,7 +150,11 @@ def run_pytest(
     """Run ``python -m pytest -p no:cacheprovider <args>`` in ``cwd`` and measure it."""
     with tempfile.TemporaryDirectory(prefix="reuse-bench-run-") as scratch_dir:
         scratch = Path(scratch_dir)
-        junit, counter = scratch / "junit.xml", scratch / "setups.txt"
+        junit = scratch / "junit.xml"
+        # One counter file per suite, emptied per run: a warm replica keeps the environment it
+        # started with, so a fixture it rebuilds writes where the first run said.
+        counter = cwd.parent / f".{cwd.name}-setups.txt"
+        counter.write_text("")
         full_env = {**os.environ, **env, MARKER_ENV: marker, SETUP_COUNTER_ENV: str(counter)}
         full_env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
         full_env.pop("PYTEST_ADDOPTS", None)
