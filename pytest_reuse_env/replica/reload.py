@@ -53,6 +53,7 @@ from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import conftests, fixtureregistry, modgraph, sameness
 from pytest_reuse_env.replica.fixturedeps import WarmFixtures
 from pytest_reuse_env.replica.modgraph import ModuleGraph
+from pytest_reuse_env.replica.testtree import CollectedTree, TreeChanged
 
 __all__ = ["RELOAD_EXCLUDE_INI", "RELOAD_INI", "RefreshResult", "Reloader", "Stale"]
 
@@ -109,12 +110,7 @@ class Reloader:
         self.config: pytest.Config | None = None
         self.enabled = True
         self.exclude: tuple[str, ...] = ()
-        #: Test file path -> its file nodes (Module, DoctestModule, ...), latest collection.
-        self.file_nodes: dict[str, list[pytest.Collector]] = {}
-        #: Test files whose collection failed: collected again at every refresh.
-        self.failed_files: set[str] = set()
-        #: Directory path -> (its collector, mtime_ns, has conftest.py, has __init__.py).
-        self.directories: dict[str, tuple[pytest.Collector, int, bool, bool]] = {}
+        self.tree = CollectedTree()
         #: Modules loaded when the replica became ready (re-imported eagerly when invalidated).
         self.collection_modules: set[str] = set()
         self.warm = WarmFixtures(self.graph)
@@ -136,16 +132,8 @@ class Reloader:
             pass
 
     def pytest_collectstart(self, collector: pytest.Collector) -> None:
-        path = getattr(collector, "path", None)
-        if path is None or isinstance(collector, pytest.Session):
-            return
-        key = os.path.realpath(path)
-        if isinstance(collector, pytest.Directory):
-            self.directories[key] = (collector, *_directory_state(key))
-        elif isinstance(collector, pytest.File):
-            nodes = self.file_nodes.setdefault(key, [])
-            if collector not in nodes:
-                nodes.append(collector)
+        key = self.tree.started(collector)
+        if key is not None:
             # Before its import: an edit after this point shows at the next check.
             self.graph.observe([key])
 
@@ -154,12 +142,7 @@ class Reloader:
         self, collector: pytest.Collector
     ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
         report = yield
-        if isinstance(collector, pytest.File):
-            key = os.path.realpath(collector.path)
-            if report.failed:
-                self.failed_files.add(key)
-            else:
-                self.failed_files.discard(key)
+        self.tree.reported(collector, report)
         return report
 
     @pytest.hookimpl(wrapper=True)
@@ -179,7 +162,7 @@ class Reloader:
         """Record modules imported since the last observation (after each run, too)."""
         # Every conftest pytest loaded: those outside a package share the module name
         # "conftest", so sys.modules holds only the last one.
-        self.graph.observe([*self.file_nodes, *self._conftests()])
+        self.graph.observe([*self.tree.file_nodes, *self._conftests()])
 
     def _conftests(self) -> dict[str, ModuleType]:
         if self.config is None:
@@ -197,20 +180,23 @@ class Reloader:
             return RefreshResult(stale=self.stale)
         self.observe()
         changed = self.graph.changed_files()
-        directories = [d for d, entry in self.directories.items() if _dir_changed(d, entry)]
-        if not changed and not directories and not self.failed_files:
+        directories = self.tree.changed_directories()
+        if not changed and not directories and not self.tree.failed_files:
             return self._result(started, (), {}, [])
         try:
             listings: dict[str, list[Any]] = {}
             added: set[str] = set()
+            initial = getattr(self.replica.session, "_initialpaths", None)
             for directory in directories:
-                added.update(self._directory_changes(directory, listings))
+                added.update(self.tree.directory_changes(directory, listings, initial))
             if not self.enabled and (changed or added):
                 first = sorted([*changed, *added])[0]
                 raise Stale(f"{self._rel(first)} changed (reuse_reload = off)")
-            if not changed and not added and not self.failed_files:
+            if not changed and not added and not self.tree.failed_files:
                 return self._result(started, (), {}, [])
             return self._reload(started, changed, added, listings)
+        except TreeChanged as change:
+            self.stale = change.what.format(self._rel(change.path))
         except Stale as stale:
             self.stale = str(stale)
         except Exception:  # a fault here must cost a fresh replica, never a stale run
@@ -223,12 +209,12 @@ class Reloader:
         assert self.replica is not None
         assert self.replica.session is not None
         session = self.replica.session
-        retry = set(self.failed_files) | added
+        retry = set(self.tree.failed_files) | added
         loaded = self._conftests()
         names: set[str] = set()
         for path in changed:
             self._check_changed_file(path)
-            if path in self.file_nodes:
+            if path in self.tree.file_nodes:
                 retry.add(path)
             if path in loaded:
                 names.add(loaded[path].__name__)
@@ -240,7 +226,7 @@ class Reloader:
         swaps = self._plan_swaps(closure, changed, loaded, cause)
         retry.update(self._check_closure(closure, cause))
 
-        replaced = [node for path in retry for node in self.file_nodes.get(path, [])]
+        replaced = [node for path in retry for node in self.tree.file_nodes.get(path, [])]
         deferred = {d for swap in swaps for d in swap.old_defs}
         prefixes = [node.nodeid for node in replaced]
         invalid = self.warm.invalid(session, closure, prefixes, deferred, self._describe)
@@ -262,7 +248,7 @@ class Reloader:
             linecache.cache.pop(path, None)
         self._forget(session, replaced)
         # Code under test first: one that raises on re-import is named, not a test module.
-        self._reimport({n: f for n, f in files.items() if f not in self.file_nodes})
+        self._reimport({n: f for n, f in files.items() if f not in self.tree.file_nodes})
         if swaps:
             more, more_errors, more_files = self._swap_conftests(
                 session, swaps, closure, invalid, set(changed), retry, cause, current
@@ -305,7 +291,7 @@ class Reloader:
         root = _real(self.config.rootpath)
         if directory == root or root not in directory.parents:
             return self.replica.session
-        entry = self.directories.get(str(directory))
+        entry = self.tree.directories.get(str(directory))
         return entry[0] if entry is not None else None
 
     def _swap_conftests(
@@ -346,13 +332,13 @@ class Reloader:
                 if old.cached_result is not None and old not in invalid:
                     more[old] = f"redefined or removed in {rel}"
         extra = self._under_swaps([s for s in swaps if s.structural], retry)
-        replaced = [node for path in extra for node in self.file_nodes.get(path, [])]
+        replaced = [node for path in extra for node in self.tree.file_nodes.get(path, [])]
         extra_closure: set[str] = set()
         if extra:
             names = {n for ms in self.graph.modules_of(extra).values() for n in ms}
             extra_closure = self.graph.dependents(names) - closure
             extra.update(self._check_closure(extra_closure, cause))
-            replaced = [node for path in extra for node in self.file_nodes.get(path, [])]
+            replaced = [node for path in extra for node in self.tree.file_nodes.get(path, [])]
             prefixes = [node.nodeid for node in replaced]
             for fixturedef in self.warm.cached(session):
                 if fixtureregistry.under(fixtureregistry.defined_at(fixturedef), prefixes):
@@ -374,10 +360,9 @@ class Reloader:
         found: set[str] = set()
         for swap in swaps:
             if swap.node is self.replica.session:
-                found.update(self.file_nodes)
+                found.update(self.tree.file_nodes)
                 continue
-            top = os.path.join(os.path.realpath(swap.directory), "")
-            found.update(p for p in self.file_nodes if p.startswith(top))
+            found.update(self.tree.files_under(str(swap.directory)))
         return found - retry
 
     def _check_changed_file(self, path: str) -> None:
@@ -390,56 +375,8 @@ class Reloader:
             raise Stale(f"{rel} changed (an installed distribution)")
         if kind == modgraph.KIND_EXTENSION and os.path.exists(path):
             raise Stale(f"{rel} changed (an extension module cannot be re-imported)")
-        if self._is_test_package_init(path):
+        if self.tree.is_test_package_init(path):
             raise Stale(f"{rel} changed (a test package's __init__.py)")
-
-    def _is_test_package_init(self, path: str) -> bool:
-        """A package collector's ``__init__.py`` (pytest imports it to set the package up) of
-        a directory that holds test files."""
-        directory = os.path.dirname(path)
-        entry = self.directories.get(directory)
-        return (
-            os.path.basename(path) == "__init__.py"
-            and entry is not None
-            and isinstance(entry[0], pytest.Package)
-            and any(f.startswith(os.path.join(directory, "")) for f in self.file_nodes)
-        )
-
-    def _directory_changes(self, directory: str, listings: dict[str, list[Any]]) -> set[str]:
-        """Test files added to or removed from a collected directory (a listing changed)."""
-        node, _, had_conftest, had_init = self.directories[directory]
-        _, has_conftest, has_init = _directory_state(directory)
-        if (has_conftest, has_init) != (had_conftest, had_init):
-            what = "conftest.py" if has_conftest != had_conftest else "__init__.py"
-            raise Stale(f"{self._rel(os.path.join(directory, what))} added or removed")
-        if not self._collected_in_full(directory):
-            # A parent of the paths pytest was given: only its conftest.py counts (above).
-            self.directories[directory] = (node, *_directory_state(directory))
-            return set()
-        listing = listings.setdefault(directory, list(node.collect()))
-        paths: set[str] = set()
-        for child in listing:
-            child_path = os.path.realpath(child.path)
-            if isinstance(child, pytest.Directory):
-                if child_path not in self.directories and _holds_python(child_path):
-                    raise Stale(f"new test directory {self._rel(child_path)}")
-            elif child_path not in self.file_nodes:
-                paths.add(child_path)  # a new test file
-        for known in self.file_nodes:
-            if os.path.dirname(known) == directory and not os.path.exists(known):
-                paths.add(known)  # a deleted one
-        self.directories[directory] = (node, *_directory_state(directory))
-        return paths
-
-    def _collected_in_full(self, directory: str) -> bool:
-        """Whether pytest collects everything in the directory (it is or lies in one of the
-        paths pytest was given), not just the way down to those paths."""
-        assert self.replica is not None
-        initial = getattr(self.replica.session, "_initialpaths", None)
-        if initial is None:
-            return True
-        path = Path(directory)
-        return any(path == p or p in path.parents for p in map(_real, initial))
 
     def _check_closure(self, closure: set[str], cause: str) -> set[str]:
         """Test files among the invalidated modules; Stale if one cannot be re-imported.
@@ -461,9 +398,9 @@ class Reloader:
                 raise Stale(f"{rel} (an installed distribution) depends on {cause}")
             if kind == modgraph.KIND_EXTENSION and path is not None:
                 raise Stale(f"{rel} (an extension module) depends on {cause}")
-            if path in self.file_nodes:
+            if path in self.tree.file_nodes:
                 found.add(path)
-            elif path is not None and self._is_test_package_init(path):
+            elif path is not None and self.tree.is_test_package_init(path):
                 raise Stale(f"{rel} (a test package's __init__.py) depends on {cause}")
         return found
 
@@ -491,21 +428,7 @@ class Reloader:
         """Collect one test file again, under its existing directory collector."""
         assert self.replica is not None
         assert self.config is not None
-        self.file_nodes.pop(path, None)
-        self.failed_files.discard(path)
-        directory = os.path.dirname(path)
-        entry = self.directories.get(directory)
-        if entry is None:
-            if os.path.exists(path):
-                raise Stale(f"no collector for the directory of {self._rel(path)}")
-            return
-        if directory not in listings:
-            listings[directory] = list(entry[0].collect())
-        nodes = [
-            n
-            for n in listings[directory]
-            if isinstance(n, pytest.File) and os.path.realpath(n.path) == path
-        ]
+        nodes = self.tree.new_nodes(path, listings)
         if not nodes:
             return  # deleted, or no longer a test file
         items: list[pytest.Item] = []
@@ -576,37 +499,3 @@ def _is_conftest(path: str) -> bool:
 
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
-
-
-def _directory_state(directory: str) -> tuple[int, bool, bool]:
-    try:
-        mtime = os.stat(directory).st_mtime_ns
-    except OSError:
-        mtime = -1
-    return (
-        mtime,
-        os.path.exists(os.path.join(directory, "conftest.py")),
-        os.path.exists(os.path.join(directory, "__init__.py")),
-    )
-
-
-def _dir_changed(directory: str, entry: tuple[Any, int, bool, bool]) -> bool:
-    try:
-        return os.stat(directory).st_mtime_ns != entry[1]
-    except OSError:
-        return True
-
-
-#: A new directory with more entries than this is not searched for Python files: assume some.
-_NEW_DIRECTORY_ENTRIES: Final = 2000
-
-
-def _holds_python(directory: str) -> bool:
-    """Whether a new directory (or one below it) holds a Python file that pytest could collect
-    or load as a conftest; a directory without any (a temporary directory) changes nothing."""
-    seen = 0
-    for _, _, files in os.walk(directory):
-        seen += len(files) + 1
-        if seen > _NEW_DIRECTORY_ENTRIES or any(f.endswith(".py") for f in files):
-            return True
-    return False
