@@ -1,9 +1,16 @@
-"""What the suite's end-to-end tests share: how an inner pytest run is started."""
+"""What the suite's end-to-end tests share: how an inner pytest run is started, and how the
+warm replicas it leaves are found and stopped (by pid) afterwards."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Final
 
+import psutil
 import pytest
 
 #: Plugins the test extra installs for the compatibility matrix (tests/e2e/test_compat_*.py):
@@ -23,6 +30,8 @@ PLUGIN_ARGS: Final = (*NOISE_OFF, "-p", "reuse_env")
 COMPAT_ARGS: Final = (*BASE_NOISE_OFF, "-p", "reuse_env")
 #: Bound of every inner run: a hang fails the test instead of the whole suite.
 RUN_TIMEOUT: Final = 60.0
+#: How long a replica told to stop may take to be gone.
+WAIT_SECONDS: Final = 15.0
 
 
 def run(pytester: pytest.Pytester, *args: str, timeout: float = RUN_TIMEOUT) -> pytest.RunResult:
@@ -35,3 +44,64 @@ def run_compat(
 ) -> pytest.RunResult:
     """``run`` with the compatibility matrix's plugins (syrupy, pytest-benchmark, ...) on."""
     return pytester.runpytest_subprocess(*COMPAT_ARGS, *args, timeout=timeout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def replica_pids(root: Path) -> set[int]:
+    """Live replica processes (they carry PYTEST_REUSE_REPLICA) working under ``root``."""
+    found = set()
+    for process in psutil.process_iter(["pid", "cwd"]):
+        cwd = process.info.get("cwd")
+        if process.pid == os.getpid() or not cwd or not Path(cwd).is_relative_to(root):
+            continue
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and (
+                "PYTEST_REUSE_REPLICA" in process.environ()
+            ):
+                found.add(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
+    """Poll ``predicate`` every 0.1 s until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def stop_and_check(pytester: pytest.Pytester) -> None:
+    """``--reuse-stop``, then every replica of the directory is gone by pid."""
+    before = replica_pids(pytester.path)
+    result = run(pytester, "--reuse-stop")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert wait_for(lambda: not replica_pids(pytester.path)), (
+        f"replicas {replica_pids(pytester.path)} outlived --reuse-stop (before: {before})\n"
+        + result.stdout.str()
+    )
+
+
+@contextlib.contextmanager
+def replicas_stopped(pytester: pytest.Pytester) -> Iterator[None]:
+    """Around a test that leaves warm replicas: stop them at the end and check them gone by
+    pid, and kill any left even when the test or the stop failed."""
+    try:
+        yield
+    finally:
+        try:
+            stop_and_check(pytester)
+        finally:
+            for pid in replica_pids(pytester.path):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).kill()

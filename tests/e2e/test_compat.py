@@ -20,11 +20,9 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.e2e.test_global import replica_pids, stop_and_check
-from tests.helpers import NOISE_OFF, RUN_TIMEOUT
+from tests.helpers import NOISE_OFF, RUN_TIMEOUT, replicas_stopped
 
 #: Inner runs keep pytest-randomly (NOISE_OFF turns it off) only where it is under test.
 QUIET = tuple(
@@ -61,14 +59,8 @@ def _record(request):
 def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     """A pytester directory whose warm replicas are stopped (and checked gone) at the end."""
     pytester.makeconftest(RECORDING_CONFTEST)
-    try:
+    with replicas_stopped(pytester):
         yield pytester
-    finally:
-        try:
-            stop_and_check(pytester)
-        finally:
-            for pid in replica_pids(pytester.path):
-                psutil.Process(pid).kill()
 
 
 def inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

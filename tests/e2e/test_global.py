@@ -26,16 +26,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from pytest_reuse_env.channel import connect
-from tests.helpers import PLUGIN_ARGS, RUN_TIMEOUT, run
+from tests.helpers import (
+    PLUGIN_ARGS,
+    RUN_TIMEOUT,
+    WAIT_SECONDS,
+    alive,
+    replica_pids,
+    replicas_stopped,
+    run,
+    wait_for,
+)
 
 # pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;
 # hypothesis and anyio only cost start-up time in every inner run and replica.
 #: Bound of every wait for a replica to exit, go idle or appear.
-WAIT_SECONDS = 15.0
 
 REPLICA_LINE = re.compile(r"^\s+(g-[0-9a-f]{8})\s+pid (\d+)\s+(\w+)", re.MULTILINE)
 
@@ -142,43 +149,8 @@ def lines_of(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def gone(pid: int) -> Callable[[], bool]:
     return lambda: not alive(pid)
-
-
-def replica_pids(root: Path) -> set[int]:
-    """Live replica processes (they carry PYTEST_REUSE_REPLICA) working under ``root``."""
-    found = set()
-    for process in psutil.process_iter(["pid", "cwd"]):
-        cwd = process.info.get("cwd")
-        if process.pid == os.getpid() or not cwd or not Path(cwd).is_relative_to(root):
-            continue
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE and (
-                "PYTEST_REUSE_REPLICA" in process.environ()
-            ):
-                found.add(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
-    """Poll ``predicate`` every 0.1 s until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
 
 
 def status(pytester: pytest.Pytester) -> tuple[pytest.RunResult, dict[str, tuple[int, str]]]:
@@ -192,29 +164,12 @@ def status(pytester: pytest.Pytester) -> tuple[pytest.RunResult, dict[str, tuple
     return result, listed
 
 
-def stop_and_check(pytester: pytest.Pytester) -> None:
-    """``--reuse-stop``, then every replica of the directory is gone by pid."""
-    before = replica_pids(pytester.path)
-    result = run(pytester, "--reuse-stop")
-    assert result.ret == 0, result.stdout.str() + result.stderr.str()
-    assert wait_for(lambda: not replica_pids(pytester.path)), (
-        f"replicas {replica_pids(pytester.path)} outlived --reuse-stop (before: {before})\n"
-        + result.stdout.str()
-    )
-
-
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     """A pytester directory whose replicas are stopped (and checked gone) at the end."""
     pytester.makeconftest(CONFTEST)
-    try:
+    with replicas_stopped(pytester):
         yield pytester
-    finally:
-        try:
-            stop_and_check(pytester)
-        finally:
-            for pid in replica_pids(pytester.path):  # never leave one behind, even on failure
-                psutil.Process(pid).kill()
 
 
 def outcomes(result: pytest.RunResult) -> dict[str, int]:

@@ -29,19 +29,15 @@ import pytest
 from tests.e2e.test_global import (
     CONFTEST,
     FLAG_TESTS,
-    alive,
     ini,
     only_record,
     pytest_command,
     pytest_environ,
     records,
     registry_dir,
-    replica_pids,
     run_report,
-    stop_and_check,
-    wait_for,
 )
-from tests.helpers import RUN_TIMEOUT, run
+from tests.helpers import RUN_TIMEOUT, alive, replicas_stopped, run, wait_for
 
 FALLBACK = "scope=global is unavailable in this run, so its replicas end with the run"
 #: How long a run may take when the registry's lock is held: the bounded wait plus the run.
@@ -68,14 +64,8 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     """A pytester directory whose replicas are stopped (and checked gone by pid) at the end."""
     pytester.makeconftest(CONFTEST)
-    try:
+    with replicas_stopped(pytester):
         yield pytester
-    finally:
-        try:
-            stop_and_check(pytester)
-        finally:
-            for pid in replica_pids(pytester.path):  # never leave one behind, even on failure
-                os.kill(pid, 9)
 
 
 def one_fallback_warning(result: pytest.RunResult, *expected: str) -> str:

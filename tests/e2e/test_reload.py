@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.e2e.test_global import replica_pids, stop_and_check
-from tests.helpers import run
+from tests.helpers import replicas_stopped, run, stop_and_check
 
 INI = """
 [pytest]
@@ -115,14 +113,8 @@ def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     write(pytester.path / "app" / "index.py", INDEX)
     write(pytester.path / "tests" / "test_core.py", TEST_CORE)
     write(pytester.path / "tests" / "test_index.py", TEST_INDEX)
-    try:
+    with replicas_stopped(pytester):
         yield pytester
-    finally:
-        try:
-            stop_and_check(pytester)
-        finally:
-            for pid in replica_pids(pytester.path):  # never leave one behind, even on failure
-                psutil.Process(pid).kill()
 
 
 def write(path: Path, text: str) -> None:

@@ -16,11 +16,10 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.e2e.test_global import replica_pids, stop_and_check
 from tests.e2e.test_reload import plain_run, summary, warm_run, write
+from tests.helpers import replicas_stopped
 
 INI = """
 [pytest]
@@ -216,14 +215,8 @@ class Project:
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("COLUMNS", "300")
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    try:
+    with replicas_stopped(pytester):
         yield pytester.path
-    finally:
-        try:
-            stop_and_check(pytester)
-        finally:
-            for pid in replica_pids(pytester.path):
-                psutil.Process(pid).kill()
 
 
 def drive(pytester: pytest.Pytester, seed: int, steps: int) -> None:
