@@ -174,3 +174,19 @@ def append_edit(root: Path, name: str, serial: int) -> None:
     path = root / name
     with path.open("a") as f:
         f.write(f"# edit {serial}\n")
+
+
+def watch_suite(tests: int, *, files: int = 4) -> dict[str, str]:
+    """The edit-loop suite where each test module also imports a module of its own
+    (``app/part<N>.py``): a save of a test module or of its part affects its tests only."""
+    suite = edit_loop_suite(tests, files=files)
+    for n, count in enumerate(split(tests, files)):
+        suite[f"app/part{n}.py"] = "def offset():\n    return 0\n"
+        suite[f"test_core_{n}.py"] = (
+            "import pytest\n\nfrom app import core, "
+            f"part{n}\n\npytestmark = pytest.mark.reuse\n\n\n"
+            f"@pytest.mark.parametrize('i', range({count}))\n"
+            "def test_add(expensive, i):\n"
+            f"    assert core.add(expensive['value'], i + part{n}.offset()) == 42 + i\n"
+        )
+    return suite

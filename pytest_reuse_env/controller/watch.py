@@ -340,9 +340,11 @@ class WatchMode:
             status = pytest.ExitCode.OK
         reporter.ensure_newline()
         reporter.write_line("")
-        self.config.hook.pytest_terminal_summary(
-            terminalreporter=reporter, exitstatus=status, config=self.config
-        )
+        # pytest's own sections only: other plugins' summaries (coverage, syrupy, benchmark)
+        # read what their sessionfinish prepares, so they come once, when the session ends.
+        if status != pytest.ExitCode.NO_TESTS_COLLECTED and not self.config.option.no_summary:
+            for section in _SECTIONS:
+                getattr(reporter, section, lambda: None)()
         if session.shouldfail:
             reporter.write_sep("!", str(session.shouldfail), red=True)
         elif session.shouldstop:
@@ -380,6 +382,20 @@ class WatchMode:
         if reporter is not None:
             reporter.ensure_newline()
             reporter.write_line(line, bold=True)
+
+
+#: The terminal reporter's own summary sections, in the order its pytest_terminal_summary
+#: writes them.
+_SECTIONS: Final = (
+    "summary_errors",
+    "summary_failures",
+    "summary_xfailures",
+    "summary_warnings",
+    "summary_passes",
+    "summary_xpasses",
+    "short_test_summary",
+    "summary_warnings",
+)
 
 
 def _keyword_match(item: pytest.Item, expression: str) -> bool:
