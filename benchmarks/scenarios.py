@@ -349,7 +349,9 @@ def async_io(plugin: PluginSetup) -> Scenario:
 def scale_up(plugin: PluginSetup) -> Scenario:
     """A backlog that needs 3 replicas: fixed replicas=3 against elastic (1, 3)."""
     cost = {FIXTURE_SECONDS_ENV: str(SCALE_FIXTURE_SECONDS)}
-    run_scope = ("-o", "reuse_scope=run")
+    # Above the machine's cores (reuse_replica_limit's default) on purpose: this measures
+    # scaling up to the policy's max, not the clamp.
+    run_scope = ("-o", "reuse_scope=run", "-o", f"reuse_replica_limit={SCALE_MAX_REPLICAS}")
     contenders = (
         Contender("plain pytest", (*NO_ASYNC, *plugin.off_args), cost),
         Contender(
