@@ -238,12 +238,18 @@ def test_quick(warm):
     assert warm == os.getpid()
 
 
+def publish(name, text):
+    # Written whole, then renamed: a reader polling for the file never sees it empty.
+    Path(name + ".tmp").write_text(text)
+    os.replace(name + ".tmp", name)
+
+
 def test_sleeper(warm):
-    Path("started.txt").write_text(str(os.getpid()))
+    publish("started.txt", str(os.getpid()))
     try:
         time.sleep(30)
     except BaseException as exc:
-        Path("aborted.txt").write_text(type(exc).__name__)
+        publish("aborted.txt", type(exc).__name__)
         raise
 """
 
