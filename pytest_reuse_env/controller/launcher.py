@@ -35,6 +35,7 @@ from pytest_reuse_env.controller.launch.base import Link, Strategy
 from pytest_reuse_env.controller.launch.daemon import DaemonStrategy
 from pytest_reuse_env.controller.launch.hosts import HostStrategy
 from pytest_reuse_env.controller.launch.popen import PopenStrategy
+from pytest_reuse_env.controller.nodes import replica_args
 from pytest_reuse_env.controller.registry_access import RegistryAccess
 from pytest_reuse_env.controller.replica import Replica
 from pytest_reuse_env.options import ReuseSettings
@@ -344,7 +345,9 @@ class ReplicaLauncher:
             "replica_id": replica_id,
             # A replica's stdout is not the user's terminal: it always captures (the last
             # --capture wins; the option must be parsed, it decides before configure).
-            "args": [str(a) for a in self.config.invocation_params.args]
+            # First, what xdist-node plugins need (before any "--" of the user's).
+            "args": replica_args(self.config)
+            + [str(a) for a in self.config.invocation_params.args]
             + (["--capture=fd"] if self.config.option.capture == "no" else []),
             "invocation_dir": str(self.config.invocation_params.dir),
             "sys_path": list(sys.path),

@@ -18,6 +18,11 @@ when a replica starts or a warm one is attached, down when the run is done with 
 
 Coverage is combined when the run's test loop ends: ``end_leases`` collects every lease's
 ``workeroutput`` before that; a node that goes down later reaches every plugin but pytest-cov.
+A node that never became ready ran no test: it reaches every plugin but pytest-cov, which would
+list it as a failed worker. Every replica's pytest gets ``--cov-append`` (``replica_args``):
+pytest-cov starts centrally in a replica before it learns it is a worker, and a central start
+erases the ``.coverage`` file; a replica still starting while the run combines (or after the
+run, scope=global) would delete the run's combined data.
 """
 
 from __future__ import annotations
@@ -67,6 +72,16 @@ class XdistNodeSpecs:
     @pytest.hookspec
     def pytest_testnodedown(node: Any, error: object) -> None:
         """A node is down; ``node.workeroutput`` holds what it sent home."""
+
+
+def replica_args(config: pytest.Config) -> list[str]:
+    """What a replica's pytest gets besides the run's own arguments, for xdist-node plugins:
+    ``--cov-append`` when pytest-cov measures, so the replica's pytest-cov never erases the
+    data file the run combines into (its worker-side data travels in ``workeroutput``)."""
+    plugin = config.pluginmanager.get_plugin(COV_PLUGIN)
+    if plugin is None or getattr(plugin, "_disabled", False):
+        return []
+    return ["--cov-append"]
 
 
 def loop_owner(config: pytest.Config) -> str | None:
@@ -230,7 +245,14 @@ class ReplicaNodes:
             # Inside an xdist worker: xdist's controller combines the files it finds.
             _cov_write_worker_data(self.config, node)
             return
-        self._hook("pytest_testnodedown", cov=_cov_testnodedown, node=node, error=error)
+        # Never ready, it ran nothing: for pytest-cov it would be a "failed worker".
+        self._hook(
+            "pytest_testnodedown",
+            cov=_cov_testnodedown,
+            skip_cov=not node.ready,
+            node=node,
+            error=error,
+        )
 
     def end_leases(
         self, replicas: Iterable[Replica], pump: Callable[[float], None], wait: float
@@ -262,19 +284,27 @@ class ReplicaNodes:
 
     # -- calling the hooks -------------------------------------------------------------------
 
-    def _hook(self, name: str, cov: Callable[..., None] | None, **kwargs: Any) -> None:
+    def _hook(
+        self,
+        name: str,
+        cov: Callable[..., None] | None,
+        *,
+        skip_cov: bool = False,
+        **kwargs: Any,
+    ) -> None:
         """Call the hook; pytest-cov's part by ``cov`` when its plugin is central (no node
-        methods), and not at all once coverage is combined."""
+        methods), and not at all once coverage is combined or when ``skip_cov``."""
         manager = self.config.pluginmanager
         plugin = manager.get_plugin(COV_PLUGIN)
         controller = getattr(plugin, "cov_controller", None)
+        skip_cov = skip_cov or self.closed
         special = plugin is not None and (
-            self.closed or (controller is not None and not hasattr(controller, "configure_node"))
+            skip_cov or (controller is not None and not hasattr(controller, "configure_node"))
         )
         if special:
             caller = manager.subset_hook_caller(name, remove_plugins=[plugin])
             caller(**kwargs)
-            if not self.closed and cov is not None and not getattr(plugin, "_disabled", False):
+            if not skip_cov and cov is not None and not getattr(plugin, "_disabled", False):
                 cov(controller, **kwargs)
         else:
             getattr(self.config.hook, name)(**kwargs)
