@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sys
 import zlib
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -282,6 +283,109 @@ def test_cov_same_coverage_as_plain(project: pytest.Pytester, xdist: str, scope:
     if scope == "global":
         assert_warm(warm)
     # Nothing of a replica's is left for a later run's combine to pick up.
+    assert not [p.name for p in project.path.glob(".coverage.*")]
+
+
+#: ``-p late_replica``: imported before pytest-cov starts. With COV_HANDSHAKE set, every replica
+#: but the first (``first.marker``) waits here until the controller has combined coverage.
+LATE_REPLICA_PLUGIN = """
+import os
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def wait_for(path, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+replica = os.environ.get("PYTEST_REUSE_REPLICA")
+if replica and os.environ.get("COV_HANDSHAKE"):
+    try:
+        os.close(os.open(HERE / "first.marker", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        (HERE / "late-waiting.marker").write_text(replica)
+        wait_for(HERE / "combined.marker")
+"""
+
+#: The controller's side of the handshake: once the late replica waits, it goes on (its
+#: pytest-cov starts) right before pytest-cov combines (COV_HANDSHAKE=before: the lease data of
+#: the replica that served is in a data file then) or between combining and the report (after).
+LATE_REPLICA_CONFTEST = """
+
+if os.environ.get("PYTEST_REUSE_REPLICA"):
+    _late = HERE / "late-waiting.marker"
+    if _late.exists() and _late.read_text() == os.environ["PYTEST_REUSE_REPLICA"]:
+        (HERE / "late-started.marker").touch()  # after its pytest-cov started
+elif os.environ.get("COV_HANDSHAKE"):
+    from late_replica import wait_for
+    from pytest_cov import engine
+
+    _finish = engine.Central.finish
+
+    def _let_the_late_replica_start():
+        (HERE / "combined.marker").touch()
+        wait_for(HERE / "late-started.marker")
+
+    def _finish_while_a_replica_starts(self):
+        wait_for(HERE / "late-waiting.marker")
+        if os.environ["COV_HANDSHAKE"] == "before":
+            _let_the_late_replica_start()
+        _finish(self)
+        if os.environ["COV_HANDSHAKE"] == "after":
+            _let_the_late_replica_start()
+
+    engine.Central.finish = _finish_while_a_replica_starts
+"""
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+@pytest.mark.parametrize("scope", ["run", "global"])
+def test_cov_kept_when_a_replica_starts_as_the_run_combines(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, scope: str, moment: str
+) -> None:
+    """One replica runs every test while another is still starting: its pytest-cov starts
+    just before the run combines coverage, or between combining and the report (made so here;
+    machine load did it, "No data to report"), and must neither erase the data files nor count
+    as a failed worker."""
+    for path, text in PACKAGE.items():
+        (project.path / path).parent.mkdir(exist_ok=True)
+        (project.path / path).write_text(text)
+    project.makeconftest(COV_CONFTEST + LATE_REPLICA_CONFTEST)
+    project.makepyfile(test_cov=COV_TESTS, late_replica=LATE_REPLICA_PLUGIN)
+    project.makeini(
+        f"[pytest]\nreuse_scope = {scope}\nreuse_replicas = (1, 2)\nreuse_replica_limit = 2\n"
+    )
+    cov = ("--cov=pkg", "--cov-report=term", "--cov-precision=1")
+    args = ("-p", "late_replica", *cov, *WITHOUT_RANDOMLY, *xdist_args("no-xdist"))
+    plain = inner(project, "--reuse=off", *args)
+    expected = coverage_by_file(plain)
+    assert set(expected) == {"pkg/__init__.py", "pkg/db.py", "pkg/lazy.py"}, plain.stdout.str()
+    if scope == "global":  # one warm replica (one test selected: one replica started)
+        first = inner(project, "--reuse-all=default", *args, "-k", "test_used")
+        assert first.ret == 0, first.stdout.str()
+        (project.path / "first.marker").touch()  # the warm one serves, a new one starts late
+    monkeypatch.setenv("COV_HANDSHAKE", moment)
+    result = inner(project, "--reuse-all=default", *args)
+    output = result.stdout.str()
+    assert result.ret == 0, output
+    assert result.parseoutcomes() == {"passed": 3}, output
+    # The late replica's pytest-cov started when it was let go (no wait ran out).
+    combined, started = (project.path / f"{name}.marker" for name in ("combined", "late-started"))
+    assert combined.stat().st_mtime_ns <= started.stat().st_mtime_ns, output
+    found = coverage_by_file(result)
+    assert found.keys() == expected.keys(), output
+    for path, percent in expected.items():
+        assert abs(found[path] - percent) <= 0.5, (path, found, expected, output)
+    assert "failed workers" not in output
+    if scope == "global":
+        assert_warm(result)
+    # The data file the run leaves (for coverage html/xml later) holds it too.
+    report = project.run(sys.executable, "-m", "coverage", "report", "--precision=1")
+    assert coverage_by_file(report) == found, report.stdout.str() + report.stderr.str()
     assert not [p.name for p in project.path.glob(".coverage.*")]
 
 
