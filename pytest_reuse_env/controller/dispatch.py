@@ -251,7 +251,8 @@ class ReplicaEvents:
 
     def lease_output(self, replica: Replica, payload: dict[str, Any]) -> None:
         """WORKEROUTPUT: for xdist's ``pytest_testnodedown`` (``nodes.py``), which the
-        controller hands every message first; nothing more to do here."""
+        controller hands every message first; a run-scoped replica's is its last word."""
+        replica.served_all()
 
     def session_finished(self, replica: Replica, payload: protocol.FinishedPayload) -> None:
         replica.session_finished(payload.get("exit_code"))
@@ -259,7 +260,9 @@ class ReplicaEvents:
     def replica_closed(self, replica: Replica, payload: None) -> None:
         environment = self.environment_of(replica)
         if self.closing:
+            if replica.state is ReplicaState.ENDED:  # let exit at the end (only_exiting)
+                return
             replica.terminate()
-            environment.replica_ended(replica, outcomes.retired(replica))
+            environment.replica_ended(replica, replica.retirement())
             return
         outcomes.replica_closed(environment, replica, self.reports, self._host_failed)

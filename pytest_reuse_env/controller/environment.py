@@ -363,6 +363,16 @@ class Environment:
         self.queue.clear()
         return lost
 
+    def let_served_exit(self) -> list[Replica]:
+        """End of the run: run-scoped replicas that served everything (``only_exiting``) are
+        retired now, and their processes end their pytest sessions while the run reports;
+        returns them, for the caller to reap (``terminate``) at the very end."""
+        served = [r for r in self.replicas if r.state is not ReplicaState.ENDED and r.only_exiting]
+        for replica in served:
+            replica.let_exit()
+            self.replica_ended(replica, replica.retirement())
+        return served
+
     def shutdown(self) -> list[Replica]:
         """End of the run: ask every live run-scoped replica to finish and exit; returns the
         persistent ones, which the caller releases (they stay warm)."""

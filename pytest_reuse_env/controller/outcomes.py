@@ -93,7 +93,7 @@ def replica_closed(
     cause = replica.cause
     if replica.said_finished and not replica.in_flight:
         replica.terminate()
-        environment.replica_ended(replica, retired(replica))
+        environment.replica_ended(replica, replica.retirement())
         return
     if replica.said_finished and (cause is None or not cause.forced):
         # It ended its session with tests still to run and never said why: not a success.
@@ -203,15 +203,6 @@ def stopped_early(
         )
         for nodeid in environment.give_up(reason):
             reports.fail_unrun(nodeid, reason)
-
-
-def retired(replica: Replica) -> Ending:
-    """The ending of a replica that finished its session: retired, for the reason it was asked
-    (the end of the run when nobody asked)."""
-    cause = replica.cause
-    if cause is not None and cause.kind is EndKind.RETIRED:
-        return cause
-    return Ending(EndKind.RETIRED, "end of run")
 
 
 def _start_failed(

@@ -199,6 +199,9 @@ class Replica:
         self.ending: Ending | None = None
         #: It said FINISHED: its session was torn down on purpose.
         self.said_finished = False
+        #: A run-scoped replica sent its last WORKEROUTPUT: its session's fixtures are torn
+        #: down and every report is sent; what is left is its pytest session's end and exit.
+        self.served = False
         self._drained = False
 
     def __repr__(self) -> str:
@@ -269,6 +272,17 @@ class Replica:
         if self.ready_at is not None:
             raise ReplicaProtocolError(f"said {protocol.START_FAILED!r} after it was ready")
         self.cause = Ending(EndKind.START_FAILED, traceback)
+
+    def served_all(self) -> None:
+        """Its final WORKEROUTPUT came (a run-scoped replica sends it once, after tearing its
+        session's fixtures down): at the end of a run it has nothing more to say."""
+        if not self.persistent:
+            self.served = True
+
+    @property
+    def only_exiting(self) -> bool:
+        """Served everything and holds no test: only its process has yet to exit."""
+        return self.served and not self.in_flight
 
     def session_finished(self, exit_code: int | None = None) -> None:
         """FINISHED: its session is torn down; its link closes next."""
@@ -473,6 +487,19 @@ class Replica:
         elif len(threads) > 1:
             dump = dump[:1] + dump[threads[-1] :]
         return "".join(dump[:lines]).rstrip()
+
+    def retirement(self) -> Ending:
+        """The ending of a replica that finished its session: retired, for the reason it was
+        asked (the end of the run when nobody asked)."""
+        cause = self.cause
+        if cause is not None and cause.kind is EndKind.RETIRED:
+            return cause
+        return Ending(EndKind.RETIRED, "end of run")
+
+    def let_exit(self) -> None:
+        """It served everything (``only_exiting``): its process may finish its pytest session
+        while the run reports; ``terminate`` reaps it later."""
+        self.link.let_exit()
 
     def terminate(self, wait: float = EXIT_WAIT_SECONDS) -> None:
         """Ask, wait up to ``wait`` seconds, then kill, by pid (the link's end only)."""

@@ -98,6 +98,9 @@ class ReuseController:
         self.run_outputs = RunOutputs(config)
         #: Persistent replicas released warm at the end of the run, for the closing line.
         self.kept_warm: list[Replica] = []
+        #: Run-scoped replicas that served everything and are ending their pytest session
+        #: while this run reports: reaped in ``pytest_unconfigure``.
+        self.exiting: list[Replica] = []
         #: Names a replica still starting after a few seconds, with its log's last line.
         self.slow_starts = SlowStarts(self._progress)
         self.in_xdist_worker = role_of(config) is Role.XDIST_WORKER
@@ -493,7 +496,7 @@ class ReuseController:
         self.dispatcher.closing = True
         deadline = self.clock.monotonic() + wait
         while self.clock.monotonic() < deadline and any(
-            r.state is not ReplicaState.ENDED
+            r.state is not ReplicaState.ENDED and not r.only_exiting
             for env in self.environments.values()
             for r in env.replicas
         ):
@@ -504,6 +507,7 @@ class ReuseController:
                 continue
             self._dispatch(replica, message)
         for environment in self.environments.values():
+            self.exiting.extend(environment.let_served_exit())
             for replica in list(environment.replicas):
                 if replica.state is not ReplicaState.ENDED:
                     replica.terminate(wait=0.0 if interrupted else 1.0)
@@ -518,6 +522,9 @@ class ReuseController:
                         )
 
     def pytest_unconfigure(self) -> None:
+        for replica in self.exiting:  # ask, wait, kill: it was asked in shutdown
+            replica.terminate(wait=self.settings.teardown_timeout)
+        self.exiting.clear()
         # Ctrl-C or an internal error may skip sessionfinish: never leave a process behind.
         for environment in self.environments.values():
             for replica in list(environment.replicas):

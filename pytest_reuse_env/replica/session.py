@@ -33,7 +33,7 @@ import pytest
 
 import pytest_reuse_env
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import hygiene, perrun, sendable
+from pytest_reuse_env.replica import hygiene, perrun, sendable, terminal
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
 from pytest_reuse_env.replica.main_module import imitate_main
 from pytest_reuse_env.replica.outbox import TestOutbox
@@ -678,7 +678,14 @@ def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSess
         apply_environment(workerinput)  # before conftests are imported, as in an xdist worker
         config = _prepareconfig(
             list(start["args"]),
-            plugins=[replica, replica.leaks, replica.worker, *replica.plugins, replica.perrun],
+            plugins=[
+                replica,
+                replica.leaks,
+                replica.worker,
+                *replica.plugins,
+                replica.perrun,
+                terminal,
+            ],
         )
         for dest, value in start["option_overrides"].items():
             if hasattr(config.option, dest):

@@ -153,6 +153,43 @@ def test_replica_finalizers_run_at_the_end_and_replicas_exit(pytester: pytest.Py
     assert_gone(set(replica_starts(pytester)))
 
 
+SLOW_EXIT_CONFTEST = (
+    EVENTS_CONFTEST
+    + """
+
+def pytest_unconfigure(config):
+    if os.environ.get("PYTEST_REUSE_REPLICA"):
+        import time
+
+        time.sleep(1.5)  # after its fixtures are torn down: nothing the run has to wait for
+        log("replica-exit", os.getpid())
+
+
+def pytest_terminal_summary(terminalreporter):
+    log("summary", os.getpid())
+"""
+)
+
+
+def test_the_run_reports_while_its_replicas_exit_and_reaps_them(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(ini("reuse_replicas = 1"))
+    pytester.makeconftest(SLOW_EXIT_CONFTEST)
+    pytester.makepyfile(test_first=MARKED_MODULE.format(count=3))
+
+    result = run(pytester)
+    assert result.parseoutcomes() == {"passed": 3}, result.stdout.str()
+    (replica,) = replica_starts(pytester)
+    assert not alive(replica), "reaped (asked, waited for, by pid) before the run ended"
+    order = [(e[0], int(e[1])) for e in events(pytester) if e[0] != "test"]
+    assert order.index(("session-teardown", replica)) < order.index(("replica-exit", replica))
+    (summary,) = [pid for what, pid in order if what == "summary"]
+    assert summary != replica, "a replica prints no summary: nobody reads its terminal"
+    # The run's summary did not wait for the replica's pytest session to end.
+    assert order.index(("summary", summary)) < order.index(("replica-exit", replica)), order
+
+
 INTERRUPT_SUITE = """
 import os
 import time

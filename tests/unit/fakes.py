@@ -42,6 +42,7 @@ class FakeLink:
         self.killed = False
         self.terminated = False
         self.released = False
+        self.let_go = False
         self.exit = "signal SIGKILL (9)"
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
@@ -60,6 +61,9 @@ class FakeLink:
 
     def kill(self) -> None:
         self.killed = True
+
+    def let_exit(self) -> None:
+        self.let_go = True
 
     def terminate(self, wait: float) -> None:
         self.terminated = True

@@ -134,3 +134,33 @@ def test_during_shutdown_a_closed_link_is_a_retirement() -> None:
     assert r0.ending is not None
     assert (r0.ending.kind, r0.ending.reason) == (EndKind.RETIRED, "end of run")
     assert run.link(r0).terminated
+
+
+def test_a_run_scoped_replica_that_served_everything_ends_without_waiting_for_its_exit() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    for nodeid in TESTS:
+        run.run_test(r0, nodeid)
+    run.environment.shutdown()
+    assert not r0.only_exiting, "asked to stop, but its session's fixtures are not torn down"
+    run.say(r0, protocol.workeroutput({"cov": 1}))  # after its teardown: its last word
+    assert r0.only_exiting
+    assert run.environment.let_served_exit() == [r0]
+    assert r0.ending is not None
+    assert (r0.ending.kind, r0.ending.reason) == (EndKind.RETIRED, "end of run")
+    assert run.link(r0).let_go, "asked to exit once its session ends"
+    assert not run.link(r0).terminated, "reaped at the very end, not waited for now"
+    run.dispatcher.closing = True
+    run.say(r0, protocol.finished(3, 0), protocol.END)  # its exit, while the run reports
+    assert not run.link(r0).terminated
+    assert run.environment.stats.retired["end of run"] == 1
+
+
+def test_a_replica_still_holding_tests_is_not_let_go() -> None:
+    run = started_run()
+    r0 = run.replicas[0]
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.workeroutput({}))  # out of turn: tests are still in flight
+    assert r0.in_flight and not r0.only_exiting
+    assert run.environment.let_served_exit() == []
+    assert r0.state is not ReplicaState.ENDED

@@ -45,6 +45,10 @@ class Link(Protocol):
     def kill(self) -> None:
         """SIGKILL the process now."""
 
+    def let_exit(self) -> None:
+        """Ask it to exit once its session has ended, without waiting (``terminate`` later
+        waits and kills): a run-scoped replica that served everything."""
+
     def terminate(self, wait: float) -> None:
         """Ask it to exit, wait up to ``wait`` seconds, then kill it."""
 

@@ -140,6 +140,9 @@ class DaemonLink:
         if process is not None:
             process.kill()
 
+    def let_exit(self) -> None:
+        """Nothing: a detached replica is released warm or terminated, never let go."""
+
     def terminate(self, wait: float) -> None:
         """Ask (SHUTDOWN: finalizers run), wait up to ``wait`` seconds, then kill by pid."""
         self.send(protocol.shutdown())

@@ -215,16 +215,21 @@ class HostLink:
         if popen is not None and popen.poll() is None:
             popen.kill()
 
+    def let_exit(self) -> None:
+        """Gateway exit: the worker ends once ``serve`` has returned."""
+        if self._gateway is not None:
+            try:
+                self._gateway.exit()
+            except (OSError, EOFError, ValueError):
+                pass
+
     def terminate(self, wait: float) -> None:
         """Ask (gateway exit), wait up to ``wait`` seconds, then kill."""
         gateway = self._gateway
         if gateway is None:
             self._kill_launch()
             return
-        try:
-            gateway.exit()
-        except (OSError, EOFError, ValueError):
-            pass
+        self.let_exit()
         popen = self._popen()
         if popen is None:
             gateway.join(timeout=wait)

@@ -18,6 +18,7 @@ from pytest_reuse_env.controller.launch.base import END, Deliver, Starter
 from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     describe_exit,
+    wait_exit,
     wait_or_kill,
 )
 from pytest_reuse_env.controller.replica import Replica
@@ -69,7 +70,7 @@ class PopenLink:
         if self._gateway is None:
             return "never started"
         try:
-            return describe_exit(self._popen().wait(timeout=wait))
+            return describe_exit(wait_exit(self._popen(), wait))
         except subprocess.TimeoutExpired:
             return "still running"
 
@@ -77,14 +78,20 @@ class PopenLink:
         if self._gateway is not None and self._popen().poll() is None:
             self._popen().kill()
 
-    def terminate(self, wait: float) -> None:
-        """Ask (gateway exit), wait up to ``wait`` seconds, then kill, and reap by pid."""
+    def let_exit(self) -> None:
+        """Gateway exit: execnet's worker ends once ``serve`` has returned (it waits for it)."""
         if self._gateway is None:
             return
         try:
             self._gateway.exit()
         except (OSError, EOFError, ValueError):
             pass
+
+    def terminate(self, wait: float) -> None:
+        """Ask (gateway exit), wait up to ``wait`` seconds, then kill, and reap by pid."""
+        if self._gateway is None:
+            return
+        self.let_exit()
         wait_or_kill(self._popen(), wait)
 
     def release(self) -> None:
