@@ -24,7 +24,6 @@ import pytest
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller import ordering, outcomes
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
-from pytest_reuse_env.controller.commands import stop_all
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
@@ -127,6 +126,8 @@ class ReuseController:
         first = self._collections == 1
         if first and self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:
             try:
+                from pytest_reuse_env.controller.commands import stop_all  # --reuse-fresh only
+
                 for line in stop_all(self.launcher.registry):
                     self._verbose(f"reuse: {line}")
             except RegistryError as exc:

@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 import pytest
 
 from pytest_reuse_env import protocol, scaling
-from pytest_reuse_env.replica.asyncbatch.batch import is_async_item
 
 if TYPE_CHECKING:
     from pytest_reuse_env.controller.environment import Environment
@@ -136,7 +135,7 @@ def environment_notes(
             "scope=global is local-only: replicas on configured hosts (reuse_hosts) lived for "
             "this run"
         )
-    if policy.concurrency > 1 and items and not any(is_async_item(item) for item in items):
+    if policy.concurrency > 1 and items and not _any_async(items):
         notes.append(
             f"concurrency {policy.concurrency} has no effect here: the environment holds only "
             "sync tests (or async ones that cannot share a loop), which run one at a time"
@@ -328,3 +327,10 @@ def describe_reload(replica_id: str, reload: protocol.ReloadPayload) -> str | No
     if reload["rebuilt"]:
         parts.append("rebuilt " + ", ".join(f"{name} ({why})" for name, why in reload["rebuilt"]))
     return f"reuse: {replica_id} " + "; ".join(parts) + f" ({reload['seconds']:.2f} s)"
+
+
+def _any_async(items: list[pytest.Item]) -> bool:
+    # Imported here: the batch runner imports asyncio, which a run without async tests skips.
+    from pytest_reuse_env.replica.asyncbatch.batch import is_async_item
+
+    return any(is_async_item(item) for item in items)

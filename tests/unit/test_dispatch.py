@@ -161,6 +161,7 @@ def test_a_replica_still_holding_tests_is_not_let_go() -> None:
     r0 = run.replicas[0]
     run.run_test(r0, TESTS[0])
     run.say(r0, protocol.workeroutput({}))  # out of turn: tests are still in flight
-    assert r0.in_flight and not r0.only_exiting
+    assert r0.in_flight
+    assert not r0.only_exiting
     assert run.environment.let_served_exit() == []
     assert r0.state is not ReplicaState.ENDED
