@@ -157,12 +157,13 @@ class ReuseController:
                 environment.submit(n for n, e in self.routes.items() if e is environment)
 
     def start_early(self, policy: ReusePolicy) -> None:
-        """Start a replica for ``policy`` while this process is still collecting, so it is
-        ready (or nearly) when the tests are; run-scoped replicas on this machine only (a
-        persistent one is checked against the collected tests when it attaches)."""
+        """Start the replicas ``policy`` asks for at least (its minimum, within the machine's
+        limit) while this process is still collecting, so they are ready (or nearly) when the
+        tests are; run-scoped replicas on this machine only (a persistent one is checked
+        against the collected tests when it attaches)."""
         if self.feeding_one_at_a_time or policy.scope != "run" or self.launcher.on_hosts(policy):
             return
-        self._environment(policy).warm_up(1)
+        self._environment(policy).warm_up(max(1, policy.min_replicas))
 
     def _note(self, note: str) -> None:
         if note not in self.notes:  # watch mode collects again each round
