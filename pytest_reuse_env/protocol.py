@@ -21,7 +21,7 @@ Replica to controller::
     STARTED        {"nodeid"}     an async test began in a concurrent batch (its LOGSTART,
                                   reports and LOGFINISH come together when it finishes)
     TEST           TestPayload    a whole test, once it ended: its reports and warnings in
-                                  order (the common case: one message a test)
+                                  order (the common case: one message a test; JSON text)
     LOGSTART       LogPayload     a test still running after ANNOUNCE_SECONDS: from then on
                                   its REPORT, WARNING and LOGFINISH messages stream one by one
     REPORT         str: JSON of the serialized TestReport (pytest_report_to_serializable,
@@ -417,8 +417,22 @@ def logstart(
 
 
 def test_done(nodeid: str, lease: str, warm: bool, events: list[list[Any]]) -> Message:
-    payload: TestPayload = {"nodeid": nodeid, "lease": lease, "warm": warm, "events": events}
-    return (TEST, payload)
+    """TEST, its payload as JSON text: the message every test sends, and json's C encoder and
+    decoder take a few microseconds where execnet's serializer walks each object in Python
+    (``test_payload`` reads it back)."""
+    return (TEST, json.dumps([nodeid, lease, warm, events], default=repr))
+
+
+def test_payload(raw: str | TestPayload) -> TestPayload:
+    """A TEST's payload, from its JSON text (``test_done``), with a warning's location a tuple
+    again as pytest gives it."""
+    if not isinstance(raw, str):
+        return raw
+    nodeid, lease, warm, events = json.loads(raw)
+    for event in events:
+        if event[0] == WARNING and isinstance(event[1].get("location"), list):
+            event[1]["location"] = tuple(event[1]["location"])
+    return {"nodeid": nodeid, "lease": lease, "warm": warm, "events": events}
 
 
 def compact_report(event: list[Any], nodeid: str, warm: bool, lease: str) -> Message:

@@ -144,8 +144,9 @@ class ReplicaEvents:
     def batch_test_started(self, replica: Replica, payload: protocol.NodeidPayload) -> None:
         self.environment_of(replica).test_started(replica, payload["nodeid"], logged=False)
 
-    def test_done(self, replica: Replica, payload: protocol.TestPayload) -> None:
+    def test_done(self, replica: Replica, raw: str | protocol.TestPayload) -> None:
         """TEST: a whole test at once (it ended before it was announced)."""
+        payload = protocol.test_payload(raw)
         nodeid = payload["nodeid"]
         if replica.was_cancelled(nodeid):
             return  # it ran before CANCEL arrived (-x): plain pytest would not have run it

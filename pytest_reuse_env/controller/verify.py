@@ -134,10 +134,10 @@ class ColdVerifier:
         pass
 
     def cold_test(
-        self, replica: Replica, failure: WarmFailure, payload: protocol.TestPayload
+        self, replica: Replica, failure: WarmFailure, raw: str | protocol.TestPayload
     ) -> None:
         """A whole test at once: its reports, full or compact (a quiet pass)."""
-        for event in payload["events"]:
+        for event in protocol.test_payload(raw)["events"]:
             if event[0] in (protocol.FULL_REPORT, protocol.PASSED):
                 self.cold_report(replica, failure, event[1] if len(event) == 2 else event)
 

@@ -52,6 +52,7 @@ def test_a_whole_test_in_one_message_is_replayed_in_order() -> None:
     ]
     assert [r.outcome for r in run.reports_of(TESTS[0])] == ["passed", "failed", "passed"]
     assert run.warnings[0]["nodeid"] == TESTS[0]
+    assert run.warnings[0]["location"] == LOCATION, "a tuple again, as pytest gives it"
     assert TESTS[0] in run.reports.completed
     assert TESTS[0] not in r0.in_flight
     assert not run.warnings[1:], "no protocol error"
@@ -147,7 +148,7 @@ def test_the_outbox_sends_a_quick_test_once_and_streams_an_announced_one() -> No
     outbox.add(compact("call"))
     outbox.finish(TESTS[0])
     assert [name for name, _ in sent] == [protocol.TEST]
-    assert sent[0][1]["events"] == [compact("setup"), compact("call")]
+    assert protocol.test_payload(sent[0][1])["events"] == [compact("setup"), compact("call")]
 
     sent.clear()
     outbox.start(TESTS[1], LOCATION, "lease", warm=True)
@@ -173,7 +174,8 @@ def test_a_test_that_starts_again_keeps_every_attempt() -> None:
     outbox.start(TESTS[0], LOCATION, "lease", warm=False)
     outbox.add(compact("call"))
     outbox.finish(TESTS[0])
-    ((name, payload),) = sent
+    ((name, raw),) = sent
+    payload = protocol.test_payload(raw)
     assert [event[0] for event in payload["events"]] == [
         protocol.FULL_REPORT,
         protocol.LOGSTART,
