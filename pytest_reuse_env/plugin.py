@@ -114,11 +114,14 @@ class Router:
         self.summary: ReuseSummary | None = None
         self.controller: ReuseController | None = None
         #: Cold start: a replica may start while this process still collects (once a test
-        #: is known to be routed); a plain run (not an xdist worker), not --collect-only.
+        #: is known to be routed); a plain run (not an xdist worker), not --collect-only, and
+        #: not --reuse-status or --reuse-stop (which would find the replica leased to itself).
         self._start_early = (
             role is Role.CONTROLLER
             and not config.option.collectonly
             and not config.getoption("reuse_fresh")
+            and not config.getoption("reuse_status")
+            and not config.getoption("reuse_stop")
         )
 
     @pytest.hookimpl(trylast=True)

@@ -157,11 +157,12 @@ class ReuseController:
                 environment.submit(n for n, e in self.routes.items() if e is environment)
 
     def start_early(self, policy: ReusePolicy) -> None:
-        """Start the replicas ``policy`` asks for at least (its minimum, within the machine's
-        limit) while this process is still collecting, so they are ready (or nearly) when the
-        tests are; run-scoped replicas on this machine only (a persistent one is checked
-        against the collected tests when it attaches)."""
-        if self.feeding_one_at_a_time or policy.scope != "run" or self.launcher.on_hosts(policy):
+        """Start (or, ``scope="global"``, attach) the replicas ``policy`` asks for at least (its
+        minimum, within the machine's limit) while this process is still collecting, so they
+        are ready (or nearly) when the tests are; on this machine only. Their READY waits in
+        the event queue until collection is done, where it is checked against the collected
+        tests like any other (a stale warm replica is replaced then)."""
+        if self.feeding_one_at_a_time or self.launcher.on_hosts(policy):
             return
         self._environment(policy).warm_up(max(1, policy.min_replicas))
 
