@@ -539,19 +539,34 @@ def _apply_all(
     )
 
 
-def resolve_item_policy(item: pytest.Item, settings: ReuseSettings) -> ReusePolicy | None:
+def resolve_item_policy(
+    item: pytest.Item,
+    settings: ReuseSettings,
+    known: dict[int, tuple[pytest.Mark, ReusePolicy | None]] | None = None,
+) -> ReusePolicy | None:
     """The policy of ``item``, or None if it runs in the pytest process.
 
     The closest ``reuse`` marker decides (function over class over module); an item without
     one gets ``settings.apply_all``. Bad marker arguments raise ``pytest.UsageError`` naming
-    the item's nodeid.
+    the item's nodeid. ``known`` remembers markers already read (a module's ``pytestmark`` is
+    one object shared by all its tests).
     """
     if not settings.enabled:
         return None
     marker = item.get_closest_marker("reuse")
     if marker is None:
         return settings.apply_all
-    where = f"@pytest.mark.reuse at {item.nodeid}"
+    if known is not None:
+        seen = known.get(id(marker))
+        if seen is not None and seen[0] is marker:
+            return seen[1]
+    policy = _marker_policy(marker, settings, f"@pytest.mark.reuse at {item.nodeid}")
+    if known is not None:
+        known[id(marker)] = (marker, policy)  # the marker is kept: its id is not reused
+    return policy
+
+
+def _marker_policy(marker: pytest.Mark, settings: ReuseSettings, where: str) -> ReusePolicy | None:
     if len(marker.args) > 1:
         raise pytest.UsageError(
             f"{where}: takes at most one positional argument (a policy name, a ReusePolicy "
@@ -605,8 +620,9 @@ def resolve_policies(
     policies: dict[str, ReusePolicy] = {}
     if not settings.enabled:
         return policies
+    known: dict[int, tuple[pytest.Mark, ReusePolicy | None]] = {}
     for item in items:
-        policy = resolve_item_policy(item, settings)
+        policy = resolve_item_policy(item, settings, known)
         if policy is not None:
             policies[item.nodeid] = policy
     return policies

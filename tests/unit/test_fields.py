@@ -20,6 +20,7 @@ from pytest_reuse_env import fingerprint, protocol
 from pytest_reuse_env.options import (
     INI_KEYS,
     resolve_item_policy,
+    resolve_policies,
 )
 from pytest_reuse_env.policy import FIELDS, SHORT_TTL_ENV, PolicyField, ReusePolicy, parse_field
 from tests.unit.fakeconfig import declared, settings_of
@@ -208,3 +209,25 @@ def test_payload_is_builtins_only() -> None:
         "max_tests_per_replica": None,
         "max_memory_per_replica": None,
     }
+
+
+def test_a_marker_shared_by_many_tests_is_read_once() -> None:
+    shared = pytest.mark.reuse(replicas=3).mark
+    other = pytest.mark.reuse(replicas=1).mark
+    items = [FakeItem(shared), FakeItem(shared), FakeItem(other), FakeItem(shared)]
+    for n, item in enumerate(items):
+        item.nodeid = f"test_x.py::test_{n}"
+    policies = resolve_policies(cast("list[pytest.Item]", items), settings_of())
+    assert [p.max_replicas for p in policies.values()] == [3, 3, 1, 3]
+    assert policies["test_x.py::test_0"] is policies["test_x.py::test_3"], "read once"
+    bad = pytest.mark.reuse(replicas=0).mark
+    with pytest.raises(pytest.UsageError, match=r"at test_x.py::test_1: "):
+        resolve_policies(
+            cast("list[pytest.Item]", [FakeItem(other), _named(FakeItem(bad), "test_1")]),
+            settings_of(),
+        )
+
+
+def _named(item: FakeItem, name: str) -> FakeItem:
+    item.nodeid = f"test_x.py::{name}"
+    return item
