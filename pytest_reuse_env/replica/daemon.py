@@ -30,13 +30,10 @@ from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.channel import Listener, SocketChannel
 from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
 from pytest_reuse_env.replica import hygiene
+from pytest_reuse_env.replica.abort import ABORT_SIGNAL, install_abort_handler
+from pytest_reuse_env.replica.bootstrap import run_session
 from pytest_reuse_env.replica.reload import Reloader
-from pytest_reuse_env.replica.session import (
-    ABORT_SIGNAL,
-    ReplicaSession,
-    install_abort_handler,
-    run_session,
-)
+from pytest_reuse_env.replica.session import ReplicaSession
 
 #: How long a new replica waits for the run that started it to connect.
 FIRST_CLIENT_SECONDS: Final = 60.0

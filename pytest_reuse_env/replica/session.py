@@ -1,13 +1,13 @@
-"""What runs inside a replica: its own pytest session and the serve loop.
+"""The replica's pytest session as a plugin: the serve loop and the controller's messages.
 
-A replica is a Python process reached through an execnet channel. It builds a pytest session from
-the controller's arguments (same rootdir, ini, plugins and collection-shaping options), collects
-once, keeps ``{nodeid: item}``, and runs the items it is sent, keeping session, package, module
-and class fixtures set up between them.
+Runs inside a replica, on its main thread. ``ReplicaSession`` is the plugin the replica's pytest
+session is built with (``bootstrap.py`` builds it): it collects once, keeps ``{nodeid: item}``,
+sends READY, then runs the items it is sent, keeping session, package, module and class fixtures
+set up between them, and handles every other message (DRAIN, CANCEL, ATTACH, SHUTDOWN...).
 
-This module imports only the standard library, pytest, psutil and the package's ``protocol``,
-``hygiene``, ``main_module`` and ``asyncbatch`` modules (the replica must be able to import the
-project's tests anyway, and they may import this package); ``reload`` only in watch mode.
+This module imports only the standard library, pytest and the replica side (``protocol``,
+``hygiene``, ``asyncbatch``, ``prewarm``, ``abort``...): the replica must be able to import the
+project's tests anyway, and they may import this package.
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -19,8 +19,6 @@ import contextlib
 import faulthandler
 import os
 import queue
-import signal
-import sys
 import threading
 import time
 import traceback
@@ -33,17 +31,13 @@ import pytest
 
 import pytest_reuse_env
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import hygiene, perrun, sendable, terminal
+from pytest_reuse_env.replica import hygiene, perrun, sendable
+from pytest_reuse_env.replica.abort import ClientGone, _signals_blocked
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
-from pytest_reuse_env.replica.main_module import imitate_main
+from pytest_reuse_env.replica.logfile import _log_fd, _log_line
 from pytest_reuse_env.replica.outbox import TestOutbox
-from pytest_reuse_env.replica.worker import WorkerSide, apply_environment
-from pytest_reuse_env.role import REPLICA_KEY
-
-
-class ClientGone(Exception):
-    """Raised into a test that was running for a client that disconnected (persistent mode)."""
-
+from pytest_reuse_env.replica.prewarm import prewarm
+from pytest_reuse_env.replica.worker import WorkerSide
 
 #: Frames of the exception that ended a session early quoted in the test's report.
 STOP_FRAMES: Final = 6
@@ -165,7 +159,7 @@ class ReplicaSession:
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.session = session
         self.cwd = os.getcwd()
-        self.prewarm_errors = self._prewarm(session, self.start["policy"]["prewarm"])
+        self.prewarm_errors = prewarm(session, self.items, self.start["policy"]["prewarm"])
         self.worker.ready()
         if self._on_ready is not None:
             self._on_ready()
@@ -354,36 +348,6 @@ class ReplicaSession:
             lease=self.test_lease,
         )
         self.outbox.add([protocol.WARNING, payload])
-
-    def _prewarm(self, session: pytest.Session, names: list[str]) -> list[str]:
-        """Set up the named session fixtures now, before any test arrives.
-
-        The fixture is requested through an item that uses it, with only the session on the
-        setup stack, so it is cached and finalized at session scope exactly as if that item had
-        requested it. A fixture that fails stays failed in its cache: the first test that uses
-        it reports the error, as plain pytest would.
-        """
-        errors: list[str] = []
-        for name in names:
-            item = next((i for i in self.items.values() if name in _fixturenames(i)), None)
-            if item is None:
-                errors.append(f"prewarm fixture {name!r} is not used by any collected test")
-                continue
-            session._setupstate.setup(session)  # type: ignore[arg-type]
-            # The log's last line is what the controller shows while this replica starts.
-            _log_line(f"setting up prewarm fixture {name!r} (reuse_prewarm)")
-            try:
-                with warnings.catch_warnings():
-                    # The item is not set up, which pytest 9 takes for "during teardown" and
-                    # warns of (an error under filterwarnings = error); a session fixture's
-                    # node is on the setup stack, so the request is sound (pytest 10 too).
-                    warnings.filterwarnings("ignore", message=_TEARDOWN_LOOKUP_WARNING)
-                    item._request.getfixturevalue(name)  # type: ignore[attr-defined]
-            except Exception:  # reported again by the first test that uses it
-                errors.append(f"prewarm fixture {name!r} failed:\n{traceback.format_exc()}")
-            finally:
-                item._initrequest()  # type: ignore[attr-defined]
-        return errors
 
     # -- serve loop --------------------------------------------------------------------------
 
@@ -606,193 +570,3 @@ class ReplicaSession:
 _PLAIN_REPORT_KEYS: Final = frozenset(
     pytest.TestReport("a.py::t", ("a.py", 0, "t"), {}, "passed", None, "call").__dict__
 )
-
-#: pytest's deprecation warning for getfixturevalue on an item that is not set up.
-_TEARDOWN_LOOKUP_WARNING: Final = r"Calling request\.getfixturevalue\(.*\) during teardown"
-
-
-def _fixturenames(item: pytest.Item) -> list[str]:
-    names: list[str] = getattr(item, "fixturenames", [])
-    return names
-
-
-ABORT_SIGNAL: Final = signal.SIGUSR1
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Keep the abort signal out while the "a test is running" flag changes."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {ABORT_SIGNAL})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABORT_SIGNAL})
-
-
-def _teardown_watchdog(replica: ReplicaSession) -> None:
-    """Dumps every thread's stack to the log once when a test's teardown runs past 80 % of
-    reuse_teardown_timeout (the controller kills the replica at 100 %). One thread for the
-    replica's life: arming faulthandler around every teardown would cost a thread per test."""
-    limit = max(0.5, replica.start["teardown_timeout"] * 0.8)
-    dumped_for: float | None = None
-    while True:
-        time.sleep(min(0.25, limit / 4))
-        # A test still running is announced: the controller shows it and times it.
-        with contextlib.suppress(Exception):  # a closed channel: the serve loop ends anyway
-            replica.outbox.announce(after=protocol.ANNOUNCE_SECONDS)
-        started = replica.teardown_started
-        if started is None or started == dumped_for:
-            continue
-        if time.monotonic() - started > limit:
-            os.write(_log_fd(), f"Timeout ({limit:g} s in teardown)!\n".encode())
-            faulthandler.dump_traceback(file=_log_fd(), all_threads=True)
-            dumped_for = started
-
-
-def install_abort_handler(replica: ReplicaSession) -> None:
-    """Let another thread abort the running test with ``os.kill(os.getpid(), ABORT_SIGNAL)``."""
-
-    def abort(signum: int, frame: object) -> None:
-        if replica.running:
-            raise ClientGone("the pytest run this test was running for disconnected")
-
-    signal.signal(ABORT_SIGNAL, abort)
-
-
-def run_session(channel: Any, start: protocol.StartPayload, replica: ReplicaSession) -> None:
-    """Build the replica's pytest session from ``start`` and serve until told to stop."""
-    os.chdir(start["invocation_dir"])
-    sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
-    os.environ[protocol.REPLICA_ENV_VAR] = start["replica_id"]
-    imitate_main(start["main"])
-    _log_fd()  # before any capture takes fd 2 over
-    threading.Thread(
-        target=_teardown_watchdog, args=(replica,), name="reuse-teardown-watchdog", daemon=True
-    ).start()
-    exit_code: object = None
-    try:
-        from _pytest.config import _prepareconfig
-
-        workerinput = {"workerid": start["replica_id"], **start.get("workerinput", {})}
-        workerinput[REPLICA_KEY] = True
-        apply_environment(workerinput)  # before conftests are imported, as in an xdist worker
-        config = _prepareconfig(
-            list(start["args"]),
-            plugins=[
-                replica,
-                replica.leaks,
-                replica.worker,
-                *replica.plugins,
-                replica.perrun,
-                terminal,
-            ],
-        )
-        for dest, value in start["option_overrides"].items():
-            if hasattr(config.option, dest):
-                setattr(config.option, dest, value)
-        # Like an xdist worker: junitxml, cacheprovider and stepwise stay quiet here; the
-        # reuse plugin sees "reuse_replica" and does not start a controller of its own.
-        config.workerinput = workerinput  # type: ignore[attr-defined]
-        config.workeroutput = {}  # type: ignore[attr-defined]
-        exit_code = config.hook.pytest_cmdline_main(config=config)
-    except BaseException:  # every failure must reach the controller as text
-        _start_failed(replica, traceback.format_exc())
-        return
-    if not replica.ready_sent:
-        lines = [f"the replica's pytest session ended with exit code {exit_code} before serving"]
-        lines += replica.internal_errors
-        lines += replica.collect_errors
-        _start_failed(replica, "\n".join(lines))
-        return
-    replica.send(
-        protocol.finished(replica.tests_run, int(exit_code) if isinstance(exit_code, int) else None)
-    )
-
-
-def _start_failed(replica: ReplicaSession, text: str) -> None:
-    """Tell the controller why the replica could not start, and leave it in the log (kept
-    for the user, who is told its path)."""
-    with contextlib.suppress(OSError):
-        os.write(_log_fd(), f"replica could not start:\n{text}\n".encode())
-    replica.send(protocol.start_failed(os.getpid(), text))
-
-
-_LOG_FD: int | None = None
-
-
-def _log_fd() -> int:
-    """A descriptor of the replica's log that pytest's fd capture (which takes fd 2 over
-    during a test) cannot redirect: kept from before the session started capturing."""
-    global _LOG_FD
-    if _LOG_FD is None:
-        _LOG_FD = os.dup(2)
-    return _LOG_FD
-
-
-def _log_line(text: str) -> None:
-    """One line in the replica's log (the controller quotes its last line while we start)."""
-    with contextlib.suppress(OSError):
-        os.write(_log_fd(), f"\n{text}\n".encode())
-
-
-def redirect_stderr(log_path: str) -> None:
-    """The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
-    not the user's terminal; the controller quotes its tail when the replica crashes."""
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-
-
-def serve(channel: Any) -> None:
-    """Entry point of a run-scoped replica: the bootstrap the controller sends with
-    execnet's remote_exec calls it with the gateway's channel."""
-    name, start = channel.receive()
-    assert name == protocol.START, name
-    host = start.get("host")
-    if host is not None:  # another machine or interpreter: its paths, its copy of the project
-        from pytest_reuse_env import hostspec as hosts
-
-        root = hosts.relocate(start, host)
-        refused = hosts.first_difference(root, host["files"])
-        if refused is not None:
-            channel.send(
-                protocol.start_failed(
-                    os.getpid(),
-                    f"host {host['name']} ({host['spec']}) refused to start a replica: "
-                    f"{refused} (project root there: {root}; use --reuse-rsync or update that "
-                    "copy)",
-                )
-            )
-            return
-    redirect_stderr(start["log_path"])
-    inbox: queue.Queue[Any] = queue.Queue()
-    # Channel callbacks run on execnet's receiver thread: only enqueue.
-    channel.setcallback(inbox.put, endmarker=protocol.END)
-    if start.get("reload"):
-        replica = _reloading_session(channel, inbox, start)
-    else:
-        replica = ReplicaSession(channel, inbox, start)
-    run_session(channel, start, replica)
-
-
-def _reloading_session(
-    channel: Any, inbox: queue.Queue[Any], start: protocol.StartPayload
-) -> ReplicaSession:
-    """Watch mode: the controller sends ATTACH between rounds, and this run-scoped replica
-    catches up with edited files first, as a detached one does (``reload.py``)."""
-    from pytest_reuse_env.replica.reload import Reloader
-
-    reloader = Reloader()
-    reloader.graph.install()  # before the session imports any project module
-
-    def refresh() -> protocol.ReloadPayload:
-        result = reloader.refresh()
-        for error in result.teardown_errors:
-            with contextlib.suppress(OSError, EOFError, ValueError):
-                channel.send(protocol.teardown_error(os.getpid(), error))
-        return result.payload()
-
-    replica = ReplicaSession(channel, inbox, start, refresh=refresh, on_ready=reloader.ready)
-    replica.plugins.append(reloader)
-    reloader.bind(replica)
-    return replica

@@ -41,7 +41,7 @@ from pytest_reuse_env.policy import ReusePolicy
 _BOOTSTRAP = """
 import os, sys
 try:
-    from pytest_reuse_env.replica.session import serve
+    from pytest_reuse_env.replica.bootstrap import serve
 except ImportError as exc:
     channel.send(("start_failed", {"pid": os.getpid(), "traceback": (
         "host %s: cannot import %r with %s (%s); install pytest-reuse-env (with pytest) in "

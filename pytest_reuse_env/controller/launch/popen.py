@@ -30,7 +30,7 @@ _BOOTSTRAP = f"""
 import sys
 if {_PACKAGE_PARENT!r} not in sys.path:
     sys.path.insert(0, {_PACKAGE_PARENT!r})
-from pytest_reuse_env.replica.session import serve
+from pytest_reuse_env.replica.bootstrap import serve
 serve(channel)
 """
 
