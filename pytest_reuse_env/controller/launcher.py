@@ -195,7 +195,7 @@ class ReplicaLauncher:
     def __init__(
         self,
         config: pytest.Config,
-        events: queue.Queue[Any],
+        events: queue.SimpleQueue[Any],
         group: execnet.Group,
         *,
         settings: ReuseSettings,
@@ -291,7 +291,9 @@ class ReplicaLauncher:
             self._daemons = None
             return self.popen.launch(name, policy)
 
-    def launch_fresh(self, name: str, policy: ReusePolicy, events: queue.Queue[Any]) -> Replica:
+    def launch_fresh(
+        self, name: str, policy: ReusePolicy, events: queue.SimpleQueue[Any]
+    ) -> Replica:
         """A new run-scoped replica reporting to ``events``, whatever the policy's scope."""
         return self.popen.launch(name, policy, events=events)
 
@@ -321,7 +323,7 @@ class ReplicaLauncher:
         basetemp: str | None,
         persistent: bool = False,
         host: protocol.HostPayload | None = None,
-        events: queue.Queue[Any] | None = None,
+        events: queue.SimpleQueue[Any] | None = None,
     ) -> Replica:
         replica = Replica(replica_id, name, events or self.events, link, persistent=persistent)
         payload = self._start_payload(replica_id, policy, basetemp, log_path)

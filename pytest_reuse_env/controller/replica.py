@@ -133,7 +133,7 @@ class Replica:
         self,
         replica_id: str,
         environment_name: str,
-        events: queue.Queue[Any],
+        events: queue.SimpleQueue[Any],
         link: Link,
         *,
         persistent: bool = False,

@@ -64,7 +64,7 @@ class ReuseController:
         self.clock = clock
         self.settings = settings
         self.summary = summary
-        self.events: queue.Queue[tuple[Replica, protocol.Message]] = queue.Queue()
+        self.events: queue.SimpleQueue[tuple[Replica, protocol.Message]] = queue.SimpleQueue()
         self.group = execnet.Group()
         self.environments: dict[ReusePolicy, Environment] = {}
         self.routes: dict[str, Environment] = {}

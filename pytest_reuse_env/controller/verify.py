@@ -94,7 +94,7 @@ class ColdVerifier:
             self._annotate(failure, terminal)
 
     def _verify(self, batch: list[WarmFailure]) -> None:
-        events: queue.Queue[Any] = queue.Queue()
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._running = {}
         for failure in batch:
             replica = self.launcher.launch_fresh(failure.environment, failure.policy, events)

@@ -52,7 +52,7 @@ def serve(channel: Any) -> None:
             )
             return
     redirect_stderr(start["log_path"])
-    inbox: queue.Queue[Any] = queue.Queue()
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     # Channel callbacks run on execnet's receiver thread: only enqueue.
     channel.setcallback(inbox.put, endmarker=protocol.END)
     if start.get("reload"):
@@ -63,7 +63,7 @@ def serve(channel: Any) -> None:
 
 
 def _reloading_session(
-    channel: Any, inbox: queue.Queue[Any], start: protocol.StartPayload
+    channel: Any, inbox: queue.SimpleQueue[Any], start: protocol.StartPayload
 ) -> ReplicaSession:
     """Watch mode: the controller sends ATTACH between rounds, and this run-scoped replica
     catches up with edited files first, as a detached one does (``reload.py``)."""

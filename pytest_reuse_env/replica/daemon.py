@@ -49,7 +49,7 @@ RETIRE_GRACE_SECONDS: Final = 60.0
 class Relay:
     """The replica's one client: ``send`` goes to it, or raises when there is none."""
 
-    def __init__(self, inbox: queue.Queue[Any]) -> None:
+    def __init__(self, inbox: queue.SimpleQueue[Any]) -> None:
         self._inbox = inbox
         self._lock = threading.Lock()
         self._channel: SocketChannel | None = None
@@ -104,7 +104,7 @@ class Daemon:
     def __init__(self, registry: Registry, replica_id: str) -> None:
         self.registry = registry
         self.replica_id = replica_id
-        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.relay = Relay(self.inbox)
         self.listener = Listener(self._socket_path(), registry.token(), log=self._log)
         #: Keeps the replica warm through edits (replica/reload.py).

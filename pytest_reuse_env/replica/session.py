@@ -68,7 +68,7 @@ class ReplicaSession:
     def __init__(
         self,
         channel: Any,
-        inbox: queue.Queue[Any],
+        inbox: queue.SimpleQueue[Any],
         start: protocol.StartPayload,
         *,
         persistent: bool = False,

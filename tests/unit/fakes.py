@@ -197,7 +197,7 @@ class Run:
     ) -> None:
         self.nodeids = nodeids
         self.clock = FakeClock()
-        self.events: queue.Queue[tuple[Replica, protocol.Message]] = queue.Queue()
+        self.events: queue.SimpleQueue[tuple[Replica, protocol.Message]] = queue.SimpleQueue()
         self.calls: list[tuple[str, str, Any]] = []
         self.warnings: list[dict[str, Any]] = []
         self.said: list[str] = []

@@ -21,7 +21,7 @@ from tests.unit.fakes import FakeLink, ready, start_payload
 
 def started() -> tuple[Replica, FakeLink]:
     link = FakeLink(7)
-    replica = Replica("r0", "default", queue.Queue(), link)
+    replica = Replica("r0", "default", queue.SimpleQueue(), link)
     replica.start(start_payload("r0"))
     return replica, link
 
@@ -100,7 +100,7 @@ def test_ended_once_and_clears_what_it_was_running() -> None:
 
 def test_release_ends_a_persistent_replica_warm() -> None:
     link = FakeLink(7)
-    replica = Replica("r0", "default", queue.Queue(), link, persistent=True)
+    replica = Replica("r0", "default", queue.SimpleQueue(), link, persistent=True)
     replica.attach("/nowhere/log")
     assert link.sent[0][0] == protocol.ATTACH
     assert replica.attached

@@ -74,7 +74,7 @@ class Starter(Protocol):
         basetemp: str | None,
         persistent: bool = False,
         host: protocol.HostPayload | None = None,
-        events: queue.Queue[Any] | None = None,
+        events: queue.SimpleQueue[Any] | None = None,
     ) -> Replica:
         """A handle for a new replica, sent START (``basetemp`` None: the replica makes its
         own where plain pytest would)."""

@@ -116,7 +116,7 @@ class PopenStrategy:
         policy: ReusePolicy,
         key: str | None = None,
         *,
-        events: queue.Queue[Any] | None = None,
+        events: queue.SimpleQueue[Any] | None = None,
     ) -> Replica:
         """A new run-scoped replica (reporting to ``events``, by default the run's queue)."""
         replica_id = f"r{self._starter.local_number()}"
