@@ -344,6 +344,8 @@ class LeakWatch:
         self._recycle: protocol.RecyclePayload | None = None
         #: Asked to be replaced: runs nothing more, hands back what it is sent.
         self.recycling = False
+        #: ``reuse_leaks = fail``: what the running test left behind, for its teardown report.
+        self.failing: list[str] = []
 
     def forget_baseline(self) -> None:
         self._last_state = None
@@ -366,29 +368,33 @@ class LeakWatch:
                 # Setup brought up fixtures that outlive this test: what they hold is theirs.
                 self._before.append(read_state())
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Iterator[None]:
-        report: Any = yield
-        if call.when != "teardown" or self._before is None:
-            return report  # type: ignore[no-any-return]
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
+        # After every finalizer of the teardown (ours is the outermost wrapper): one hook
+        # call a test, where a report wrapper would be called for each of its three phases.
+        try:
+            return (yield)
+        finally:
+            self._check(item)
+
+    def _check(self, item: pytest.Item) -> None:
+        if self._before is None:
+            return
         after = read_state()
         found = leaks(self._before, after, self.rules)
         self._before = None
         self._last_state = after
         if not found:
-            return report  # type: ignore[no-any-return]
-        if self.mode == "fail" and report.outcome != "failed":
-            report.outcome = "failed"
-            report.longrepr = (
-                f"{item.nodeid} left state behind in replica {self.replica_id}: "
-                + "; ".join(found)
-                + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
-            )
+            return
+        if self.mode == "fail":
+            self.failing = found  # LeakFailure fails the teardown report with it
         else:
             self.leaked(item, "; ".join(found))
-        return report  # type: ignore[no-any-return]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        if self.mode == "fail":
+            config.pluginmanager.register(LeakFailure(self), "reuse_leak_failure")
 
     # -- around a concurrent batch ------------------------------------------------------------
 
@@ -452,3 +458,31 @@ class LeakWatch:
             request["returned"] = list(pending)
             pending.clear()
             self._send(protocol.recycle(request))
+
+
+@final
+class LeakFailure:
+    """``reuse_leaks = fail``: the teardown report of a test that left state behind fails with
+    what it left (a report already failed keeps its failure; the leak is a warning then)."""
+
+    def __init__(self, watch: LeakWatch) -> None:
+        self.watch = watch
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[None]:
+        report: Any = yield
+        found, self.watch.failing = self.watch.failing, []
+        if call.when != "teardown" or not found:
+            return report  # type: ignore[no-any-return]
+        if report.outcome != "failed":
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid} left state behind in replica {self.watch.replica_id}: "
+                + "; ".join(found)
+                + "\n(reuse_leaks = fail; see reuse_leaks_ignore)"
+            )
+        else:
+            self.watch.leaked(item, "; ".join(found))
+        return report  # type: ignore[no-any-return]
