@@ -9,7 +9,8 @@ import os
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Literal, final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import pytest
 
@@ -108,6 +109,10 @@ def not_collected_message(replica: Replica, nodeid: str) -> str:
     return "\n".join(lines)
 
 
+#: Not looked up yet (None means: no short progress output).
+_UNKNOWN: Final = object()
+
+
 @final
 class ReportReplayer:
     """Replays reports into the controller's pytest session and makes up the ones no replica
@@ -127,6 +132,10 @@ class ReportReplayer:
         #: Suite properties recorded by a replica's wide fixture: each replica sends them in
         #: every run; plain pytest records them once.
         self._sticky_properties: set[tuple[str, str]] = set()
+        #: The terminal reporter when it writes a line of letters per file (looked up once).
+        self._progress: Any = _UNKNOWN
+        #: A test file's path as the terminal reporter names it, by the nodeid's file part.
+        self._fspaths: dict[str, Path] = {}
 
     def rebuild(self, data: dict[str, Any]) -> pytest.TestReport:
         report: pytest.TestReport = self.config.hook.pytest_report_from_serializable(
@@ -189,7 +198,11 @@ class ReportReplayer:
         if self.config.option.capture == "no":
             self._show_output(report)
         reporter = self._short_progress()
-        if reporter is not None and (terminal or self._has_letter(report)):
+        if (
+            reporter is not None
+            and reporter.currentfspath != self._fspath(report.nodeid)
+            and (terminal or self._has_letter(report))
+        ):
             # Replicas' reports interleave: a result goes under its own file's header.
             reporter.write_fspath_result(report.nodeid, "")
         if terminal:
@@ -208,7 +221,7 @@ class ReportReplayer:
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
             return
         shown = reporter.currentfspath
-        reporter.currentfspath = self.config.rootpath / item.nodeid.split("::")[0]
+        reporter.currentfspath = self._fspath(item.nodeid)
         try:
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         finally:
@@ -216,10 +229,19 @@ class ReportReplayer:
 
     def _short_progress(self) -> Any:
         """The terminal reporter when it writes one line of result letters per file."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None or not reporter.showfspath or reporter.showlongtestinfo:
-            return None
-        return reporter
+        if self._progress is _UNKNOWN:
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            short = reporter is not None and reporter.showfspath and not reporter.showlongtestinfo
+            self._progress = reporter if short else None
+        return self._progress
+
+    def _fspath(self, nodeid: str) -> Path:
+        """What ``write_fspath_result`` compares with its ``currentfspath``."""
+        file = nodeid.split("::")[0]
+        path = self._fspaths.get(file)
+        if path is None:
+            path = self._fspaths[file] = self.config.rootpath / file
+        return path
 
     def _has_letter(self, report: pytest.TestReport) -> bool:
         status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
