@@ -2,8 +2,8 @@
 only once a test is routed to reuse.
 
 A run that routes nothing (reuse off, or no test marked and no ``reuse_all``) imports this
-module, ``options``, ``policy``, ``role`` and ``protocol`` only: never ``controller/`` nor
-``replica/``.
+module, ``options``, ``settings``, ``markers``, ``policy``, ``role`` and ``protocol`` only: never
+``controller/`` nor ``replica/``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from typing import TYPE_CHECKING, Any, final
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.options import (
-    MARKER_HELP,
-    ReuseSettings,
-    register_options,
-    resolve_item_policy,
-    resolve_policies,
-)
+from pytest_reuse_env.markers import resolve_item_policy, resolve_policies
+from pytest_reuse_env.options import MARKER_HELP, register_options
 from pytest_reuse_env.role import Role, role_of
+from pytest_reuse_env.settings import ReuseSettings
 
 if TYPE_CHECKING:
     from pytest_reuse_env.controller.session import ReuseController

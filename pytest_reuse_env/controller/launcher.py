@@ -38,9 +38,9 @@ from pytest_reuse_env.controller.launch.popen import PopenStrategy
 from pytest_reuse_env.controller.nodes import replica_args
 from pytest_reuse_env.controller.registry_access import RegistryAccess
 from pytest_reuse_env.controller.replica import Replica
-from pytest_reuse_env.options import ReuseSettings
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import Registry, RegistryError
+from pytest_reuse_env.settings import ReuseSettings
 from pytest_reuse_env.warm import registry_directory
 
 #: Options that a replica must not inherit: selection, stopping and reporting are the

@@ -38,10 +38,10 @@ from pytest_reuse_env.controller.summary import (
     environment_notes,
 )
 from pytest_reuse_env.controller.verify import ColdVerifier
-from pytest_reuse_env.options import ReuseSettings, machine_cores
 from pytest_reuse_env.policy import ReusePolicy
 from pytest_reuse_env.registry import RegistryError
 from pytest_reuse_env.role import Role, role_of
+from pytest_reuse_env.settings import ReuseSettings, machine_cores
 
 #: The longest one wait for replica events lasts before the loop checks its deadlines.
 POLL_SECONDS: Final = 0.5

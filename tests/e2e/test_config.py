@@ -11,13 +11,10 @@ from typing import ClassVar
 
 import pytest
 
-from pytest_reuse_env.options import (
-    MARKER_HELP,
-    ReuseSettings,
-    resolve_item_policy,
-    resolve_policies,
-)
+from pytest_reuse_env.markers import resolve_item_policy, resolve_policies
+from pytest_reuse_env.options import MARKER_HELP
 from pytest_reuse_env.policy import SHORT_TTL_ENV, ReusePolicy
+from pytest_reuse_env.settings import ReuseSettings
 from tests.helpers import COMPAT_OFF
 
 # pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;

@@ -1,4 +1,5 @@
-"""A fake pytest parser and config for unit tests of ``options.py``: no pytest session, no files.
+"""A fake pytest parser and config for unit tests of ``options.py`` and ``settings.py``: no pytest
+session, no files.
 
 ``FakeParser`` records what ``register_options`` declares; ``FakeConfig`` answers ``getini`` and
 ``getoption`` from values given as pytest would return them (str for "string" keys, lists for
@@ -13,7 +14,8 @@ from typing import Any, cast
 
 import pytest
 
-from pytest_reuse_env.options import ReuseSettings, register_options
+from pytest_reuse_env.options import register_options
+from pytest_reuse_env.settings import ReuseSettings
 
 
 class FakeGroup:

@@ -17,11 +17,8 @@ import execnet
 import pytest
 
 from pytest_reuse_env import fingerprint, protocol
-from pytest_reuse_env.options import (
-    INI_KEYS,
-    resolve_item_policy,
-    resolve_policies,
-)
+from pytest_reuse_env.markers import resolve_item_policy, resolve_policies
+from pytest_reuse_env.options import INI_KEYS
 from pytest_reuse_env.policy import FIELDS, SHORT_TTL_ENV, PolicyField, ReusePolicy, parse_field
 from tests.unit.fakeconfig import declared, settings_of
 

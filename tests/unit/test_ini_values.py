@@ -196,7 +196,7 @@ def test_good_values_are_read() -> None:
     assert settings.hosts.timeout == 10.0
 
 
-# The kinds options.py accepts (protocol.LEAK_KINDS) are the kinds hygiene checks: each one,
+# The kinds settings.py accepts (protocol.LEAK_KINDS) are the kinds hygiene checks: each one,
 # ignored, silences exactly its own leak.
 BEFORE = hygiene.ProcessState(
     environ={"KEEP": "1"},
@@ -235,7 +235,7 @@ def test_each_accepted_kind_is_one_hygiene_checks(kind: str) -> None:
         if protocol.LEAK_KINDS[kind]:
             other = f"{kind}:no-such-name"
             assert hygiene.leaks(BEFORE, after, hygiene.LeakRules((other,)))
-        settings_of({"reuse_leaks_ignore": [pattern]})  # and options accepts the pattern
+        settings_of({"reuse_leaks_ignore": [pattern]})  # and settings accepts the pattern
     finally:
         os.close(fd)
 

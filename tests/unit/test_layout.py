@@ -14,6 +14,8 @@ SHARED = [
     "errors",
     "fingerprint",
     "hostspec",
+    "markers",
+    "options",
     "policy",
     "policy_values",
     "protocol",
@@ -22,6 +24,7 @@ SHARED = [
     "record",
     "role",
     "scaling",
+    "settings",
     "warm",
 ]
 
