@@ -4,10 +4,12 @@ Runs inside a replica, on its main thread. ``ReplicaSession`` is the plugin the 
 session is built with (``bootstrap.py`` builds it): it collects once, keeps ``{nodeid: item}``,
 sends READY, then runs the items it is sent, keeping session, package, module and class fixtures
 set up between them, and handles every other message (DRAIN, CANCEL, ATTACH, SHUTDOWN...).
+How its reports and warnings travel is ``reports.py``'s; running async tests at once is
+``asyncbatch/serve.py``'s.
 
 This module imports only the standard library, pytest and the replica side (``protocol``,
-``hygiene``, ``asyncbatch``, ``prewarm``, ``abort``...): the replica must be able to import the
-project's tests anyway, and they may import this package.
+``hygiene``, ``reports``, ``asyncbatch``, ``prewarm``, ``abort``...): the replica must be able to
+import the project's tests anyway, and they may import this package.
 
 Threading: execnet delivers messages on its receiver thread; the callback only enqueues them.
 Every pytest call happens on the main thread, in ``ReplicaSession.serve``.
@@ -31,12 +33,13 @@ import pytest
 
 import pytest_reuse_env
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import hygiene, perrun, sendable
+from pytest_reuse_env.replica import hygiene, perrun
 from pytest_reuse_env.replica.abort import ClientGone, _signals_blocked
-from pytest_reuse_env.replica.asyncbatch import batch as async_batch
+from pytest_reuse_env.replica.asyncbatch import serve as serve_batch
 from pytest_reuse_env.replica.logfile import _log_fd, _log_line
 from pytest_reuse_env.replica.outbox import TestOutbox
 from pytest_reuse_env.replica.prewarm import prewarm
+from pytest_reuse_env.replica.reports import PLAIN_REPORT_KEYS, full_report, warning_entry
 from pytest_reuse_env.replica.worker import WorkerSide
 
 #: Frames of the exception that ended a session early quoted in the test's report.
@@ -124,7 +127,7 @@ class ReplicaSession:
         #: What runs now, named if the session ends unasked (STOPPED_EARLY).
         self.running_nodeids: list[str] = []
         #: Tests that already had a report replaced because it could not be encoded.
-        self._unsendable: set[str] = set()
+        self.unsendable: set[str] = set()
         self.items: dict[str, pytest.Item] = {}
         self.collect_errors: list[str] = []
         #: Tracebacks of pytest's INTERNALERRORs here (a hook that raised before serving).
@@ -270,7 +273,7 @@ class ReplicaSession:
             and report.longrepr is None
             and not report.sections
             and not report.user_properties
-            and report.__dict__.keys() == _PLAIN_REPORT_KEYS
+            and report.__dict__.keys() == PLAIN_REPORT_KEYS
             and len(report.keywords) == self._keyword_counts.get(report.nodeid)
             and not self.perrun.has_extras()
         ):
@@ -278,45 +281,7 @@ class ReplicaSession:
                 [protocol.PASSED, report.when, report.duration, report.start, report.stop]
             )
         else:
-            self.outbox.add([protocol.FULL_REPORT, self._sendable(report)])
-
-    def _sendable(self, report: pytest.TestReport) -> str:
-        """The report as text that can always be sent (see ``sendable.py``): a report that
-        cannot be encoded fails its test with the reason instead of ending the session."""
-        config = self._config()
-        data: dict[str, Any] = {}
-        try:
-            data = config.hook.pytest_report_to_serializable(config=config, report=report)
-            self._stamp(data)
-            data.update(self.perrun.report_extras())
-            return sendable.bounded(data, report.longreprtext)
-        except Exception as exc:  # a value json cannot encode (a list that contains itself)
-            reason = (
-                f"the {report.when} report of {report.nodeid} could not be sent from replica "
-                f"{self.replica_id}: {type(exc).__name__}: {exc} (a user_properties value or "
-                "a report attribute that cannot be serialized?)"
-            )
-        first = report.nodeid not in self._unsendable
-        self._unsendable.add(report.nodeid)
-        if not data:
-            data = {
-                "$report_type": "TestReport",
-                "nodeid": report.nodeid,
-                "location": report.location,
-                "keywords": {},
-                "when": report.when,
-                "duration": report.duration,
-                "start": report.start,
-                "stop": report.stop,
-                "outcome": report.outcome,
-            }
-            self._stamp(data)
-        return sendable.substitute(data, reason, first=first, longreprtext=report.longreprtext)
-
-    def _stamp(self, data: dict[str, Any]) -> None:
-        data[protocol.REPORT_REPLICA] = self.replica_id
-        data[protocol.REPORT_WARM] = self.tests_run > 0
-        data[protocol.REPORT_LEASE] = self.test_lease
+            self.outbox.add([protocol.FULL_REPORT, full_report(self, self._config(), report)])
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int, str]) -> None:
         if self._one_at_a_time:
@@ -336,18 +301,7 @@ class ReplicaSession:
         # Config and collection warnings are the controller's own to report: it saw the same.
         if when != "runtest":
             return
-        category = warning_message.category
-        _, payload = protocol.warning(
-            message=str(warning_message.message),
-            category_module=category.__module__,
-            category_name=category.__qualname__,
-            filename=str(warning_message.filename),
-            lineno=int(warning_message.lineno),
-            nodeid=nodeid,
-            location=location,
-            lease=self.test_lease,
-        )
-        self.outbox.add([protocol.WARNING, payload])
+        self.outbox.add(warning_entry(warning_message, nodeid, location, self.test_lease))
 
     # -- serve loop --------------------------------------------------------------------------
 
@@ -357,9 +311,9 @@ class ReplicaSession:
             self.exit_if_forked()
             self._take_messages(block=False)
             if self.pending and (len(self.pending) >= 2 or self.final):
-                batch = self._async_batch()
+                batch = serve_batch.next_batch(self)
                 if batch:
-                    self._run_batch(session, batch)
+                    serve_batch.run_batch(self, session, batch)
                 else:
                     self._run_next(session)
                 continue
@@ -448,11 +402,11 @@ class ReplicaSession:
         else:
             nextitem = KeepCollectors(item)
         self.running_nodeids = [nodeid]
-        self._teardown_to(session, item)
+        self.teardown_to(session, item)
         # Running the same item object again must not accumulate the previous run's state.
         item._report_sections = []
         item.user_properties = []
-        self._begin_test(session, item)
+        self.begin_test(session, item)
         try:
             self.running = True
             self._one_at_a_time = True
@@ -471,61 +425,7 @@ class ReplicaSession:
         self.tests_run += 1
         self.leaks.after_test(nodeid, self.tests_run, self.pending)
 
-    # -- concurrent async batches (asyncbatch/) -----------------------------------------------
-
-    def _async_batch(self) -> list[pytest.Item]:
-        """The async tests at the head of the queue, if concurrency allows running them at once.
-
-        Sync tests (and async ones that cannot share a loop, like users of capfd) break the
-        batch: they run one at a time afterwards, never overlapping it.
-        """
-        if self.start["policy"]["concurrency"] < 2:
-            return []
-        batch = []
-        for nodeid in self.pending:
-            item = self.items.get(nodeid)
-            if item is None or not async_batch.is_async_item(item):
-                break
-            batch.append(item)
-        return batch if len(batch) >= 2 else []
-
-    def _run_batch(self, session: pytest.Session, batch: list[pytest.Item]) -> None:
-        self.leaks.forget_baseline()
-        for _ in batch:
-            self.pending.popleft()
-        self.test_lease = self.lease
-        self.running_nodeids = [item.nodeid for item in batch]
-        self._teardown_to(session, batch[0])
-        for item in batch:
-            item._report_sections = []
-            item.user_properties = []
-            self._begin_test(session, item)
-        before = self.leaks.batch_started()
-        try:
-            self.running = True
-            async_batch.run_concurrently(
-                session,
-                batch,
-                self.start["policy"]["concurrency"],
-                timeout=self.start["policy"]["timeout"],
-                on_started=lambda item: self.send(protocol.started(item.nodeid, self.test_lease)),
-                on_finished=self._batch_item_finished,
-                on_set_up=self.leaks.batch_set_up,
-            )
-        except ClientGone:
-            pass  # the client went away: the rest of the batch is abandoned
-        finally:
-            with _signals_blocked():
-                self.running = False
-        self.running_nodeids = []
-        self.leaks.batch_finished(before, batch)
-        self.restore_cwd()
-        self.leaks.after_test(batch[-1].nodeid, self.tests_run, self.pending)
-
-    def _batch_item_finished(self, item: pytest.Item) -> None:
-        self.tests_run += 1
-
-    def _teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
+    def teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
         """Tear down collectors the item does not share (kept up by KeepCollectors)."""
         stack = session._setupstate.stack
         if item is None or list(stack) != item.listchain()[: len(stack)]:
@@ -542,9 +442,9 @@ class ReplicaSession:
         faulthandler.dump_traceback_later(
             max(0.5, self.start["teardown_timeout"] * 0.8), exit=False, file=_log_fd()
         )
-        self._teardown_to(session, None)
+        self.teardown_to(session, None)
 
-    def _begin_test(self, session: pytest.Session, item: pytest.Item) -> None:
+    def begin_test(self, session: pytest.Session, item: pytest.Item) -> None:
         if not self.perrun.open:
             self.perrun.begin(session)
         self.perrun.before_test(item)
@@ -564,9 +464,3 @@ class ReplicaSession:
     def _session(self) -> pytest.Session:
         assert self.session is not None
         return self.session
-
-
-#: A TestReport's own attributes: a report with any other (a plugin's) travels in full.
-_PLAIN_REPORT_KEYS: Final = frozenset(
-    pytest.TestReport("a.py::t", ("a.py", 0, "t"), {}, "passed", None, "call").__dict__
-)
