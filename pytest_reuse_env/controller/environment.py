@@ -96,19 +96,36 @@ class Environment:
         #: The policy's max replicas when ``replica_limit`` (reuse_replica_limit, the machine's
         #: cores by default) clamped it, for the summary's note; None when it did not.
         self.clamped_from: int | None = None
-        max_replicas = 1 if serial else policy.max_replicas
-        if replica_limit is not None and max_replicas > replica_limit:
-            self.clamped_from, max_replicas = max_replicas, replica_limit
-        self.limits = scaling.ScalingLimits(
+        self._replica_limit = replica_limit
+        self._watching = watching
+        self.limits = self._limits()
+
+    def _limits(self) -> scaling.ScalingLimits:
+        policy = self.policy
+        max_replicas = 1 if self.serial else policy.max_replicas
+        if self._replica_limit is not None and max_replicas > self._replica_limit:
+            self.clamped_from, max_replicas = max_replicas, self._replica_limit
+        return scaling.ScalingLimits(
             min_replicas=0
-            if closing
-            else min(policy.min_replicas, 1 if serial else 1 << 30, max_replicas),
+            if self.closing
+            else min(policy.min_replicas, 1 if self.serial else 1 << 30, max_replicas),
             max_replicas=max_replicas,
             concurrency=policy.concurrency,
             scaledown_ttl=policy.scaledown_ttl_seconds,
             # Watch mode leases its replicas for the whole session: they never idle out.
-            idle_ttl=WATCH_IDLE_TTL if watching else policy.idle_ttl_seconds,
+            idle_ttl=WATCH_IDLE_TTL if self._watching else policy.idle_ttl_seconds,
         )
+
+    def one_at_a_time(self) -> None:
+        """The run goes one test at a time (``-x``, ``--maxfail``, ``--sw``, pytest-order),
+        learnt after this environment started replicas during collection: one replica, kept
+        for the next test (never shut down when the queue runs dry); any other is retired."""
+        if self.serial:
+            return
+        self.serial, self.closing = True, False
+        self.limits = self._limits()
+        for replica in self.live[1:]:
+            self.retire(replica, "one at a time")
 
     def __repr__(self) -> str:
         return f"<Environment {self.name} queued={len(self.queue)} replicas={self.replicas}>"

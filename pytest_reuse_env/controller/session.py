@@ -152,6 +152,7 @@ class ReuseController:
                 self.items[item.nodeid] = item
         for environment in self.environments.values():
             if self.feeding_one_at_a_time:
+                environment.one_at_a_time()  # made while collecting, before this was known
                 environment.warm_up(1)
             else:
                 environment.submit(n for n, e in self.routes.items() if e is environment)
@@ -164,7 +165,9 @@ class ReuseController:
         tests like any other (a stale warm replica is replaced then)."""
         if self.feeding_one_at_a_time or self.launcher.on_hosts(policy):
             return
-        self._environment(policy).warm_up(max(1, policy.min_replicas))
+        # -x, --maxfail, --sw: the run will go one test at a time, on one replica (ordering.py).
+        one = ordering.in_order_reason(self.config, ()) is not None
+        self._environment(policy).warm_up(1 if one else max(1, policy.min_replicas))
 
     def _note(self, note: str) -> None:
         if note not in self.notes:  # watch mode collects again each round
@@ -247,6 +250,14 @@ class ReuseController:
             if not environment.persistent:
                 for replica in environment.live:
                     environment.retire(replica, "end of run")
+        self._end_leases()
+
+    def _end_leases(self) -> None:
+        """The run's tests are done: no environment starts or feeds a replica any more (one
+        whose replica retires now must not start another for its minimum), and every lease
+        ends with its ``workeroutput`` (``nodes.end_leases``)."""
+        for environment in self.environments.values():
+            environment.stopped = True
         self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
 
     def between_rounds(self, timeout: float) -> None:
@@ -291,7 +302,7 @@ class ReuseController:
             self._stop_if_asked(session)
         self._stop_if_asked(session)
         if not self.watching:  # a watch session's leases end when it quits (end_watch)
-            self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
+            self._end_leases()
         if self.verifier is not None:
             self.verifier.run(self.config.pluginmanager.get_plugin("terminalreporter"))
         return True
@@ -445,7 +456,7 @@ class ReuseController:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         if self.feeding_one_at_a_time and not interrupted:  # xdist owned the loop
-            self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
+            self._end_leases()
         if interrupted:  # Ctrl-C: half a second for finalizers, then all are killed
             self.shutdown(INTERRUPT_WAIT_SECONDS, interrupted=True)
         else:

@@ -215,6 +215,16 @@ def test_exitfirst_and_maxfail_stop_where_plain_stops(
         assert outcomes(run_compat(pytester, *REUSE, "-v", *stop)) == plain
 
 
+def test_a_run_that_stops_at_a_failure_starts_one_replica(pytester: pytest.Pytester) -> None:
+    # -x runs one test at a time on one replica: starting the policy's second early is waste.
+    pytester.makepyfile(test_m=MAXFAIL_TESTS)
+    result = run_compat(pytester, *COLD, "-o", "reuse_replicas=2", "-x", "--reuse-report=r.json")
+    result.assert_outcomes(passed=3, failed=1)
+    (environment,) = json.loads((pytester.path / "r.json").read_text())["environments"]
+    assert environment["replicas_started"] == 1
+    assert (environment["tests_cold"], environment["tests_warm"]) == (1, 3), "one replica, warm"
+
+
 def test_stepwise_never_deselects_a_failing_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_m=MAXFAIL_TESTS)
     runs = {}

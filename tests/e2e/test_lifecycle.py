@@ -297,9 +297,13 @@ def test_under_xdist_workers(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(EVENTS_CONFTEST)
     pytester.makepyfile(test_first=MARKED_MODULE.format(count=6), test_local=LOCAL_MODULE)
 
+    started = time.monotonic()
     result = run(pytester, "-n", "2", "-p", "xdist")
+    took = time.monotonic() - started
     assert result.parseoutcomes() == {"passed": 8}, result.stdout.str()
     assert result.ret == pytest.ExitCode.OK
+    # Each worker's replica is told the run is done: the end never waits out the 30 s idle_ttl.
+    assert took < 20, f"the run took {took:.1f} s"
 
     log = events(pytester)
     tests = [e for e in log if e[0] == "test"]
