@@ -150,3 +150,21 @@ def test_a_persistent_minimum_above_the_limit_is_clamped_too() -> None:
     run = Run(TESTS, policy, closing=False, replica_limit=3)
     assert (run.environment.limits.min_replicas, run.environment.limits.max_replicas) == (3, 3)
     assert run.environment.clamped_from == 9
+
+
+def test_an_environment_made_while_collecting_goes_one_at_a_time_once_that_is_known() -> None:
+    # Started early (2 replicas) for a run that turns out to need -x's one test at a time.
+    run = Run(TESTS, ReusePolicy(replicas=2, scope="run"))
+    run.environment.warm_up(2)
+    r0, r1 = run.replicas
+    run.environment.one_at_a_time()
+    assert (run.environment.limits.min_replicas, run.environment.limits.max_replicas) == (1, 1)
+    assert r1.state is ReplicaState.STOPPING, "the second one has nothing to do: retired"
+    run.say(r0, ready(TESTS))
+    run.environment.submit([TESTS[0]])
+    run.run_test(r0, TESTS[0])
+    run.pump()
+    assert r0.state is ReplicaState.READY, "the queue ran dry, but the next test comes: kept"
+    run.environment.submit([TESTS[1]])
+    assert run.sent_runs(r0) == TESTS[:2]
+    assert len(run.replicas) == 2, "no replica started for the second test"
