@@ -99,5 +99,12 @@ def test_a_descriptor_closed_since_the_reading_is_no_leak() -> None:
 
 
 def test_the_process_now_compares_equal_to_itself() -> None:
-    state = read_state()
-    assert leaks(state, read_state(), LeakRules()) == []
+    # Another test's thread may still be ending (or a collector running) between two readings:
+    # one clean pair of three is what shows that reading twice reports nothing by itself.
+    found = []
+    for _ in range(3):
+        state = read_state()
+        found = leaks(state, read_state(), LeakRules())
+        if not found:
+            break
+    assert found == []
