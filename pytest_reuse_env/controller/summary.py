@@ -119,7 +119,9 @@ def environment_notes(
             f"{environment.clamped_from}): at most reuse_replica_limit replicas at once, by "
             "default this machine's cores; raise it in the ini to allow more"
         )
-    if feeders is not None:
+    # A run that goes one test at a time (-x, --maxfail, --sw, pytest-order) uses one replica
+    # whatever the policy: advice to raise replicas would not change that.
+    if feeders is not None and not environment.serial:
         limits = scaling.ScalingLimits(
             min(policy.min_replicas, environment.limits.max_replicas),
             environment.limits.max_replicas,

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.summary import MERGE, ReuseSummary, closing_line
+from pytest_reuse_env.controller.summary import (
+    MERGE,
+    ReuseSummary,
+    closing_line,
+    environment_notes,
+)
 from pytest_reuse_env.policy import ReusePolicy
 from tests.unit.fakes import Run, ready
 
@@ -163,3 +168,13 @@ def test_xdist_workers_figures_merge_by_their_rules() -> None:
     assert env["modules_reimported"] == 3
     assert [r["id"] for r in env["replicas"]] == ["r0", "r1"]
     assert env["policy"] == "replicas=1"  # same
+
+
+def test_a_one_at_a_time_run_is_not_told_to_raise_replicas() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=1, scope="run"))
+    assert any(
+        "capacity 1" in note
+        for note in environment_notes(run.environment, [], feeders=1, on_hosts=False)
+    ), "a policy of one replica runs one test at a time: worth saying"
+    run.environment.one_at_a_time()  # -x: one at a time whatever the policy
+    assert environment_notes(run.environment, [], feeders=1, on_hosts=False) == []
