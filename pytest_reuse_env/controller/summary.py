@@ -151,7 +151,9 @@ def closing_line(kept_warm: list[Replica], environments: list[Environment]) -> s
     ttls = sorted({env.policy.idle_ttl_seconds for env in environments if env.name in names})
     idle = f"{ttls[0]:g} s" if len(ttls) == 1 else f"{ttls[0]:g} to {ttls[-1]:g} s"
     count = len(kept_warm)
-    starting = sum(1 for replica in kept_warm if replica.ready_at is None)
+    # An attached replica was warm before this run asked for it (collection failed, say, before
+    # its READY was read): only a replica this run started can still be starting.
+    starting = sum(1 for r in kept_warm if r.ready_at is None and not r.attached)
     if starting:
         still = " (still starting)" if count == 1 else f" ({starting} of them still starting)"
     else:

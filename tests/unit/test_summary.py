@@ -137,6 +137,10 @@ def test_closing_line_says_which_replicas_kept_warm_are_still_starting() -> None
     )
     alone = closing_line([r1], environments)
     assert alone.startswith("reuse: 1 replica stays warm for the next run (still starting)")
+    r1.attached = True  # warm from the registry, its READY not read yet: not starting
+    assert closing_line([r1], environments).startswith(
+        "reuse: 1 replica stays warm for the next run (each ends after 30 s"
+    )
 
 
 def test_every_figure_an_environment_reports_has_an_xdist_merge_rule() -> None:
