@@ -390,20 +390,20 @@ class Environment:
             self.replica_ended(replica, replica.retirement())
         return served
 
-    def shutdown(self) -> list[Replica]:
-        """End of the run: ask every live run-scoped replica to finish and exit; returns the
-        persistent ones, which the caller releases (they stay warm)."""
+    def stop(self) -> None:
+        """The run's tests are done: start and feed nothing more (a replica retired now must not
+        be replaced for the minimum), and ask every live run-scoped replica to finish; its last
+        WORKEROUTPUT follows its teardown. Persistent replicas stay as they are."""
         self.stopped = True
-        keep = []
         for replica in self.replicas:
-            if not replica.alive:
-                continue
-            if replica.persistent:
-                # Even mid-test (Ctrl-C): it aborts that test when we disconnect, stays warm.
-                keep.append(replica)
-            else:
+            if replica.alive and not replica.persistent:
                 self.retire(replica, "end of run")
-        return keep
+
+    def shutdown(self) -> list[Replica]:
+        """End of the run: ``stop``; returns the live persistent replicas, which the caller
+        releases (they stay warm, even mid-test: Ctrl-C aborts that test when we disconnect)."""
+        self.stop()
+        return [replica for replica in self.replicas if replica.alive]
 
     def figures(self, notes: list[str]) -> dict[str, Any]:
         """What this environment did, as builtins (see ``summary.py`` for the schema)."""

@@ -258,8 +258,7 @@ class ReplicaNodes:
         self, replicas: Iterable[Replica], pump: Callable[[float], None], wait: float
     ) -> None:
         """The run's tests are done: every ready replica ends its lease (persistent ones are
-        asked; run-scoped ones report after their teardown, asked now if the run fed them one
-        test at a time and so never told them it was done); wait up to ``wait`` seconds for
+        asked; run-scoped ones report after their teardown); wait up to ``wait`` seconds for
         their ``workeroutput``, before pytest-cov combines what it has."""
         waiting = []
         for replica in replicas:
@@ -270,8 +269,6 @@ class ReplicaNodes:
                 continue
             if replica.persistent and replica.state is ReplicaState.READY:
                 replica.send(protocol.end_lease())
-            elif not replica.persistent and replica.state is ReplicaState.READY:
-                replica.retire("end of run")
             waiting.append(node)
         deadline = time.monotonic() + wait
         while any(not n.down for n in waiting) and time.monotonic() < deadline:

@@ -246,18 +246,14 @@ class ReuseController:
     def end_watch(self) -> None:
         """The watch session quits: run-scoped replicas finish as at the end of a run, and
         every lease ends (plugins such as pytest-cov get each replica's data)."""
-        for environment in self.environments.values():
-            if not environment.persistent:
-                for replica in environment.live:
-                    environment.retire(replica, "end of run")
         self._end_leases()
 
     def _end_leases(self) -> None:
-        """The run's tests are done: no environment starts or feeds a replica any more (one
-        whose replica retires now must not start another for its minimum), and every lease
-        ends with its ``workeroutput`` (``nodes.end_leases``)."""
+        """The run's tests are done: every environment stops (``Environment.stop``: run-scoped
+        replicas asked to finish, even one fed a test at a time that was never told the run was
+        done), and every lease ends with its ``workeroutput`` (``nodes.end_leases``)."""
         for environment in self.environments.values():
-            environment.stopped = True
+            environment.stop()
         self.nodes.end_leases(self._replicas(), self._pump, self.settings.teardown_timeout)
 
     def between_rounds(self, timeout: float) -> None:

@@ -168,3 +168,22 @@ def test_an_environment_made_while_collecting_goes_one_at_a_time_once_that_is_kn
     run.environment.submit([TESTS[1]])
     assert run.sent_runs(r0) == TESTS[:2]
     assert len(run.replicas) == 2, "no replica started for the second test"
+
+
+def test_stop_asks_run_scoped_replicas_to_finish_and_starts_none_for_the_minimum() -> None:
+    # One test at a time: the queue ran dry, the replica was kept for a next test that never
+    # comes. Stopping the environment is what tells it the run is done.
+    run = Run(TESTS, ReusePolicy(replicas=2, scope="run"))
+    run.environment.one_at_a_time()
+    run.environment.warm_up(1)
+    (r0,) = run.replicas
+    run.say(r0, ready(TESTS))
+    run.environment.submit([TESTS[0]])
+    run.run_test(r0, TESTS[0])
+    assert r0.accepting, "kept for a next test"
+    run.environment.stop()
+    assert r0.state is ReplicaState.STOPPING
+    assert run.link(r0).names()[-1] == protocol.SHUTDOWN
+    run.pump()
+    assert len(run.replicas) == 1, "a stopped environment starts nothing for its minimum"
+    assert run.environment.shutdown() == [], "nothing persistent to release"
