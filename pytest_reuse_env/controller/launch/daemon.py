@@ -28,6 +28,7 @@ from pytest_reuse_env.controller.launch.process import (
     KILL_WAIT_SECONDS,
     describe_exit,
     kill_and_wait,
+    wait_exit,
     wait_gone,
     wait_or_kill,
 )
@@ -125,7 +126,7 @@ class DaemonLink:
     def exit_description(self, wait: float) -> str:
         if self._popen is not None:
             try:
-                return describe_exit(self._popen.wait(timeout=wait))
+                return describe_exit(wait_exit(self._popen, wait))
             except subprocess.TimeoutExpired:
                 return "still running"
         deadline = time.monotonic() + wait

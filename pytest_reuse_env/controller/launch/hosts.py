@@ -30,6 +30,7 @@ from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
     describe_exit,
+    wait_exit,
     wait_or_kill,
 )
 from pytest_reuse_env.controller.replica import Replica, ReplicaState
@@ -187,7 +188,7 @@ class HostLink:
         detail = "the connection closed"
         if popen is not None:
             try:
-                ended = describe_exit(popen.wait(timeout=wait))
+                ended = describe_exit(wait_exit(popen, wait))
             except subprocess.TimeoutExpired:
                 return "still running"
             if self._host.kind == "popen":
