@@ -8,6 +8,8 @@ fails the tests it held with the reason (see ``controller/outcomes``), and a use
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 
@@ -17,3 +19,18 @@ class ReuseEnvWarning(pytest.PytestWarning):
 
 class ReuseLeakWarning(pytest.PytestWarning):
     """A test left state behind in a reused process (``reuse_leaks``)."""
+
+
+def record_warning(config: pytest.Config, message: str, *, when: str) -> None:
+    """``message`` in pytest's warnings summary, about the run rather than one test. Recorded,
+    never raised: a warning raised would meet the user's ``filterwarnings = error``."""
+    config.hook.pytest_warning_recorded.call_historic(
+        kwargs={
+            "warning_message": warnings.WarningMessage(
+                ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
+            ),
+            "when": when,
+            "nodeid": "",
+            "location": None,
+        }
+    )

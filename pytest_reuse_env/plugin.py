@@ -188,20 +188,9 @@ class Router:
     def _warn(self, message: str) -> None:
         """A line in pytest's warnings summary (a warning raised now would meet the user's
         ``filterwarnings = error`` inside collection)."""
-        import warnings
+        from pytest_reuse_env.errors import record_warning
 
-        from pytest_reuse_env.errors import ReuseEnvWarning
-
-        self.config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": warnings.WarningMessage(
-                    ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
-                ),
-                "when": "config",
-                "nodeid": "",
-                "location": None,
-            }
-        )
+        record_warning(self.config, message, when="config")
 
     # The summary's sources, forwarded once it exists (or once a routed report shows up).
 

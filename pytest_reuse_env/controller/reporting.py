@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.errors import ReuseEnvWarning
+from pytest_reuse_env.errors import record_warning
 from pytest_reuse_env.replica.perrun import (
     REPORT_TERMINAL,
     REPORT_XML_ATTRIBUTES,
@@ -341,13 +341,4 @@ class ReportReplayer:
 
     def warn(self, message: str) -> None:
         """A warning in pytest's warnings summary, about replicas rather than one test."""
-        self.config.hook.pytest_warning_recorded.call_historic(
-            kwargs={
-                "warning_message": warnings.WarningMessage(
-                    ReuseEnvWarning(message), ReuseEnvWarning, "pytest-reuse-env", 0
-                ),
-                "when": "runtest",
-                "nodeid": "",
-                "location": None,
-            }
-        )
+        record_warning(self.config, message, when="runtest")
