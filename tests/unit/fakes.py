@@ -285,3 +285,12 @@ class Run:
         return [
             n for name, payload in self.link(replica).sent if name == protocol.RUN for n in payload
         ]
+
+
+def started_run(nodeids: list[str], **kwargs: Any) -> Run:
+    """A run with every test queued and its first replica READY (``Run``'s other arguments
+    pass through)."""
+    run = Run(nodeids, **kwargs)
+    run.environment.submit(nodeids)
+    run.say(run.replicas[0], ready(nodeids))
+    return run

@@ -6,17 +6,10 @@ from __future__ import annotations
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.replica import EndKind, ReplicaState
-from tests.unit.fakes import Run, phase, ready
+from tests.unit.fakes import Run, phase, ready, started_run
 
 TESTS = ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
 LOCATION = ("t.py", 1, "test_a")
-
-
-def started_run() -> Run:
-    run = Run(TESTS)
-    run.environment.submit(TESTS)
-    run.say(run.replicas[0], ready(TESTS))
-    return run
 
 
 def test_every_replica_message_has_a_handler() -> None:
@@ -25,7 +18,7 @@ def test_every_replica_message_has_a_handler() -> None:
 
 
 def test_a_test_is_replayed_through_pytest_hooks_in_order() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.run_test(r0, TESTS[0])
     assert [(hook, n) for hook, n, _ in run.calls] == [
@@ -46,7 +39,7 @@ def test_a_test_is_replayed_through_pytest_hooks_in_order() -> None:
 
 
 def test_warnings_and_teardown_errors_reach_the_warnings_summary() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(
         r0,
@@ -68,7 +61,7 @@ def test_warnings_and_teardown_errors_reach_the_warnings_summary() -> None:
 
 
 def test_an_unknown_message_fails_the_test_in_flight_once_and_hands_the_rest_back() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.logstart(TESTS[0], LOCATION), phase(TESTS[0], "setup"))
     run.say(r0, ("bogus", {"x": 1}))
@@ -91,7 +84,7 @@ def test_an_unknown_message_fails_the_test_in_flight_once_and_hands_the_rest_bac
 
 
 def test_a_message_out_of_turn_is_a_protocol_error() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.logfinish(TESTS[1], LOCATION))
     assert "finished t.py::test_b, which it never started" in str(
@@ -115,7 +108,7 @@ def test_a_protocol_error_before_ready_is_a_start_failure() -> None:
 
 
 def test_messages_of_an_ended_replica_are_its_last_words() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.END)
     assert r0.state is ReplicaState.ENDED
@@ -126,7 +119,7 @@ def test_messages_of_an_ended_replica_are_its_last_words() -> None:
 
 
 def test_during_shutdown_a_closed_link_is_a_retirement() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.environment.shutdown()
     run.dispatcher.closing = True
@@ -137,7 +130,7 @@ def test_during_shutdown_a_closed_link_is_a_retirement() -> None:
 
 
 def test_a_run_scoped_replica_that_served_everything_ends_without_waiting_for_its_exit() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     for nodeid in TESTS:
         run.run_test(r0, nodeid)
@@ -157,7 +150,7 @@ def test_a_run_scoped_replica_that_served_everything_ends_without_waiting_for_it
 
 
 def test_a_replica_still_holding_tests_is_not_let_go() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.run_test(r0, TESTS[0])
     run.say(r0, protocol.workeroutput({}))  # out of turn: tests are still in flight

@@ -9,17 +9,10 @@ from typing import Any
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.replica import EndKind, Replica
-from tests.unit.fakes import Run, phase, ready
+from tests.unit.fakes import phase, ready, started_run
 
 TESTS = ["t.py::test_a", "t.py::test_b", "t.py::test_c", "t.py::test_d"]
 LOCATION = ("t.py", 1, "test_a")
-
-
-def started_run(**kwargs: Any) -> Run:
-    run = Run(TESTS, **kwargs)
-    run.environment.submit(TESTS)
-    run.say(run.replicas[0], ready(TESTS))
-    return run
 
 
 def stopped(replica: Replica, nodeid: str, kind: str, returncode: int | None = None) -> Any:
@@ -36,7 +29,7 @@ def stopped(replica: Replica, nodeid: str, kind: str, returncode: int | None = N
 
 
 def test_an_error_ending_the_session_fails_the_running_test_and_requeues_the_rest() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.run_test(r0, TESTS[0])
     run.say(r0, protocol.logstart(TESTS[1], LOCATION), phase(TESTS[1], "setup"))
@@ -58,7 +51,7 @@ def test_an_error_ending_the_session_fails_the_running_test_and_requeues_the_res
 
 
 def test_an_interrupt_stops_the_run_and_runs_nothing_it_held() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.logstart(TESTS[0], LOCATION), phase(TESTS[0], "setup"))
     run.say(r0, stopped(r0, TESTS[0], "exit", returncode=7))
@@ -73,7 +66,7 @@ def test_an_interrupt_stops_the_run_and_runs_nothing_it_held() -> None:
 
 
 def test_a_message_of_another_lease_is_dropped() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     old = "dead-run-lease"
     report = phase(TESTS[0], "call")
@@ -92,7 +85,7 @@ def test_a_message_of_another_lease_is_dropped() -> None:
 
 
 def test_a_session_that_finished_with_tests_to_run_is_not_a_retirement() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.run_test(r0, TESTS[0])
     run.say(r0, protocol.finished(1, 3), protocol.END)

@@ -11,17 +11,10 @@ import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica.outbox import TestOutbox
-from tests.unit.fakes import Run, phase, ready
+from tests.unit.fakes import Run, phase, ready, started_run
 
 TESTS = ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
 LOCATION = ("t.py", 1, "test_a")
-
-
-def started_run() -> Run:
-    run = Run(TESTS)
-    run.environment.submit(TESTS)
-    run.say(run.replicas[0], ready(TESTS))
-    return run
 
 
 def compact(when: str) -> list[Any]:
@@ -29,7 +22,7 @@ def compact(when: str) -> list[Any]:
 
 
 def test_a_whole_test_in_one_message_is_replayed_in_order() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     warning = protocol.warning(
         message="careful",
@@ -59,7 +52,7 @@ def test_a_whole_test_in_one_message_is_replayed_in_order() -> None:
 
 
 def test_a_compact_report_is_the_report_pytest_would_have_rebuilt() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.test_done(TESTS[0], r0.lease, True, [compact("call")]))
     (expanded,) = run.reports_of(TESTS[0])
@@ -88,7 +81,7 @@ def test_a_compact_report_is_the_report_pytest_would_have_rebuilt() -> None:
 
 
 def test_what_a_replica_says_of_a_cancelled_test_is_dropped() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     failed = [protocol.FULL_REPORT, phase(TESTS[0], "call", "failed")[1]]
     run.say(r0, protocol.test_done(TESTS[0], r0.lease, False, [failed]))
@@ -115,7 +108,7 @@ def test_a_test_it_was_not_sent_is_a_protocol_error() -> None:
 
 
 def test_a_crash_in_an_unannounced_test_fails_that_test_once_and_hands_back_the_rest() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.test_done(TESTS[0], r0.lease, False, [compact("setup")]))
     run.say(r0, protocol.END)  # it died in test_b, quick, never announced
@@ -132,7 +125,7 @@ def test_a_crash_in_an_unannounced_test_fails_that_test_once_and_hands_back_the_
 
 
 def test_an_announced_test_is_timed_from_when_it_began() -> None:
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     run.say(r0, protocol.logstart(TESTS[0], LOCATION, r0.lease, elapsed=0.5))
     assert r0.running[TESTS[0]] == run.clock.now - 0.5
@@ -181,7 +174,7 @@ def test_a_test_that_starts_again_keeps_every_attempt() -> None:
         protocol.LOGSTART,
         protocol.PASSED,
     ]
-    run = started_run()
+    run = started_run(TESTS)
     r0 = run.replicas[0]
     payload["lease"] = r0.lease
     run.say(r0, (name, payload))
