@@ -188,6 +188,8 @@ def run_pytest(
             err.seek(0)
             stdout, stderr = out.read(), err.read()
         setup_pids = counter.read_text().split() if counter.exists() else []
+        # Beside the suite, which may sit directly in the temporary directory: not left there.
+        counter.unlink(missing_ok=True)
         problem: str | None = None
         outcomes: dict[str, str] = {}
         if returncode is None:
