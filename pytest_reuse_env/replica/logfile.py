@@ -29,7 +29,14 @@ def _log_line(text: str) -> None:
 
 def redirect_stderr(log_path: str) -> None:
     """The replica's stderr (faulthandler dumps, prints from finalizers) goes to its log file,
-    not the user's terminal; the controller quotes its tail when the replica crashes."""
+    not the user's terminal; the controller quotes its tail when the replica crashes.
+
+    Its stdout too, as a detached replica's: execnet took the real fd 1 for its channel and left
+    /dev/null there, where pytest-timeout's thread method would write its banner and stacks.
+    """
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, 2)
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(1), os.stat(os.devnull)):
+            os.dup2(log_fd, 1)
     os.close(log_fd)

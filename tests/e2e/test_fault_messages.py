@@ -186,3 +186,52 @@ def test_a_replica_slow_to_start_is_named_with_its_logs_last_line(
             " prewarm fixture 'server' (reuse_prewarm) (*replica-r0.log)"
         ]
     )
+
+
+def test_a_timeout_from_a_marker_is_called_a_timeout_not_a_crash(
+    pytester: pytest.Pytester,
+) -> None:
+    # The reuse marker's own timeout, and pytest-timeout's thread method (which ends the
+    # process after writing its banner and the stacks to the replica's stdout).
+    pytester.makeini(ini("reuse_scope = run", "reuse_replicas = 1"))
+    pytester.makepyfile(
+        test_slow="""
+        import time
+
+        import pytest
+
+
+        @pytest.mark.reuse(timeout=2)
+        def test_reuse_marker():
+            time.sleep(60)
+
+
+        @pytest.mark.reuse
+        @pytest.mark.timeout(2, method="thread")
+        def test_timeout_marker():
+            sleeps_past_its_timeout()
+
+
+        def sleeps_past_its_timeout():
+            time.sleep(60)
+
+
+        @pytest.mark.reuse
+        def test_after():
+            pass
+        """
+    )
+    result = run(pytester, "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "FAILED test_slow.py::test_reuse_marker - replica r* (pid *) timed out while running"
+            " test_slow.py::test_reuse_marker: timed out after 2 s*",
+            "FAILED test_slow.py::test_timeout_marker - replica r* (pid *) timed out"
+            " (pytest-timeout ended the process) while running test_slow.py::test_timeout_marker*",
+        ]
+    )
+    # The replica's log has pytest-timeout's stacks: the sleeping frame is quoted.
+    result.stdout.fnmatch_lines(['  File "*test_slow.py", line *, in sleeps_past_its_timeout'])
+    assert "crashed" not in result.stdout.str()
