@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.test_global import run_report
 from tests.helpers import run
 
 
@@ -235,3 +236,67 @@ def test_a_timeout_from_a_marker_is_called_a_timeout_not_a_crash(
     # The replica's log has pytest-timeout's stacks: the sleeping frame is quoted.
     result.stdout.fnmatch_lines(['  File "*test_slow.py", line *, in sleeps_past_its_timeout'])
     assert "crashed" not in result.stdout.str()
+
+
+def test_the_summarys_peaks_are_true_and_saved_is_measured_against_plain_pytest(
+    pytester: pytest.Pytester,
+) -> None:
+    # One replica of concurrency 1 runs one test at a time, however many are queued at it or
+    # were running on a replica that crashed; and a run that starts its replicas saves nothing:
+    # plain pytest pays that setup once too.
+    pytester.makeini(ini("reuse_scope = global", "reuse_replicas = 1"))
+    pytester.makeconftest(
+        """
+        import time
+
+        import pytest
+
+
+        @pytest.fixture(scope="session")
+        def heavy():
+            time.sleep(0.5)
+        """
+    )
+    pytester.makepyfile(
+        test_many="""
+        import os
+        import time
+
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        def test_crashes_once(heavy):
+            # The first run's replica dies mid-test; its replacement runs the rest.
+            if not os.path.exists("crashed"):
+                open("crashed", "w").close()
+                os._exit(1)
+
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_queued(heavy, i):
+            time.sleep(0.05)
+        """
+    )
+    try:
+        cold, env = run_report(pytester, "-p", "no:randomly")
+        cold.assert_outcomes(passed=6, failed=1)
+        assert (env["replicas_started"], env["retired"]) == (2, {"crash": 1}), env
+        assert (env["peak_busy"], env["peak_tests"]) == (1, 1)
+        assert env["saved_seconds_estimate"] == 0.0
+        line = next(line for line in cold.stdout.lines if line.startswith("default ("))
+        assert "peak 1 busy;" in line, line
+        assert "saved" not in line, line
+
+        warm, env = run_report(pytester, "-p", "no:randomly")
+        warm.assert_outcomes(passed=7)
+        assert (env["replicas_started"], env["replicas_attached"]) == (0, 1)
+        assert (env["peak_busy"], env["peak_tests"]) == (1, 1)
+        # Attached warm: the setup plain pytest would pay in this run is what was saved.
+        assert env["setup_seconds_total"] == 0
+        assert env["plain_setup_seconds"] >= 0.5
+        assert env["saved_seconds_estimate"] == pytest.approx(env["plain_setup_seconds"])
+        warm.stdout.fnmatch_lines(["default (*peak 1 busy;*: saved ~* s by attaching warm*"])
+    finally:
+        run(pytester, "--reuse-stop")
