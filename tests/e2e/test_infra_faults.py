@@ -202,6 +202,50 @@ def test_read_only_registry_with_warm_replicas(project: pytest.Pytester) -> None
     assert env["replicas_attached"] == 1
 
 
+def in_a_full_cache(project: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
+    """A run whose ``.pytest_cache`` is a full 64 KiB tmpfs, in a private mount namespace."""
+    cache = project.path / ".pytest_cache"
+    cache.mkdir(exist_ok=True)
+    command = " ".join(
+        [
+            f"mount -t tmpfs -o size=64k,mode=0700 tmpfs {cache} &&",
+            f"(dd if=/dev/zero of={cache}/fill bs=4k count=64 2>/dev/null; true) &&",
+            "exec",
+            *pytest_command(project, *args),
+        ]
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", command],
+        cwd=project.path,
+        env=pytest_environ(project),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs root and mount namespaces (unshare -m)")
+def test_a_full_disk_under_the_registry(project: pytest.Pytester) -> None:
+    project.makefile(".ini", pytest=ini("reuse_replicas = 1"))
+    project.makepyfile(test_a=FLAG_TESTS)
+    done = in_a_full_cache(project)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "INTERNALERROR" not in output
+    assert output.count(FALLBACK) == 1, output
+    assert "No space left on device" in output
+    assert "fix: free some space on that file system" in output
+    assert "2 passed" in output
+    status = in_a_full_cache(project, "--reuse-status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "reuse: the registry in " in status.stdout
+    assert "No space left on device" in status.stdout
+    stop = in_a_full_cache(project, "--reuse-stop")
+    assert stop.returncode == 1, "could not stop anything: not a success"
+    assert "reuse: cannot stop warm replicas: " in stop.stdout
+    assert "Traceback" not in stop.stdout + stop.stderr
+
+
 # -- the socket directory under $TMPDIR --------------------------------------------------------
 
 
