@@ -263,7 +263,10 @@ def test_e():
 """
 
 
-def test_a_dead_runs_report_is_never_replayed_in_the_next_run(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("edited", [False, True], ids=["same-code", "edited"])
+def test_a_dead_runs_report_is_never_replayed_in_the_next_run(
+    pytester: pytest.Pytester, edited: bool
+) -> None:
     pytester.makeini(ini("reuse_scope = global", "reuse_replicas = 1"))
     pytester.makeconftest(
         """
@@ -293,12 +296,27 @@ def test_a_dead_runs_report_is_never_replayed_in_the_next_run(pytester: pytest.P
         first.kill()  # SIGKILL: the controller has no chance to say goodbye
         first.wait(timeout=10)
     (pytester.path / "second").touch()
+    if edited:
+        # The new code fails: the dead run's old-code PASS must not be shown besides it.
+        pytester.makepyfile(
+            test_suite=OUTLIVING_SUITE.replace(
+                'if Path("second").exists():\n        return',
+                'if Path("second").exists():\n        assert False, "the new code"',
+            )
+        )
     try:
         result = run(pytester, "-p", "no:randomly", "-rA")
-        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-        result.stdout.fnmatch_lines(["*1 attached warm*"])  # the replica that ran test_slow
-        result.assert_outcomes(passed=5)
-        assert result.stdout.str().count("PASSED test_suite.py::test_slow") == 1
+        out = result.stdout.str()
+        if edited:
+            assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+            result.assert_outcomes(passed=4, failed=1)
+            assert "PASSED test_suite.py::test_slow" not in out
+            assert out.count("FAILED test_suite.py::test_slow - AssertionError: the new code") == 1
+        else:
+            assert result.ret == pytest.ExitCode.OK, out
+            result.stdout.fnmatch_lines(["*1 attached warm*"])  # the replica that ran test_slow
+            result.assert_outcomes(passed=5)
+            assert out.count("PASSED test_suite.py::test_slow") == 1
     finally:
         run(pytester, "--reuse-stop")
 
