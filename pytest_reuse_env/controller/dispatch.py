@@ -244,7 +244,7 @@ class ReplicaEvents:
         outcomes.stopped_early(
             environment, replica, payload, self.reports, now, requeue=not interrupt
         )
-        replica.teardown_since = now  # its session's teardown is bounded too
+        replica.session_ending(now)
         if interrupt and self.stopped_by is None:
             self.stopped_by = (payload, f"{payload['message']} (in replica {replica.id})")
             for each in self._environments():

@@ -284,6 +284,15 @@ class Replica:
         """Served everything and holds no test: only its process has yet to exit."""
         return self.served and not self.in_flight
 
+    def session_ending(self, now: float) -> None:
+        """STOPPED_EARLY was handled: its session's teardown runs from ``now``, bounded by
+        reuse_teardown_timeout like a test's."""
+        self.teardown_since = now
+
+    def log_out_of_reach(self) -> None:
+        """It runs on another machine: its log cannot be quoted in crash reports."""
+        self.log_path = None
+
     def session_finished(self, exit_code: int | None = None) -> None:
         """FINISHED: its session is torn down; its link closes next."""
         self.said_finished = True

@@ -95,3 +95,18 @@ def test_a_session_that_finished_with_tests_to_run_is_not_a_retirement() -> None
     r1 = run.replicas[1]
     run.say(r1, ready(TESTS))
     assert run.sent_runs(r1) == TESTS[1:]
+
+
+def test_a_session_stopped_early_whose_teardown_hangs_is_killed_at_the_teardown_timeout() -> None:
+    run = started_run(TESTS, teardown_timeout=5.0)
+    r0 = run.replicas[0]
+    run.say(r0, protocol.logstart(TESTS[0], LOCATION))
+    run.say(r0, stopped(r0, TESTS[0], "error"))
+    run.clock.advance(4.0)
+    run.pump()
+    assert not run.link(r0).killed, "within reuse_teardown_timeout"
+    run.clock.advance(2.0)
+    run.pump()
+    assert run.link(r0).killed, "its session's teardown is bounded like a test's"
+    assert r0.cause is not None
+    assert "reuse_teardown_timeout" in r0.cause.reason

@@ -84,3 +84,25 @@ def test_the_plugin_imports_no_side_at_module_level() -> None:
     }
     assert not {n for n in names if n and n.startswith("pytest_reuse_env.controller")}
     assert not {n for n in names if n and n.startswith("pytest_reuse_env.replica")}
+
+
+def test_only_the_replica_handle_writes_its_state() -> None:
+    """``controller/replica.py`` owns a handle's state: elsewhere it changes through methods."""
+    writes = []
+    for path in sorted((PACKAGE / "controller").rglob("*.py")):
+        if path.name == "replica.py" and path.parent.name == "controller":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id in ("replica", "holder", "r")
+                ):
+                    writes.append(f"{path.relative_to(PACKAGE)}:{target.lineno}")
+    assert writes == []

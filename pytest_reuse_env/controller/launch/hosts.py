@@ -313,7 +313,7 @@ class HostStrategy:
         )
         self.pool.add(host, replica)
         if not host.same_machine:
-            replica.log_path = None  # it is on the host, out of reach of crash reports
+            replica.log_out_of_reach()
         return replica
 
     # -- the project's files -------------------------------------------------------------------
