@@ -117,8 +117,12 @@ Message = tuple[str, Any]
 
 #: The name of the message a link delivers after its last one (execnet's end marker).
 CHANNEL_CLOSED: Final = "channel_closed"
-#: That message itself; compared by identity on the replica side, so always this object.
+#: That message itself; both sides handle it by its name, from their dispatch tables.
 END: Final[Message] = (CHANNEL_CLOSED, None)
+
+#: What a controller may say (START first, or ATTACH); anything else is a protocol error the
+#: replica ends its session on.
+CONTROLLER_MESSAGES: Final = frozenset({START, ATTACH, RUN, DRAIN, CANCEL, END_LEASE, SHUTDOWN})
 
 #: What a replica may say; anything else is a protocol error the controller reports.
 REPLICA_MESSAGES: Final = frozenset(

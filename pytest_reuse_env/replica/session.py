@@ -48,6 +48,10 @@ STOP_FRAMES: Final = 6
 POLL_SECONDS: Final = 1.0
 
 
+class UnknownMessage(Exception):
+    """The controller sent a message name this replica does not know."""
+
+
 @final
 class KeepCollectors:
     """Stands in for "the next item" when it is not known yet.
@@ -118,6 +122,16 @@ class ReplicaSession:
         self.teardown_started: float | None = None
         self.inbox = inbox
         self.start = start
+        #: The controller's messages, by name; any other name is an error (``UnknownMessage``).
+        self._handlers: dict[str, Callable[[Any], None]] = {
+            protocol.RUN: self._on_run,
+            protocol.DRAIN: self._on_drain,
+            protocol.CANCEL: self._on_cancel,
+            protocol.SHUTDOWN: self._on_shutdown,
+            protocol.ATTACH: self._on_attach,
+            protocol.END_LEASE: self._on_end_lease,
+            protocol.CHANNEL_CLOSED: self._on_client_gone,
+        }
         self.replica_id = start["replica_id"]
         #: This replica's process: a child a test forks and lets return into pytest is not it.
         self.pid = os.getpid()
@@ -357,35 +371,51 @@ class ReplicaSession:
 
     def _handle(self, message: tuple[str, Any]) -> None:
         name, payload = message
-        if name == protocol.RUN:
-            if self.leaks.recycling:  # sent before the controller read RECYCLE: hand it back
-                self.send(protocol.returned(payload))
-                return
-            self.pending.extend(payload)
-            self.final = False
-        elif name == protocol.DRAIN:
-            self.final = True
-        elif name == protocol.CANCEL:
-            self.pending.clear()
-        elif name == protocol.SHUTDOWN:
+        handler = self._handlers.get(name)
+        if handler is None:
+            # The two sides speak different protocols: end the session saying why
+            # (STOPPED_EARLY), rather than drop what the controller asked for.
+            raise UnknownMessage(
+                f"replica {self.replica_id} got a message it does not know: {name!r}"
+            )
+        handler(payload)
+
+    def _on_run(self, nodeids: list[str]) -> None:
+        if self.leaks.recycling:  # sent before the controller read RECYCLE: hand it back
+            self.send(protocol.returned(nodeids))
+            return
+        self.pending.extend(nodeids)
+        self.final = False
+
+    def _on_drain(self, payload: None) -> None:
+        self.final = True
+
+    def _on_cancel(self, payload: None) -> None:
+        self.pending.clear()
+
+    def _on_shutdown(self, payload: None) -> None:
+        self.final = self.shutting_down = True
+
+    def _on_attach(self, payload: protocol.AttachPayload) -> None:
+        self.lease = self.test_lease = payload.get("lease", "")
+        self.leaks.forget_baseline()
+        self.pending.clear()
+        self.final = False
+        self.worker.new_lease(payload.get("workerinput"))
+        self._send_ready()
+
+    def _on_end_lease(self, payload: None) -> None:
+        self.send(protocol.workeroutput(self._lease_output()))
+
+    def _on_client_gone(self, payload: None) -> None:
+        """The link's end marker (``protocol.END``): nobody will read results, so run nothing
+        more for that client."""
+        self.pending.clear()
+        self.perrun.end(self._session())
+        if self.persistent:
+            self.final = False  # idle, warm, waiting for the next client
+        else:
             self.final = self.shutting_down = True
-        elif name == protocol.ATTACH:
-            self.lease = self.test_lease = payload.get("lease", "")
-            self.leaks.forget_baseline()
-            self.pending.clear()
-            self.final = False
-            self.worker.new_lease(payload.get("workerinput"))
-            self._send_ready()
-        elif name == protocol.END_LEASE:
-            self.send(protocol.workeroutput(self._lease_output()))
-        elif message == protocol.END:
-            # The client is gone: nobody will read results, so run nothing more for it.
-            self.pending.clear()
-            self.perrun.end(self._session())
-            if self.persistent:
-                self.final = False  # idle, warm, waiting for the next client
-            else:
-                self.final = self.shutting_down = True
 
     def _run_next(self, session: pytest.Session) -> None:
         nodeid = self.pending.popleft()
