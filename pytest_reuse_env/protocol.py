@@ -96,6 +96,15 @@ REPORT_LEASE: Final = "reuse_lease"
 MAX_SECTION_CHARS: Final = 10 * 1024 * 1024
 #: Added by the controller when it replays a report: the environment's name.
 REPORT_ENVIRONMENT: Final = "reuse_environment"
+#: Per-run data of other plugins a replica adds to a serialized report (``replica/perrun.py``):
+#: junitxml's recorded attributes and suite properties, ``--setup-show``'s terminal lines.
+REPORT_XML_ATTRIBUTES: Final = "reuse_xml_attributes"
+REPORT_XML_PROPERTIES: Final = "reuse_xml_properties"
+REPORT_TERMINAL: Final = "reuse_terminal"
+#: Where a lease's per-run data of other plugins travels in its WORKEROUTPUT message
+#: (plugin name -> its data; ``controller/perrun.py`` merges it), and syrupy's key in it.
+PERRUN_KEY: Final = "reuse_perrun"
+PERRUN_SYRUPY: Final = "syrupy"
 
 #: A test running longer than this is announced (LOGSTART) and its messages stream; a quicker
 #: one is a single TEST message. The controller back-dates the start by LogPayload's elapsed.

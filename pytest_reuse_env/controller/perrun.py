@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, final
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica.perrun import SYRUPY, WORKEROUTPUT_KEY
 
 if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
@@ -38,7 +37,7 @@ class RunOutputs:
     def replica_event(self, replica: Replica, name: str, payload: Any) -> None:
         """Every message a replica sends: a lease's WORKEROUTPUT carries the run's data."""
         if name == protocol.WORKEROUTPUT and isinstance(payload, dict):
-            data = payload.get(WORKEROUTPUT_KEY)
+            data = payload.get(protocol.PERRUN_KEY)
             if data is not None:
                 self.outputs[replica.id] = data
 
@@ -60,7 +59,7 @@ class RunOutputs:
         }
         sidecars: list[str] = []
         for output in self.outputs.values():
-            data = output.get(SYRUPY) or {}
+            data = output.get(protocol.PERRUN_SYRUPY) or {}
             report = data.get("report")
             if report is not None:
                 snapshots.add_worker_report({**report, "selected": selected})

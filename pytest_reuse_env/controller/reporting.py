@@ -16,11 +16,6 @@ import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.errors import record_warning
-from pytest_reuse_env.replica.perrun import (
-    REPORT_TERMINAL,
-    REPORT_XML_ATTRIBUTES,
-    REPORT_XML_PROPERTIES,
-)
 
 if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
@@ -191,9 +186,11 @@ class ReportReplayer:
     def replay(self, report: pytest.TestReport, replica: Replica) -> None:
         self.label(report, replica)
         extras = report.__dict__
-        terminal = extras.pop(REPORT_TERMINAL, None)
+        terminal = extras.pop(protocol.REPORT_TERMINAL, None)
         self._record_xml(
-            report, extras.pop(REPORT_XML_ATTRIBUTES, None), extras.pop(REPORT_XML_PROPERTIES, None)
+            report,
+            extras.pop(protocol.REPORT_XML_ATTRIBUTES, None),
+            extras.pop(protocol.REPORT_XML_PROPERTIES, None),
         )
         if self.config.option.capture == "no":
             self._show_output(report)

@@ -334,7 +334,7 @@ def describe_reload(replica_id: str, reload: protocol.ReloadPayload) -> str | No
 
 
 def _any_async(items: list[pytest.Item]) -> bool:
-    # Imported here: the batch runner imports asyncio, which a run without async tests skips.
-    from pytest_reuse_env.replica.asyncbatch.batch import is_async_item
+    # Imported here: only a run whose policy allows concurrency asks.
+    from pytest_reuse_env.replica.asyncbatch.eligible import is_async_item
 
     return any(is_async_item(item) for item in items)

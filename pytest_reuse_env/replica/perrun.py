@@ -27,19 +27,11 @@ import contextlib
 import io
 import os
 from collections.abc import Generator, Iterator
-from typing import Any, Final, final
+from typing import Any, final
 
 import pytest
 
-#: Keys this module adds to a serialized report (they become attributes of the replayed one).
-REPORT_XML_ATTRIBUTES: Final = "reuse_xml_attributes"
-REPORT_XML_PROPERTIES: Final = "reuse_xml_properties"
-REPORT_TERMINAL: Final = "reuse_terminal"
-#: Where a lease's per-run data travels in its WORKEROUTPUT message (``config.workeroutput``
-#: of the lease, see ``worker.py``): plugin name -> its data.
-WORKEROUTPUT_KEY: Final = "reuse_perrun"
-#: The key of syrupy's worker report in it.
-SYRUPY: Final = "syrupy"
+from pytest_reuse_env import protocol
 
 
 @final
@@ -157,7 +149,7 @@ class PerRun:
             self._xml.properties = [list(p) for p in self._xml.sticky]
 
     def end(self, session: pytest.Session) -> dict[str, Any]:
-        """After the last test of a run: what the controller merges (WORKEROUTPUT_KEY)."""
+        """After the last test of a run: what the controller merges (protocol.PERRUN_KEY)."""
         output: dict[str, Any] = {}
         if not self.open:
             return output
@@ -168,7 +160,7 @@ class PerRun:
             workeroutput: dict[str, Any] = getattr(config, "workeroutput", {})
             with _posing_as_xdist_worker(self.replica_id):
                 snapshots.finish()
-            output[SYRUPY] = {
+            output[protocol.PERRUN_SYRUPY] = {
                 "report": workeroutput.pop("syrupy_report", None),
                 "sidecars": workeroutput.pop("syrupy_write_sidecars", []),
             }
@@ -199,11 +191,17 @@ class PerRun:
         extras: dict[str, Any] = {}
         if self._xml is not None:
             if self._xml.attributes:
-                extras[REPORT_XML_ATTRIBUTES], self._xml.attributes = self._xml.attributes, []
+                extras[protocol.REPORT_XML_ATTRIBUTES], self._xml.attributes = (
+                    self._xml.attributes,
+                    [],
+                )
             if self._xml.properties:
-                extras[REPORT_XML_PROPERTIES], self._xml.properties = self._xml.properties, []
+                extras[protocol.REPORT_XML_PROPERTIES], self._xml.properties = (
+                    self._xml.properties,
+                    [],
+                )
         if self._terminal is not None and self._terminal.tell():
-            extras[REPORT_TERMINAL] = self._terminal.getvalue()
+            extras[protocol.REPORT_TERMINAL] = self._terminal.getvalue()
             self._terminal.seek(0)
             self._terminal.truncate()
         return extras

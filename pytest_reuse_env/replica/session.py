@@ -485,7 +485,7 @@ class ReplicaSession:
         ended = self.perrun.end(self._session()) if self.session is not None else {}
         output = self.worker.lease_output(final=final)
         if ended:
-            output[perrun.WORKEROUTPUT_KEY] = ended
+            output[protocol.PERRUN_KEY] = ended
         return output
 
     def _config(self) -> pytest.Config:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_reuse_env.replica.asyncbatch.batch import CONCURRENT_SECTION, is_async_item
+from pytest_reuse_env.replica.asyncbatch.batch import CONCURRENT_SECTION
+from pytest_reuse_env.replica.asyncbatch.eligible import is_async_item
 
 pytest.importorskip("pytest_asyncio")
 
@@ -25,7 +26,8 @@ import os
 
 import pytest
 
-from pytest_reuse_env.replica.asyncbatch.batch import is_async_item, run_concurrently
+from pytest_reuse_env.replica.asyncbatch.batch import run_concurrently
+from pytest_reuse_env.replica.asyncbatch.eligible import is_async_item
 
 
 def event(text):

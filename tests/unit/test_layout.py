@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,52 @@ def test_only_the_replica_handle_writes_its_state() -> None:
                 ):
                     writes.append(f"{path.relative_to(PACKAGE)}:{target.lineno}")
     assert writes == []
+
+
+#: What the controller may import from the replica side: watch mode's controller catches up
+#: with edits with a replica's reloader, and the summary asks which tests could run at once.
+CONTROLLER_USES_OF_THE_REPLICA_SIDE = {
+    "controller/watch.py": {"pytest_reuse_env.replica.reload"},
+    "controller/summary.py": {"pytest_reuse_env.replica.asyncbatch.eligible"},
+}
+
+
+def test_the_controller_imports_from_the_replica_side_only_what_readme_says() -> None:
+    found = {
+        name: {
+            m
+            for m in modules
+            if m.startswith("pytest_reuse_env.replica")
+            and m.rpartition(".")[0] not in {x for x in modules if x != m}
+        }
+        for name, modules in imports_of(PACKAGE / "controller").items()
+    }
+    assert {k: v for k, v in found.items() if v} == CONTROLLER_USES_OF_THE_REPLICA_SIDE
+
+
+def readme_layout() -> dict[str, set[str]]:
+    """The file names README's layout picture lists at the top, under ``controller/`` and
+    under ``replica/`` (their subfolders included)."""
+    readme = (PACKAGE.parent / "README.rst").read_text()
+    block = readme.split("The package's folders say which process a module runs in::\n", 1)[1]
+    block = block.split("\n\n", 1)[0]  # the literal block, up to its first blank line
+    sections: dict[str, set[str]] = {"": set(), "controller": set(), "replica": set()}
+    current = ""
+    for line in block.splitlines():
+        folder = re.match(r"\s*(controller|replica)/", line)
+        if folder is not None:
+            current = folder[1]
+        sections[current].update(re.findall(r"\b\w+\.py\b", line))
+    return sections
+
+
+def test_readme_layout_lists_every_module_and_no_other() -> None:
+    listed = readme_layout()
+    actual = {
+        "": {p.name for p in PACKAGE.glob("*.py")},
+        "controller": {p.name for p in (PACKAGE / "controller").rglob("*.py")},
+        "replica": {p.name for p in (PACKAGE / "replica").rglob("*.py")},
+    }
+    for folder in actual:
+        actual[folder].discard("__init__.py")
+    assert listed == actual

@@ -83,15 +83,20 @@ from _pytest.outcomes import Exit, xfail
 from _pytest.scope import Scope
 from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks, xfailed_key
 
+from pytest_reuse_env.replica.asyncbatch.eligible import (
+    anyio_backend_value,
+    groups,
+    is_async_item,
+    loop_key,
+)
 from pytest_reuse_env.replica.asyncbatch.output import CURRENT, LogRouter, Streams
 from pytest_reuse_env.replica.asyncbatch.task import (
-    FD_CAPTURE_FIXTURES,
     TaskRun,
     TestRequest,
     resolve,
 )
 
-__all__ = ["ConcurrentTestTimeout", "is_async_item", "run_concurrently"]
+__all__ = ["ConcurrentTestTimeout", "run_concurrently"]
 
 #: Fixtures that capture at the file-descriptor level: process-wide, never per task.
 #: Section added to a failing report: the tests whose run overlapped the failing one.
@@ -102,55 +107,6 @@ UNATTRIBUTED_SECTION: Final = "reuse: output not attributed to one test"
 
 class ConcurrentTestTimeout(Exception):
     """A test ran past its timeout and was cancelled; the others went on."""
-
-
-def is_async_item(item: pytest.Item) -> bool:
-    """True for a test this module can run concurrently.
-
-    That is a coroutine test function run by pytest-asyncio, or by anyio on the asyncio backend,
-    that does not use ``capfd``/``capfdbinary`` (fd-level capture is process-wide).
-    """
-    if not isinstance(item, pytest.Function) or not inspect.iscoroutinefunction(item.obj):
-        return False
-    if FD_CAPTURE_FIXTURES.intersection(item.fixturenames):
-        return False
-    if _anyio_backend(item) is not None:
-        return _anyio_backend(item) == "asyncio"
-    return _is_pytest_asyncio_item(item)
-
-
-def _is_pytest_asyncio_item(item: pytest.Function) -> bool:
-    if not item.config.pluginmanager.has_plugin("asyncio"):
-        return False
-    import pytest_asyncio
-
-    return (
-        bool(pytest_asyncio.is_async_test(item)) and item.get_closest_marker("asyncio") is not None
-    )
-
-
-def _anyio_backend(item: pytest.Function) -> str | None:
-    """The anyio backend name of an anyio test, "?" when it cannot be known, None if not anyio."""
-    if "anyio_backend" not in item.fixturenames or not item.config.pluginmanager.has_plugin(
-        "anyio"
-    ):
-        return None
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "anyio_backend" in callspec.params:
-        return _backend_name(callspec.params["anyio_backend"])
-    defs = item._fixtureinfo.name2fixturedefs.get("anyio_backend") or ()
-    if defs and not defs[-1].argnames and not defs[-1].params:
-        func = defs[-1].func
-        if not (inspect.isgeneratorfunction(func) or inspect.iscoroutinefunction(func)):
-            with contextlib.suppress(Exception):  # a user's fixture: "?" unless it is plain
-                return _backend_name(func())
-    return "?"
-
-
-def _backend_name(backend: object) -> str:
-    if isinstance(backend, tuple):
-        return str(backend[0])
-    return str(backend)
 
 
 # -- the batch ---------------------------------------------------------------------------------
@@ -223,47 +179,10 @@ def run_concurrently(
         capturing=config.getoption("capture", "fd") != "no",
         logging_plugin=config.pluginmanager.get_plugin("logging-plugin"),
     )
-    for group in _groups(cast(Sequence[pytest.Function], items)):
+    for group in groups(cast(Sequence[pytest.Function], items)):
         _run_group(batch, group)
         if session.shouldfail or session.shouldstop:
             break
-
-
-def _groups(items: Sequence[pytest.Function]) -> list[list[pytest.Function]]:
-    """Items that may share one SetupState chain, one loop and one set of warning filters."""
-    groups: dict[tuple[object, ...], list[pytest.Function]] = {}
-    for item in items:
-        groups.setdefault(_group_key(item), []).append(item)
-    return list(groups.values())
-
-
-def _group_key(item: pytest.Function) -> tuple[object, ...]:
-    callspec = getattr(item, "callspec", None)
-    higher: tuple[tuple[str, int], ...] = ()
-    if callspec is not None:
-        arg2scope = getattr(callspec, "_arg2scope", {})
-        higher = tuple(
-            sorted(
-                (name, index)
-                for name, index in callspec.indices.items()
-                if arg2scope.get(name, Scope.Function) is not Scope.Function
-            )
-        )
-    marks = tuple(arg for mark in item.iter_markers("filterwarnings") for arg in mark.args)
-    return (id(item.parent), higher, _loop_key(item), marks)
-
-
-def _loop_key(item: pytest.Function) -> tuple[str, str]:
-    if _anyio_backend(item) is not None:
-        return ("anyio", repr(_anyio_backend_value(item)))
-    return ("asyncio", str(getattr(item, "_loop_scope", "function")))
-
-
-def _anyio_backend_value(item: pytest.Function) -> object:
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "anyio_backend" in callspec.params:
-        return callspec.params["anyio_backend"]
-    return "asyncio"
 
 
 def _run_group(batch: _Batch, group: list[pytest.Function]) -> None:
@@ -363,7 +282,7 @@ def _higher_scoped_names(item: pytest.Function) -> list[str]:
         if argname != "request" and defs and defs[-1]._scope is not Scope.Function:
             names.append(argname)
     runner = f"_{getattr(item, '_loop_scope', 'function')}_scoped_runner"
-    if _loop_key(item)[0] == "asyncio" and runner != "_function_scoped_runner":
+    if loop_key(item)[0] == "asyncio" and runner != "_function_scoped_runner":
         names.append(runner)
     return names
 
@@ -373,11 +292,11 @@ def _event_loop(
     item: pytest.Function,
 ) -> Iterator[Callable[[Coroutine[Any, Any, None]], None]]:
     """How to run the group's main coroutine, on the loop its higher fixtures live on."""
-    kind, _ = _loop_key(item)
+    kind, _ = loop_key(item)
     if kind == "anyio":
         from anyio.pytest_plugin import extract_backend_and_options, get_runner
 
-        name, options = extract_backend_and_options(_anyio_backend_value(item))
+        name, options = extract_backend_and_options(anyio_backend_value(item))
         with get_runner(name, options) as runner:
             yield runner.get_loop().run_until_complete  # type: ignore[attr-defined]
         return

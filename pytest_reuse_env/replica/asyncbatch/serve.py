@@ -15,6 +15,7 @@ import pytest
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica.abort import ClientGone, _signals_blocked
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
+from pytest_reuse_env.replica.asyncbatch.eligible import is_async_item
 
 if TYPE_CHECKING:
     from pytest_reuse_env.replica.session import ReplicaSession
@@ -31,7 +32,7 @@ def next_batch(replica: ReplicaSession) -> list[pytest.Item]:
     batch = []
     for nodeid in replica.pending:
         item = replica.items.get(nodeid)
-        if item is None or not async_batch.is_async_item(item):
+        if item is None or not is_async_item(item):
             break
         batch.append(item)
     return batch if len(batch) >= 2 else []
