@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -34,16 +35,34 @@ RUN_TIMEOUT: Final = 60.0
 WAIT_SECONDS: Final = 15.0
 
 
-def run(pytester: pytest.Pytester, *args: str, timeout: float = RUN_TIMEOUT) -> pytest.RunResult:
-    """An inner pytest in a subprocess (real replicas are processes), with the plugin on."""
-    return pytester.runpytest_subprocess(*PLUGIN_ARGS, *args, timeout=timeout)
+def run(
+    pytester: pytest.Pytester,
+    *args: str,
+    timeout: float = RUN_TIMEOUT,
+    plugins: Sequence[str] = PLUGIN_ARGS,
+    basetemp: bool = True,
+) -> pytest.RunResult:
+    """An inner pytest in a subprocess (real replicas are processes). ``plugins``: the ``-p``
+    arguments (by default the plugin on, noise off); ``basetemp=False``: without pytester's
+    ``--basetemp``, so temp directories go where pytest puts them by default."""
+    if not basetemp:
+        return pytester.run(sys.executable, "-m", "pytest", *plugins, *args, timeout=timeout)
+    return pytester.runpytest_subprocess(*plugins, *args, timeout=timeout)
 
 
 def run_compat(
     pytester: pytest.Pytester, *args: str, timeout: float = RUN_TIMEOUT
 ) -> pytest.RunResult:
     """``run`` with the compatibility matrix's plugins (syrupy, pytest-benchmark, ...) on."""
-    return pytester.runpytest_subprocess(*COMPAT_ARGS, *args, timeout=timeout)
+    return run(pytester, *args, timeout=timeout, plugins=COMPAT_ARGS)
+
+
+def run_in_process(
+    pytester: pytest.Pytester, *args: str, plugins: Sequence[str] = PLUGIN_ARGS
+) -> pytest.RunResult:
+    """An inner pytest in this process: for runs that start no replica (options, usage
+    errors) or test the plugin's parts in-process."""
+    return pytester.runpytest(*plugins, *args)
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.helpers import COMPAT_OFF
+from tests.helpers import COMPAT_OFF, run
 
 pytest.importorskip("pytest_asyncio")
 
@@ -55,13 +55,13 @@ def test_n_tests_meet_at_a_barrier_only_with_concurrency_n(
     pytester.makepyfile(test_barrier=BARRIER_SUITE)
     monkeypatch.setenv("BARRIER_N", "8")
     make_ini(pytester, 8)
-    result = pytester.runpytest_subprocess(*INNER, "--reuse-report=r.json", timeout=60)
+    result = run(pytester, "--reuse-report=r.json", plugins=INNER)
     result.assert_outcomes(passed=8)
     env = json.loads((pytester.path / "r.json").read_text())["environments"][0]
     assert env["peak_tests"] == 8
     # One fewer slot than the barrier needs: nobody gets through.
     make_ini(pytester, 7)
-    result = pytester.runpytest_subprocess(*INNER, timeout=60)
+    result = run(pytester, plugins=INNER)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) >= 7, result.stdout.str()
     result.stdout.fnmatch_lines(["*TimeoutError*"])
@@ -89,7 +89,7 @@ def test_crash_mid_batch_reports_every_test_in_flight(pytester: pytest.Pytester)
         """
     )
     make_ini(pytester, 8)
-    result = pytester.runpytest_subprocess(*INNER, "-rf", timeout=60)
+    result = run(pytester, "-rf", plugins=INNER)
     text = result.stdout.str()
     for name in ("test_dies", "test_waits[0]", "test_waits[1]", "test_waits[2]"):
         assert re.search(
@@ -118,7 +118,7 @@ def test_timeout_cancels_only_the_slow_test(pytester: pytest.Pytester) -> None:
         """
     )
     make_ini(pytester, 5, "reuse_timeout = 1")
-    result = pytester.runpytest_subprocess(*INNER, timeout=60)
+    result = run(pytester, plugins=INNER)
     result.assert_outcomes(failed=1, passed=4)
     result.stdout.fnmatch_lines(["*test_slow*", "*ConcurrentTestTimeout*"])
     assert "crashed" not in result.stdout.str(), "the replica itself was not killed"
@@ -140,7 +140,7 @@ def test_output_is_attributed_to_its_test(pytester: pytest.Pytester) -> None:
         """
     )
     make_ini(pytester, 3)
-    result = pytester.runpytest_subprocess(*INNER, "-rA", timeout=60)
+    result = run(pytester, "-rA", plugins=INNER)
     result.assert_outcomes(failed=1, passed=2)
     text = result.stdout.str()
     beta = text.split("test_talks[beta]", 1)[1].split("test_talks[", 1)[0]
@@ -163,7 +163,7 @@ def test_concurrency_on_sync_tests_is_noted_once(pytester: pytest.Pytester) -> N
         """
     )
     make_ini(pytester, 4)
-    result = pytester.runpytest_subprocess(*INNER, timeout=60)
+    result = run(pytester, plugins=INNER)
     result.assert_outcomes(passed=3)
     notes = [line for line in result.outlines if "has no effect here" in line]
     assert len(notes) == 1, result.stdout.str()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import NOISE_OFF, RUN_TIMEOUT, replicas_stopped
+from tests.helpers import NOISE_OFF, replicas_stopped, run
 
 #: Inner runs keep pytest-randomly (NOISE_OFF turns it off) only where it is under test.
 QUIET = tuple(
@@ -66,9 +66,7 @@ def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
 
 def inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """An inner run with the plugin on and only the plugins under test besides it."""
-    return pytester.runpytest_subprocess(
-        *QUIET, "-p", "reuse_env", "-rA", *args, timeout=RUN_TIMEOUT
-    )
+    return run(pytester, "-rA", *args, plugins=(*QUIET, "-p", "reuse_env"))
 
 
 def xdist_args(xdist: str) -> tuple[str, ...]:

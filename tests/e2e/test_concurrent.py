@@ -17,6 +17,7 @@ import pytest
 
 from pytest_reuse_env.replica.asyncbatch.batch import CONCURRENT_SECTION
 from pytest_reuse_env.replica.asyncbatch.eligible import is_async_item
+from tests.helpers import run_in_process
 
 pytest.importorskip("pytest_asyncio")
 
@@ -71,14 +72,14 @@ def events(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def run(
+def run_with_limit(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, limit: int | None, *args: str
 ) -> pytest.RunResult:
     if limit is None:
         monkeypatch.delenv("LIMIT", raising=False)
     else:
         monkeypatch.setenv("LIMIT", str(limit))
-    return pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", *args)
+    return run_in_process(pytester, *args, plugins=("-p", "no:cacheprovider", "-p", "no:randomly"))
 
 
 def lines(path: Path) -> list[str]:
@@ -111,7 +112,7 @@ def test_barrier_of_n_completes_under_limit_n(
     pytester.makepyfile(BARRIER.format(parties=4, tests=4))
     monkeypatch.setenv("TEST_TIMEOUT", "5")
     started = time.monotonic()
-    run(pytester, monkeypatch, 4).assert_outcomes(passed=4)
+    run_with_limit(pytester, monkeypatch, 4).assert_outcomes(passed=4)
     assert time.monotonic() - started < 4
 
 
@@ -120,7 +121,7 @@ def test_barrier_of_n_plus_one_times_out_under_limit_n(
 ) -> None:
     pytester.makepyfile(BARRIER.format(parties=5, tests=5))
     monkeypatch.setenv("TEST_TIMEOUT", "0.3")
-    result = run(pytester, monkeypatch, 4)
+    result = run_with_limit(pytester, monkeypatch, 4)
     result.assert_outcomes(failed=5)
     result.stdout.fnmatch_lines(["*ConcurrentTestTimeout: the test ran past its timeout of 0.3 s*"])
 
@@ -201,7 +202,7 @@ def test_scoped_fixtures_once_function_fixtures_per_test_in_order(
 ) -> None:
     pytester.makeconftest(CONFTEST + SESSION_FIXTURES)
     pytester.makepyfile(test_one=SCOPED, test_two=SCOPED)
-    run(pytester, monkeypatch, 8).assert_outcomes(passed=8)
+    run_with_limit(pytester, monkeypatch, 8).assert_outcomes(passed=8)
     log = lines(events)
     for once in ("setup session_sync", "setup session_async", "teardown session_sync"):
         assert log.count(once) == 1, log
@@ -229,7 +230,7 @@ def test_second_batch_reuses_session_fixtures(
     pytester.makeconftest(CONFTEST + SESSION_FIXTURES)
     pytester.makepyfile(test_one=SCOPED)
     monkeypatch.setenv("BATCHES", "2")
-    run(pytester, monkeypatch, 2).assert_outcomes(passed=4)
+    run_with_limit(pytester, monkeypatch, 2).assert_outcomes(passed=4)
     log = lines(events)
     assert log.count("setup session_async") == 1, log
     assert log.count("setup module_sync test_one") == 1, log
@@ -298,7 +299,7 @@ def test_tmp_path_capsys_caplog_and_output_are_per_test(
     pytester: pytest.Pytester, events: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makepyfile(test_iso=ISOLATION)
-    result = run(pytester, monkeypatch, 4)
+    result = run_with_limit(pytester, monkeypatch, 4)
     result.assert_outcomes(passed=2, failed=2)
     found = reports(result)
     call_c = found[("test_iso.py::test_c_prints", "call")]
@@ -417,8 +418,8 @@ def test_outcomes_match_plain_pytest_asyncio(
             + source.replace("@pytest.fixture\nasync", "@pytest_asyncio.fixture\nasync")
         )
     pytester.makepyfile(test_outcomes=source)
-    plain = outcomes(run(pytester, monkeypatch, None))
-    concurrent = outcomes(run(pytester, monkeypatch, 6))
+    plain = outcomes(run_with_limit(pytester, monkeypatch, None))
+    concurrent = outcomes(run_with_limit(pytester, monkeypatch, 6))
     assert len({nodeid for nodeid, _ in plain}) == 17
     assert concurrent == plain
 
@@ -453,7 +454,7 @@ def test_timeout_cancels_only_the_slow_test(
     pytester.makepyfile(test_timeout=TIMEOUT)
     monkeypatch.setenv("TEST_TIMEOUT", "1")
     started = time.monotonic()
-    result = run(pytester, monkeypatch, 3)
+    result = run_with_limit(pytester, monkeypatch, 3)
     assert time.monotonic() - started < 5
     found = reports(result)
     assert found[("test_timeout.py::test_fast", "call")].passed
@@ -513,7 +514,7 @@ def test_anyio_tests_run_concurrently(
     pytest.importorskip("anyio")
     pytester.makeini(INI.format(mode="strict"))
     pytester.makepyfile(test_anyio=ANYIO)
-    run(pytester, monkeypatch, 2).assert_outcomes(passed=2)
+    run_with_limit(pytester, monkeypatch, 2).assert_outcomes(passed=2)
     assert sorted(lines(events)) == ["setup module_value", *2 * ["teardown per_test"]]
 
 
@@ -539,7 +540,7 @@ def test_failing_report_names_the_tests_it_ran_with(
     pytester: pytest.Pytester, events: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makepyfile(test_overlap=OVERLAP)
-    result = run(pytester, monkeypatch, 3)
+    result = run_with_limit(pytester, monkeypatch, 3)
     result.assert_outcomes(passed=3, failed=1)
     sections = dict(reports(result)[("test_overlap.py::test_failing", "call")].sections)
     assert sections[CONCURRENT_SECTION] == "test_overlap.py::test_a, test_overlap.py::test_b"

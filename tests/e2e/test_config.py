@@ -15,7 +15,7 @@ from pytest_reuse_env.markers import resolve_item_policy, resolve_policies
 from pytest_reuse_env.options import MARKER_HELP
 from pytest_reuse_env.policy import SHORT_TTL_ENV, ReusePolicy
 from pytest_reuse_env.settings import ReuseSettings
-from tests.helpers import COMPAT_OFF
+from tests.helpers import COMPAT_OFF, run_in_process
 
 # pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;
 # under filterwarnings=error that would fail every inner run for a reason unrelated to ours.
@@ -27,10 +27,6 @@ PLUGIN_ARGS = ("-p", "no:asyncio", *COMPAT_OFF, "-p", "reuse_env")
 def _long_ttl_minimums(monkeypatch: pytest.MonkeyPatch) -> None:
     # The developer's shell may export the test-only variable; these tests need the real rules.
     monkeypatch.delenv(SHORT_TTL_ENV, raising=False)
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest(*PLUGIN_ARGS, *args)
 
 
 def settings_for(pytester: pytest.Pytester, ini: str = "", *args: str) -> ReuseSettings:
@@ -390,7 +386,7 @@ def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester, ini: str, pat
     key = ini.split(" =", 1)[0]
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile("def test_ok(): pass")
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {key}: {pattern}(ini key {key} in tox.ini)"])
 
@@ -414,7 +410,7 @@ def test_bad_policy_line_is_a_usage_error(
 ) -> None:
     pytester.makeini(f"[pytest]\nreuse_policies =\n    fast: replicas=1\n    {line}\n")
     pytester.makepyfile("def test_ok(): pass")
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: reuse_policies line 2 '{line}': {pattern}"])
 
@@ -422,7 +418,7 @@ def test_bad_policy_line_is_a_usage_error(
 def test_duplicate_policy_name_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nreuse_policies =\n    ml: replicas=1\n    ml: replicas=2\n")
     pytester.makepyfile("def test_ok(): pass")
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["ERROR: reuse_policies line 2 'ml: replicas=2': policy 'ml' is already defined on line 1*"]
@@ -443,14 +439,14 @@ def test_duplicate_policy_name_is_a_usage_error(pytester: pytest.Pytester) -> No
 def test_bad_option_is_a_usage_error(pytester: pytest.Pytester, option: str, pattern: str) -> None:
     flag = option.split("=", 1)[0]
     pytester.makepyfile("def test_ok(): pass")
-    result = run(pytester, option)
+    result = run_in_process(pytester, option)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {flag}: {pattern}(command-line option {flag})"])
 
 
 def test_bad_reuse_choice_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_ok(): pass")
-    result = run(pytester, "--reuse=maybe")
+    result = run_in_process(pytester, "--reuse=maybe")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--reuse*invalid choice*'maybe'*"])
 
@@ -478,7 +474,7 @@ def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester, marker: str, pat
         def test_y(): pass
         """
     )
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: @pytest.mark.reuse at test_x.py::test_y: {pattern}"])
     result.stdout.no_fnmatch_line("*passed*")
@@ -494,7 +490,7 @@ def test_bad_class_marker_names_each_test(pytester: pytest.Pytester) -> None:
             def test_a(self): pass
         """
     )
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["ERROR: @pytest.mark.reuse at test_x.py::TestGroup::test_a: replicas min must be <= max*"]
@@ -511,7 +507,7 @@ def test_bad_module_pytestmark(pytester: pytest.Pytester) -> None:
         def test_a(): pass
         """
     )
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["ERROR: @pytest.mark.reuse at test_x.py::test_a: unknown policy name 'missing'*"]
@@ -530,7 +526,7 @@ def test_bad_marker_added_by_conftest(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.makepyfile(test_x="def test_fast(): pass\ndef test_slow(): pass\n")
-    result = run(pytester)
+    result = run_in_process(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["ERROR: @pytest.mark.reuse at test_x.py::test_slow: concurrency must be at least 1, got 0"]
@@ -560,13 +556,13 @@ def test_reuse_off_is_plain_pytest(pytester: pytest.Pytester) -> None:
         """
     )
     # --strict-markers: the marker stays declared when reuse is off, so marked suites still run.
-    result = run(pytester, "--reuse=off", "--reuse-idle-ttl=1", "--strict-markers")
+    result = run_in_process(pytester, "--reuse=off", "--reuse-idle-ttl=1", "--strict-markers")
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.OK
 
 
 def test_marker_is_declared(pytester: pytest.Pytester) -> None:
-    result = run(pytester, "--markers")
+    result = run_in_process(pytester, "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.reuse(policy='default', **fields):*"])
 
 
@@ -603,6 +599,6 @@ def test_runtime_limits_are_validated(
 ) -> None:
     pytester.makeini(f"[pytest]\n{key} = {value}\n")
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("-p", "reuse_env", "-p", "no:asyncio", *COMPAT_OFF)
+    result = run_in_process(pytester, plugins=("-p", "reuse_env", "-p", "no:asyncio", *COMPAT_OFF))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])

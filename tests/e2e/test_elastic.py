@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import COMPAT_OFF
+from tests.helpers import COMPAT_OFF, run
 
 INNER = (
     "-p",
@@ -26,7 +26,7 @@ INNER = (
 
 
 def report(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
-    result = pytester.runpytest_subprocess(*INNER, "--reuse-report=r.json", *args, timeout=90)
+    result = run(pytester, "--reuse-report=r.json", *args, timeout=90, plugins=INNER)
     return result, json.loads((pytester.path / "r.json").read_text())
 
 
@@ -60,7 +60,7 @@ def test_prewarm_sets_the_fixture_up_before_the_first_test_arrives(
                 f.write(f"{os.getpid()} {time.time()}\\n")
         """
     )
-    result = pytester.runpytest_subprocess(*INNER, "--durations=0", "-vv", timeout=90)
+    result = run(pytester, "--durations=0", "-vv", timeout=90, plugins=INNER)
     result.assert_outcomes(passed=3)
     (setup,) = (pytester.path / "setup.log").read_text().splitlines()
     first_test = (pytester.path / "tests.log").read_text().splitlines()[0]
@@ -78,7 +78,7 @@ def test_prewarm_sets_the_fixture_up_before_the_first_test_arrives(
 def test_unused_prewarm_fixture_is_a_warning(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nreuse_replicas = 1\nreuse_scope = run\nreuse_prewarm = nosuch\n")
     pytester.makepyfile("import pytest\n\n@pytest.mark.reuse\ndef test_a():\n    pass\n")
-    result = pytester.runpytest_subprocess(*INNER, timeout=90)
+    result = run(pytester, timeout=90, plugins=INNER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*prewarm fixture 'nosuch' is not used by any collected test*"])
 
@@ -213,7 +213,7 @@ def test_idle_replicas_retire_within_a_long_run(
     try:
         result, data = report(pytester, "-v")
     finally:
-        pytester.runpytest_subprocess(*INNER, "--reuse-stop", timeout=60)
+        run(pytester, "--reuse-stop", timeout=60, plugins=INNER)
     result.assert_outcomes(passed=24)
     env = data["environments"][0]
     assert env["replicas_started"] == 2

@@ -102,8 +102,18 @@ def test_the_session_event_loop_of_concurrent_tests_is_no_leak(
         """
     )
     # pytest-asyncio on (helpers.run turns it off for the suite's other inner runs).
-    result = pytester.runpytest_subprocess(
-        "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "reuse_env", "-p", "no:randomly"
+    result = run(
+        pytester,
+        plugins=(
+            "-p",
+            "no:hypothesispytest",
+            "-p",
+            "no:anyio",
+            "-p",
+            "reuse_env",
+            "-p",
+            "no:randomly",
+        ),
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.assert_outcomes(passed=8)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import ast
 import getpass
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PLUGIN_ARGS, RUN_TIMEOUT, run
+from tests.helpers import run
 
 SCOPES = ("run", "global")
 
@@ -107,9 +106,7 @@ def test_tmp(tmp_path, request):
 
 
 def run_without_basetemp(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """An inner run with no ``--basetemp`` (``runpytest_subprocess`` always passes one): its
-    temp directories go where pytest puts them by default."""
-    return pytester.run(sys.executable, "-m", "pytest", *PLUGIN_ARGS, *args, timeout=RUN_TIMEOUT)
+    return run(pytester, *args, basetemp=False)
 
 
 def tmp_paths(pytester: pytest.Pytester) -> list[tuple[str, int, Path]]:

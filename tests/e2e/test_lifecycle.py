@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from tests.helpers import NOISE_OFF, PLUGIN_ARGS, RUN_TIMEOUT, run
+from tests.helpers import NOISE_OFF, PLUGIN_ARGS, run
 
 # pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;
 # hypothesis and anyio only cost start-up time in every inner run and replica.
@@ -356,7 +356,7 @@ def test_plugin_loading(
     pytester.makeini(ini("reuse_replicas = 1"))
     pytester.makepyfile(test_autoload=AUTOLOAD_SUITE)
 
-    result = pytester.runpytest_subprocess(*args, "-v", timeout=RUN_TIMEOUT)
+    result = run(pytester, "-v", plugins=args)
     out = result.stdout.str()
     assert result.parseoutcomes() == {"passed": 2}, out
     assert "PASSED test_autoload.py::test_marked" in out

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run
+
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.rst").read_text()
 
@@ -59,18 +61,16 @@ def test_the_ini_and_marker_example_runs(pytester: pytest.Pytester) -> None:
     source = source.replace(": ...", ":\n    assert model == 'model'")
     pytester.makepyfile(test_readme_example=source)
     try:
-        result = pytester.runpytest_subprocess(
-            "-p",
-            "no:hypothesispytest",
-            "-p",
-            "no:randomly",
+        result = run(
+            pytester,
             "-q",
             "--reuse-report=report.json",
             timeout=120,
+            plugins=("-p", "no:hypothesispytest", "-p", "no:randomly"),
         )
     finally:
         # test_c's ReusePolicy(...) has the default scope, global: its replica stays warm.
-        pytester.runpytest_subprocess("-p", "no:hypothesispytest", "--reuse-stop", timeout=60)
+        run(pytester, "--reuse-stop", timeout=60, plugins=("-p", "no:hypothesispytest"))
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*= reuse =*", "default (*", "ml (*"])
     result.stdout.fnmatch_lines(["*reuse: 1 replica stays warm*"])

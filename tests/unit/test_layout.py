@@ -156,3 +156,16 @@ def test_readme_layout_lists_every_module_and_no_other() -> None:
     for folder in actual:
         actual[folder].discard("__init__.py")
     assert listed == actual
+
+
+def test_one_helper_runs_an_inner_pytest() -> None:
+    """``tests/helpers.py`` (``run``, ``run_compat``, ``run_in_process``) is the one way the
+    suite runs pytest inside a test; a test picks plugins and bounds through its arguments."""
+    tests = PACKAGE.parent / "tests"
+    calls = re.compile(r"\.runpytest(?:_subprocess)?\(|pytester\.run\(")
+    offenders = [
+        str(path.relative_to(tests))
+        for path in sorted(tests.rglob("*.py"))
+        if path.name not in ("helpers.py", "test_layout.py") and calls.search(path.read_text())
+    ]
+    assert offenders == []
