@@ -9,8 +9,10 @@ The fake parser and config (``tests/unit/fakeconfig.py``) hold exactly what
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final, cast
 
 import execnet
@@ -228,3 +230,15 @@ def test_a_marker_shared_by_many_tests_is_read_once() -> None:
 def _named(item: FakeItem, name: str) -> FakeItem:
     item.nodeid = f"test_x.py::{name}"
     return item
+
+
+def test_readme_documents_every_field_its_ini_key_and_option() -> None:
+    """A field added to the table is documented too: README's field table, its ini key in the
+    ini table, its option."""
+    readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
+    for spec in FIELDS:
+        assert re.search(rf"^{spec.name} ", readme, re.M), spec.name
+        if spec.ini_key is not None:
+            assert re.search(rf"^{spec.ini_key} ", readme, re.M), spec.ini_key
+        if spec.flag is not None:
+            assert spec.flag in readme, spec.flag
