@@ -76,7 +76,7 @@ class ReuseController:
         self.session: pytest.Session | None = None
         self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
         self.verifier = (
-            ColdVerifier(self.launcher)
+            ColdVerifier(self.launcher, clock)
             if config.getoption("reuse_verify_cold") and role_of(config) is Role.CONTROLLER
             else None
         )
