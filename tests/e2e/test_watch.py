@@ -29,7 +29,9 @@ QUIT_SECONDS = 30.0
 
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
-CORE = "def add(a, b):\n    return a + b\n"
+#: app/core.py imports app/base.py: test_core.py imports base only through core.
+BASE = "ZERO = 0\n"
+CORE = "from app import base\n\ndef add(a, b):\n    return a + b + base.ZERO\n"
 OTHER = "def mul(a, b):\n    return a * b\n"
 TEST_CORE = (
     "import pytest\nfrom app import core\n\npytestmark = pytest.mark.reuse\n\n"
@@ -49,6 +51,10 @@ class WatchSession:
     def __init__(self, pytester: pytest.Pytester, *args: str, tty: bool) -> None:
         command = [sys.executable, "-m", "pytest", *PLUGIN_ARGS, "--reuse-watch", *args]
         env = dict(os.environ, PY_COLORS="0", COLUMNS="100")
+        # As pytester's runpytest_subprocess (helpers.run) sets it: the same environment key.
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(pytester.path), env.get("PYTHONPATH")])
+        )
         self.master: int | None = None
         if tty:
             master, slave = os.openpty()
@@ -152,6 +158,7 @@ class WatchSession:
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeini("[pytest]\nreuse_scope = run\n")
     pytester.mkpydir("app")
+    (pytester.path / "app" / "base.py").write_text(BASE)
     (pytester.path / "app" / "core.py").write_text(CORE)
     (pytester.path / "app" / "other.py").write_text(OTHER)
     (pytester.path / "test_core.py").write_text(TEST_CORE)
@@ -220,6 +227,7 @@ def test_without_a_terminal_a_save_runs_the_affected_tests_first(
 
     watch.process.send_signal(signal.SIGINT)
     assert watch.wait_for_exit() == 0  # the last round passed
+    assert "\x1b[2J" not in watch.output.decode(errors="replace"), "stdout is no terminal"
 
 
 def test_affected_only_runs_nothing_else(
@@ -233,6 +241,11 @@ def test_affected_only_runs_nothing_else(
     assert "reuse watch #2: test_other.py changed: 2 tests affected" in round_two
     assert "more" not in round_two.splitlines()[0]
     assert outcome_line(round_two) == "1 failed, 1 passed"
+    # A module test_core.py imports only through app/core.py: its tests, and the failure.
+    save(project.path / "app" / "base.py", "ZERO = 1\n")
+    round_three = watch.expect(r"waiting for changes")
+    assert "reuse watch #3: app/base.py changed: 3 tests affected\n" in round_three
+    assert outcome_line(round_three) == "3 failed"
     watch.process.send_signal(signal.SIGINT)
     assert watch.wait_for_exit() == 1  # the last round failed
 
@@ -295,7 +308,8 @@ def test_ctrl_c_keeps_global_replicas_warm(
     assert watch.wait_for_exit() == 0
     assert "stay warm for the next run" in watch.text
     warm = run(project, "-q")  # attaches to the replica the watch session left
-    assert re.search(r"attached warm|4 passed", warm.stdout.str())
+    assert "attached warm" in warm.stdout.str(), warm.stdout.str()
+    assert outcome_line(warm.stdout.str()) == "4 passed"
     stopped = run(project, "--reuse-stop")
     assert stopped.ret == 0
 
@@ -325,7 +339,8 @@ def test_a_conftest_edit_restarts_the_process(
 def test_a_replica_crash_during_watch_is_reported_and_replaced(
     project: pytest.Pytester, sessions: list[WatchSession]
 ) -> None:
-    watch = WatchSession(project, tty=False)
+    # One replica: the round can only go on, and the next one run, on a replacement.
+    watch = WatchSession(project, "-o", "reuse_replicas=1", tty=False)
     sessions.append(watch)
     watch.expect(r"waiting for changes")
     crashing = TEST_CORE.replace(
@@ -340,6 +355,7 @@ def test_a_replica_crash_during_watch_is_reported_and_replaced(
     assert outcome_line(recovered) == "4 passed"
     watch.process.send_signal(signal.SIGINT)
     assert watch.wait_for_exit() == 0
+    assert re.search(r"2 replicas started.*retired: 1 crash, 1 end of run", watch.text), watch.text
 
 
 def test_n_is_refused(project: pytest.Pytester) -> None:

@@ -194,6 +194,7 @@ class Run:
         start_timeout: float = 60.0,
         teardown_timeout: float = 30.0,
         replica_limit: int | None = None,
+        watching: bool = False,
     ) -> None:
         self.nodeids = nodeids
         self.clock = FakeClock()
@@ -215,6 +216,7 @@ class Run:
             closing=closing,
             clock=self.clock,
             replica_limit=replica_limit,
+            watching=watching,
         )
         self.dispatcher = ReplicaEvents(
             lambda: [self.environment],

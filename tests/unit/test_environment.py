@@ -88,6 +88,31 @@ def test_scaledown_and_idle_ttl_follow_the_injected_clock() -> None:
     assert r0.cause == Ending(EndKind.RETIRED, "idle"), "idle_ttl: everything goes"
 
 
+def test_watch_mode_replicas_never_idle_out_between_rounds() -> None:
+    policy = ReusePolicy(replicas=(1, 2), scope="run", scaledown_ttl=30, idle_ttl=60)
+    run = Run(TESTS[:4], policy, closing=False, watching=True)
+    run.environment.submit(TESTS[:4])
+    r0, r1 = run.replicas
+    run.say(r0, ready(TESTS))
+    run.say(r1, ready(TESTS))
+    for replica in (r0, r1):
+        for nodeid in run.sent_runs(replica):
+            run.run_test(replica, nodeid)
+    assert run.environment.done
+    run.clock.advance(31)
+    run.pump()
+    assert r1.cause == Ending(EndKind.RETIRED, "scaledown"), "above the minimum: scaledown"
+    run.clock.advance(24 * 3600)  # a day between two saves: far past idle_ttl
+    run.pump()
+    assert r0.state is ReplicaState.READY, "leased to the watch session: never idles out"
+    run.environment.begin_round()
+    assert run.link(r0).names()[-1] == protocol.ATTACH, "the next round: it catches up"
+    run.environment.submit(TESTS[:1])
+    run.say(r0, ready(TESTS))
+    assert run.sent_runs(r0)[-1] == TESTS[0], "the next round runs on the warm replica"
+    assert len(run.replicas) == 2, "nothing started anew"
+
+
 def test_recycle_puts_what_the_replica_held_first_in_line() -> None:
     run = Run(TESTS, ReusePolicy(replicas=1, scope="run"))
     run.environment.submit(TESTS)
