@@ -314,6 +314,26 @@ def test_ctrl_c_keeps_global_replicas_warm(
     assert stopped.ret == 0
 
 
+def test_ctrl_c_during_a_round_ends_the_session_as_plain_pytest_does(
+    project: pytest.Pytester, sessions: list[WatchSession]
+) -> None:
+    watch = WatchSession(project, "-o", "reuse_replicas=1", tty=True)
+    sessions.append(watch)
+    watch.expect(r"keys: Enter")
+    slow = TEST_OTHER.replace(
+        "def test_mul_one():\n",
+        "def test_mul_one():\n    import time\n    time.sleep(60)\n",
+    )
+    save(project.path / "test_other.py", slow)
+    watch.expect(r"reuse watch #2: test_other.py changed")
+    time.sleep(1.0)  # the sleeping test is under way
+    watch.send(b"\x03")
+    assert watch.wait_for_exit() == pytest.ExitCode.INTERRUPTED
+    assert "KeyboardInterrupt" in watch.text
+    assert re.search(r"retired: .*\b1 stopped early", watch.text), watch.text
+    # The suite's conftest checks no replica outlived the session.
+
+
 def test_a_conftest_edit_restarts_the_process(
     project: pytest.Pytester, sessions: list[WatchSession]
 ) -> None:
