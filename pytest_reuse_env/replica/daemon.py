@@ -235,9 +235,8 @@ class Daemon:
         """Catch up with edited files before serving the client that attached."""
         result = self.reloader.refresh()
         for error in result.teardown_errors:
-            failure: protocol.FailurePayload = {"pid": os.getpid(), "traceback": error}
             with contextlib.suppress(OSError):
-                self.relay.send((protocol.TEARDOWN_ERROR, failure))
+                self.relay.send(protocol.teardown_error(os.getpid(), error))
         if result.stale is not None:
             self._log(f"stale: {result.stale}")
         return result.payload()

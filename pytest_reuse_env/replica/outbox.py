@@ -100,4 +100,4 @@ class TestOutbox:
             text: str = event[1]
             return protocol.encoded_report(text)
         payload: protocol.WarningPayload = event[1]
-        return (protocol.WARNING, payload)
+        return protocol.warning(**payload)

@@ -169,3 +169,38 @@ def test_one_helper_runs_an_inner_pytest() -> None:
         if path.name not in ("helpers.py", "test_layout.py") and calls.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_messages_are_made_by_protocol_builders_only() -> None:
+    """Outside ``protocol.py`` no module writes a ``(protocol.NAME, payload)`` tuple by hand:
+    the builders keep both sides agreeing on each payload's shape."""
+    from pytest_reuse_env import protocol
+
+    names = {
+        name
+        for name in dir(protocol)
+        if name.isupper()
+        and isinstance(getattr(protocol, name), str)
+        and getattr(protocol, name) in protocol.REPLICA_MESSAGES | protocol.CONTROLLER_MESSAGES
+    }
+    by_hand = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "protocol.py":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        # ``x in (protocol.A, protocol.B)`` is a test of names, not a message.
+        compared = {
+            id(c) for n in ast.walk(tree) if isinstance(n, ast.Compare) for c in n.comparators
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Tuple)
+                and id(node) not in compared
+                and len(node.elts) == 2
+                and isinstance(node.elts[0], ast.Attribute)
+                and isinstance(node.elts[0].value, ast.Name)
+                and node.elts[0].value.id == "protocol"
+                and node.elts[0].attr in names
+            ):
+                by_hand.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert by_hand == []
