@@ -32,7 +32,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import FunctionType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final, final
 
 from pytest_reuse_env.fingerprint import FileState, file_changed, file_state
@@ -62,6 +62,8 @@ SCAN_BUDGET: Final = 5000
 #: A recorded state that differs from every real one: "treat as changed".
 SUSPECT: Final = FileState(-1, -1, None)
 
+#: Kinds whose modules (and their submodules) are never project modules: no edge, no recording.
+_UNWATCHED_KINDS: Final = frozenset({KIND_STDLIB, KIND_INSTALLED})
 _INSTALLED_DIRECTORY_NAMES: Final = frozenset({"site-packages", "dist-packages"})
 _SKIPPED_NAMES: Final = frozenset({"__main__", "__mp_main__"})
 
@@ -110,6 +112,9 @@ class ModuleGraph:
         self.order: dict[str, int] = {}
         #: Active recordings (fixture setups): project modules imported while each runs.
         self.recordings: list[set[str]] = []
+        #: Code of the frames that call a fixture's or a test's function (set by the reloader):
+        #: no module's top level runs below them, so the search for an importer stops there.
+        self.floors: frozenset[CodeType] = frozenset()
         self._observed_ns = clock_ns()
         self._original_import: Callable[..., ModuleType] | None = None
         self._original_import_module: Callable[..., ModuleType] | None = None
@@ -164,6 +169,7 @@ class ModuleGraph:
         self._original_import = original = builtins.__import__
         self._original_import_module = original_module = importlib.import_module
         record = self._record
+        kinds = self.kinds
 
         def recording_import(
             name: str,
@@ -173,6 +179,8 @@ class ModuleGraph:
             level: int = 0,
         ) -> ModuleType:
             module = original(name, globals, locals, fromlist, level)  # type: ignore[arg-type]
+            if not level and kinds.get(name) in _UNWATCHED_KINDS:
+                return module  # the common lazy import (json, numpy): cheap, nothing to record
             try:
                 record(name, globals, fromlist, level, module)
             except Exception:  # recording must never break an import
@@ -221,7 +229,7 @@ class ModuleGraph:
             return
         for recording in self.recordings:
             recording.update(targets)
-        importer = _executing_module(sys._getframe(2))
+        importer = _executing_module(sys._getframe(2), self.floors)
         if importer is not None and importer != target and self.is_project(importer):
             self.edges.setdefault(importer, set()).update(t for t in targets if t != importer)
 
@@ -332,10 +340,15 @@ class ModuleGraph:
         importlib.invalidate_caches()
 
 
-def _executing_module(frame: Any) -> str | None:
-    """The module whose top level is running in ``frame`` or below it (None: none is)."""
+def _executing_module(frame: Any, floors: frozenset[CodeType] = frozenset()) -> str | None:
+    """The module whose top level is running in ``frame`` or below it, down to a ``floors``
+    frame (None: none is). The floors keep a lazy import in a fixture or a test cheap: without
+    them each such import walked pytest's whole stack (about 4 us at its depth)."""
     while frame is not None:
-        if frame.f_code.co_name == "<module>":
+        code = frame.f_code
+        if code in floors:
+            return None
+        if code.co_name == "<module>":
             name = frame.f_globals.get("__name__")
             return name if isinstance(name, str) else None
         frame = frame.f_back

@@ -44,7 +44,7 @@ import traceback
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any, Final, Protocol, final
 
 import pytest
@@ -106,6 +106,7 @@ class Reloader:
 
     def __init__(self, graph: ModuleGraph | None = None) -> None:
         self.graph = graph or ModuleGraph()
+        self.graph.floors = _floors()
         self.replica: ReplicaLike | None = None
         self.config: pytest.Config | None = None
         self.enabled = True
@@ -491,6 +492,20 @@ class Reloader:
         except ValueError:
             return path
         return path if rel.startswith(os.pardir + os.sep + os.pardir) else rel
+
+
+def _floors() -> frozenset[CodeType]:
+    """The code of pytest's frames that call a fixture's and a test's function (ModuleGraph)."""
+    from _pytest import fixtures, python
+
+    found = [
+        getattr(f, "__code__", None)
+        for f in (
+            getattr(fixtures, "call_fixture_func", None),
+            getattr(python, "pytest_pyfunc_call", None),
+        )
+    ]
+    return frozenset(code for code in found if isinstance(code, CodeType))
 
 
 def _is_conftest(path: str) -> bool:

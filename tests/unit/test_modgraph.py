@@ -174,3 +174,51 @@ def test_recording_survives_a_failing_import(package: Path, graph: ModuleGraph) 
     with pytest.raises(RuntimeError):
         importlib.import_module("pkgx.bad")
     assert "pkgx.bad" not in sys.modules
+
+
+def test_the_search_for_an_importer_stops_at_a_floor_frame(
+    package: Path, graph: ModuleGraph
+) -> None:
+    # A floor is pytest's frame calling a fixture's or a test's function: no module's top level
+    # runs below it, so a lazy import there needs no walk down pytest's whole stack.
+    write(package / "__init__.py", "")
+    write(package / "base.py", "X = 1\n")
+    write(package / "late.py", "Y = 2\n")
+    write(package / "runner.py", "def floor(function):\n    return function()\n")
+    write(
+        package / "outer.py",
+        """
+        from pkgx.runner import floor
+
+
+        def load():
+            from pkgx import base
+
+            return base.X
+
+
+        VALUE = floor(load)
+        """,
+    )
+    write(package / "user.py", "from pkgx import late\n")
+    runner = importlib.import_module("pkgx.runner")
+    graph.floors = frozenset({runner.floor.__code__})
+    importlib.import_module("pkgx.outer")
+    assert "pkgx.base" not in graph.edges["pkgx.outer"]  # the walk stopped at the floor
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    runner.floor(lambda: importlib.import_module("pkgx.user"))
+    graph.recordings.remove(recording)
+    assert graph.edges["pkgx.user"] == {"pkgx", "pkgx.late"}  # a top level above it is found
+    assert {"pkgx.user", "pkgx.late"} <= recording
+
+
+def test_an_import_of_the_standard_library_is_not_recorded(graph: ModuleGraph) -> None:
+    graph.observe()
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    import json  # noqa: F401
+    from json import decoder  # noqa: F401
+
+    graph.recordings.remove(recording)
+    assert recording == set()
