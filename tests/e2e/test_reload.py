@@ -165,6 +165,20 @@ def same_as_plain(project: pytest.Pytester, *args: str) -> tuple[pytest.RunResul
     return result, env
 
 
+def errors_section(result: pytest.RunResult) -> list[str]:
+    """The ``= ERRORS =`` section: the collection errors with their tracebacks."""
+    lines = result.stdout.lines
+    starts = [i for i, line in enumerate(lines) if re.match(r"^=+ ERRORS =+$", line)]
+    if not starts:
+        return []
+    section = [lines[starts[0]]]
+    for line in lines[starts[0] + 1 :]:
+        if re.match(r"^=+ .* =+$", line):  # the next section (the plugin's "reuse" one)
+            break
+        section.append(line)
+    return section
+
+
 def replica_setups(project: pytest.Pytester, pids: set[int]) -> list[str]:
     log = project.path / "setups.txt"
     lines = log.read_text().split("\n") if log.exists() else []
@@ -238,11 +252,35 @@ def test_an_edited_test_module_is_collected_again_in_the_warm_replica(
     edit(tests, "def test_double(db):", "def test_double(db)")
     result, env = same_as_plain(project)
     assert summary(result)["tests/test_core.py"][0] == "ERROR"
+    section = errors_section(result)
+    assert section == errors_section(plain_run(project)), result.stdout.str()
+    assert any("SyntaxError" in line for line in section), section
     edit(tests, "def test_double(db)", "def test_double(db):")
     result, env = same_as_plain(project)
     stayed_warm(env, pid)
     assert summary(result)["tests/test_core.py::test_double"][0] == "FAILED"
     assert replica_setups(project, {pid}) == ["db", "index"]  # never set up again
+
+
+def test_an_import_error_is_reported_as_plain_pytest_reports_it_then_the_fix_is_warm(
+    project: pytest.Pytester,
+) -> None:
+    pid = first_run(project)
+    tests = project.path / "tests" / "test_core.py"
+    edit(tests, "import LIMIT, double", "import LIMIT, double, missing")
+    result, _ = warm_run(project)
+    plain = plain_run(project)
+    assert summary(result) == summary(plain), result.stdout.str()
+    assert summary(result)["tests/test_core.py"][0] == "ERROR"
+    assert result.ret == plain.ret == pytest.ExitCode.INTERRUPTED
+    section = errors_section(result)
+    assert section == errors_section(plain), result.stdout.str() + plain.stdout.str()
+    assert any("ImportError: cannot import name 'missing'" in line for line in section), section
+    edit(tests, "import LIMIT, double, missing", "import LIMIT, double")
+    result, env = same_as_plain(project)
+    stayed_warm(env, pid)
+    result.assert_outcomes(passed=3)
+    assert replica_setups(project, {pid}) == ["db", "index"]
 
 
 # -- 2. and 3. edited project modules, fixtures rebuilt only where needed -----------------------
@@ -367,7 +405,17 @@ def test_a_distribution_reinstalled_under_the_same_version(
     assert env["replicas_started"] == 1  # another environment: its fingerprint changed
 
 
-def test_reload_off_and_exclude_mean_a_fresh_replica(project: pytest.Pytester) -> None:
+def test_reload_off_means_a_fresh_replica_for_any_edit(project: pytest.Pytester) -> None:
+    write(project.path / "pytest.ini", INI + "reuse_reload = off\n")
+    pid = first_run(project)
+    edit(project.path / "tests" / "test_core.py", "LIMIT == 3", "LIMIT == 4")
+    result, env = same_as_plain(project)
+    new = started_afresh(result, env, "tests/test_core.py changed (reuse_reload = off)")
+    assert new != pid
+    assert replica_setups(project, {new}) == ["db", "index"]
+
+
+def test_reload_exclude_means_a_fresh_replica(project: pytest.Pytester) -> None:
     write(project.path / "pytest.ini", INI + "reuse_reload_exclude = app/index.py\n")
     pid = first_run(project)
     edit(project.path / "app" / "index.py", "SIZE = 10", "SIZE = 12")
