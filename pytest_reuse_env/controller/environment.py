@@ -47,6 +47,8 @@ class EnvironmentStats:
     fixtures_kept: int = 0
     fixtures_rebuilt: int = 0
     kept_fixture_seconds: float = 0.0
+    #: Warm replicas that kept fixtures: the summary averages their kept seconds.
+    replicas_keeping: int = 0
 
 
 @final
@@ -432,6 +434,7 @@ class Environment:
             "fixtures_kept": self.stats.fixtures_kept,
             "fixtures_rebuilt": self.stats.fixtures_rebuilt,
             "kept_fixture_seconds": self.stats.kept_fixture_seconds,
+            "replicas_keeping": self.stats.replicas_keeping,
             "notes": notes,
             "replicas": [
                 {
@@ -456,3 +459,4 @@ class Environment:
         self.stats.fixtures_kept += len(reload["kept"])
         self.stats.fixtures_rebuilt += len(reload["rebuilt"])
         self.stats.kept_fixture_seconds += reload["kept_seconds"]
+        self.stats.replicas_keeping += bool(reload["kept"])

@@ -32,7 +32,10 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "modules_reimported": int,              # files warm replicas re-imported for edits
         "fixtures_kept": int,                   # warm fixtures kept through those edits
         "fixtures_rebuilt": int,                # warm fixtures torn down (they depended on one)
-        "kept_fixture_seconds": float,          # what the kept fixtures had cost to set up
+        "kept_fixture_seconds": float,          # setup the kept fixtures saved against plain
+                                                # pytest in this run: their mean cost in a
+                                                # replica, once per process that ran the tests
+        "replicas_keeping": int,                # warm replicas that kept fixtures
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
                       "tests_run": int, "ended": str | null, "attached": bool,
@@ -80,6 +83,7 @@ MERGE: Final[dict[str, str]] = {
     "fixtures_kept": "sum",
     "fixtures_rebuilt": "sum",
     "kept_fixture_seconds": "sum",
+    "replicas_keeping": "sum",
     "test_phase_seconds": "max",
     "retired": "counter",
     "replicas": "replicas",
@@ -247,6 +251,14 @@ class ReuseSummary:
             env["saved_seconds_estimate"] = max(
                 0.0, env["plain_setup_seconds"] - env["setup_seconds_total"]
             )
+            # Each replica that kept a fixture reports what it had cost there; plain pytest
+            # would set it up once per process that ran the tests, not once per replica.
+            keeping = env.get("replicas_keeping", 0)
+            if keeping:
+                env["kept_fixture_seconds"] = min(
+                    env["kept_fixture_seconds"],
+                    env["kept_fixture_seconds"] / keeping * feeders[env["name"]],
+                )
             # Setup the warm replicas it attached had paid in earlier runs.
             env["skipped_seconds"] = sum(
                 r["setup_seconds"] or 0.0 for r in env["replicas"] if r.get("attached")
@@ -316,7 +328,7 @@ def _reload_summary(env: dict[str, Any]) -> str | None:
     return (
         f"through edits: {_count(modules, 'file')} re-imported, "
         f"{_count(kept, 'warm fixture')} kept (~{env.get('kept_fixture_seconds', 0.0):.1f} s "
-        f"of setup not paid again), {rebuilt} rebuilt"
+        f"of setup saved against plain pytest), {rebuilt} rebuilt"
     )
 
 

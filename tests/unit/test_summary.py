@@ -100,6 +100,36 @@ def test_each_xdist_worker_would_have_paid_the_setup_in_plain_pytest() -> None:
     assert env["saved_seconds_estimate"] == pytest.approx(20.0)
 
 
+def test_fixtures_kept_through_an_edit_save_their_setup_once_per_process_of_plain_pytest() -> None:
+    # Two warm replicas each kept a 2 s fixture through an edit: plain pytest would have set it
+    # up once in this run, so 2 s saved, not 4 s.
+    reload = {
+        "modules_reimported": 2,
+        "fixtures_kept": 2,
+        "fixtures_rebuilt": 0,
+        "kept_fixture_seconds": 4.0,
+        "replicas_keeping": 2,
+    }
+    entry = figures([(2.0, True), (2.0, True)], warm=10, cold=0) | reload
+    summary = ReuseSummary(None, None)  # type: ignore[arg-type]
+    summary.add_figures([entry])
+    terminal = Terminal()
+    summary.pytest_terminal_summary(terminal)  # type: ignore[arg-type]
+    (env,) = summary.environments()
+    assert env["kept_fixture_seconds"] == 2.0
+    assert terminal.lines[2] == (
+        "  through edits: 2 files re-imported, 2 warm fixtures kept (~2.0 s of setup saved "
+        "against plain pytest), 0 rebuilt"
+    )
+    # Two xdist workers would each have set it up in plain pytest.
+    workers = [figures([(2.0, True)], warm=5, cold=0) | reload for _ in range(2)]
+    for worker, replica in zip(workers, ("r0", "r1"), strict=True):
+        worker.update(kept_fixture_seconds=2.0, replicas_keeping=1)
+        worker["replicas"][0]["id"] = replica
+    _, env = summary_line(*workers)
+    assert env["kept_fixture_seconds"] == 4.0
+
+
 def test_peak_counts_only_tests_running_at_once_on_live_replicas() -> None:
     """One replica of concurrency 1 ends mid-test (its last test never finished); its
     replacement runs the rest: one test ran at a time, on one replica."""
