@@ -13,6 +13,7 @@ from typing import Final
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.environment import Environment
+from pytest_reuse_env.controller.launch.base import STILL_RUNNING
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.controller.reporting import (
     ReportReplayer,
@@ -131,12 +132,15 @@ def replica_closed(
     environment.replica_ended(replica, ending or Ending(EndKind.CRASHED, how))
     for nodeid in running:
         why = ending.reason if ending is not None else how
+        if ending is None and how == STILL_RUNNING:
+            why = "the process was still running when its connection closed; it was killed"
         if ending is not None and ending.test not in (None, nodeid):
             why = f"{ending.test} {why}"
         others = [n for n in running if n != nodeid]
         together = f" (running concurrently with {', '.join(others)})" if others else ""
         message = (
-            f"replica {replica.id} (pid {replica.pid}) {_what_happened(replica, ending, nodeid)} "
+            f"replica {replica.id} (pid {replica.pid}) "
+            f"{_what_happened(replica, ending, nodeid, how)} "
             f"while running {nodeid}{together}: {why}{log_excerpt(replica)}"
         )
         if nodeid == current:
@@ -153,16 +157,18 @@ def replica_closed(
             reports.fail_unrun(nodeid, reason)
 
 
-def _what_happened(replica: Replica, ending: Ending | None, nodeid: str) -> str:
+def _what_happened(replica: Replica, ending: Ending | None, nodeid: str, how: str) -> str:
     """ "timed out" for a test past its timeout (the reuse marker's, or pytest-timeout's, whose
-    thread method ends the process after its banner), "was killed" for another deadline,
-    "crashed" otherwise: a timeout is not a crash."""
+    thread method ends the process after its banner), "was killed" for another deadline, "lost
+    its connection" when the process still ran, "crashed" otherwise: a timeout is not a crash."""
     if ending is not None and ending.test == nodeid:
         return "timed out"
     if ending is not None:
         return "was killed"
     if _PYTEST_TIMEOUT_BANNER in replica.log_tail():
         return "timed out (pytest-timeout ended the process)"
+    if how == STILL_RUNNING:
+        return "lost its connection"
     return "crashed"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import queue
 import sys
@@ -32,6 +33,7 @@ from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
 from pytest_reuse_env.replica import hygiene
 from pytest_reuse_env.replica.abort import ABORT_SIGNAL, install_abort_handler
 from pytest_reuse_env.replica.bootstrap import run_session
+from pytest_reuse_env.replica.logfile import _log_line
 from pytest_reuse_env.replica.reload import Reloader
 from pytest_reuse_env.replica.session import ReplicaSession
 
@@ -41,6 +43,8 @@ FIRST_CLIENT_SECONDS: Final = 60.0
 IDLE_CHECK_SECONDS: Final = 1.0
 #: How long a new client waits for the previous one to finish disconnecting.
 BUSY_WAIT_SECONDS: Final = 5.0
+#: Exit code of a replica whose client connection's descriptor a test closed.
+DESCRIPTORS_CLOSED_EXIT: Final = 75
 #: Longest a retiring replica may spend in finalizers before it exits anyway.
 RETIRE_GRACE_SECONDS: Final = 60.0
 
@@ -91,7 +95,15 @@ class Relay:
             channel = self._channel
         if channel is None:
             raise OSError("no client connected")
-        channel.send(message)
+        try:
+            channel.send(message)
+        except OSError as exc:
+            if getattr(exc.__cause__, "errno", None) == errno.EBADF:
+                # A test closed our descriptors (os.closerange): while our reader thread blocks
+                # on that socket the client never sees it close; only our exit tells it.
+                _log_line(f"my connection's descriptor was closed under me ({exc}); exiting")
+                os._exit(DESCRIPTORS_CLOSED_EXIT)
+            raise
 
     def isclosed(self) -> bool:
         return not self.busy()

@@ -219,6 +219,42 @@ def test_a_forked_child_never_reports_and_exits(pytester: pytest.Pytester) -> No
     # The root conftest fails this test if the child (or anything) still runs in the directory.
 
 
+def test_a_test_that_closes_the_replicas_descriptors_fails_and_the_run_goes_on(
+    pytester: pytest.Pytester,
+) -> None:
+    # scope=global: the replica's reader thread may be blocked on the socket the test closes,
+    # which keeps the connection open for the kernel: the run hung for good (now the replica
+    # exits when it finds its descriptor gone).
+    pytester.makeini(ini("reuse_scope = global", "reuse_replicas = 1"))
+    pytester.makepyfile(
+        test_suite="""
+        import os
+
+        import pytest
+
+        pytestmark = pytest.mark.reuse
+
+
+        def test_closes_every_descriptor():
+            os.closerange(3, 1024)
+
+
+        def test_after():
+            pass
+        """
+    )
+    try:
+        for _ in range(3):  # the hang depended on a race: try it a few times
+            result = run(pytester, "-p", "no:randomly", "-rA", timeout=45.0)
+            assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+            result.assert_outcomes(passed=1, failed=1)
+            result.stdout.fnmatch_lines(
+                ["FAILED test_suite.py::test_closes_every_descriptor - replica g-* (pid *) *"]
+            )
+    finally:
+        run(pytester, "--reuse-stop")
+
+
 # -- a test that outlives the run it was started for ---------------------------------------------
 
 OUTLIVING_SUITE = """

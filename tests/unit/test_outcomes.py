@@ -48,6 +48,23 @@ def test_a_crash_fails_the_test_in_flight_once_and_requeues_the_rest() -> None:
         assert not run.reports_of(nodeid), f"{nodeid} was not run yet, so not reported"
 
 
+def test_a_connection_lost_while_the_process_runs_is_not_called_a_crash() -> None:
+    """A test closed the replica's channel (``os.closerange``): the process did not exit."""
+    run = Run(TESTS[:2])
+    run.environment.submit(TESTS[:2])
+    r0 = run.replicas[0]
+    run.say(r0, ready(TESTS))
+    run.say(r0, protocol.logstart(TESTS[0], location(TESTS[0])), phase(TESTS[0], "setup"))
+    run.link(r0).exit = "still running"
+    run.say(r0, protocol.END)
+    message = str(run.reports_of(TESTS[0])[1].longrepr)
+    assert (
+        "replica r0 (pid 4242) lost its connection while running t.py::test_0: the process was"
+        " still running when its connection closed; it was killed" in message
+    )
+    assert "crashed" not in message
+
+
 def test_a_timeout_kills_the_replica_and_names_the_reason() -> None:
     run = Run(TESTS[:2], ReusePolicy(replicas=1, scope="run", timeout=2.0))
     run.environment.submit(TESTS[:2])

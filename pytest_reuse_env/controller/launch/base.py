@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Delivered after the last message of a link, whatever ended it (defined by the protocol).
 END: Final = protocol.END
+#: What ``exit_description`` says of a process that has not exited: its connection was lost.
+STILL_RUNNING: Final = "still running"
 
 Deliver = Callable[[Any], None]
 
@@ -40,7 +42,8 @@ class Link(Protocol):
         """False when the link is already gone (``END`` follows)."""
 
     def exit_description(self, wait: float) -> str:
-        """How the process ended ("exit code 3"), waiting at most ``wait`` seconds."""
+        """How the process ended ("exit code 3"), waiting at most ``wait`` seconds;
+        ``STILL_RUNNING`` when it has not."""
 
     def kill(self) -> None:
         """SIGKILL the process now."""

@@ -23,7 +23,7 @@ import psutil
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
-from pytest_reuse_env.controller.launch.base import END, Deliver, Outbox, Starter
+from pytest_reuse_env.controller.launch.base import END, STILL_RUNNING, Deliver, Outbox, Starter
 from pytest_reuse_env.controller.launch.process import (
     KILL_WAIT_SECONDS,
     describe_exit,
@@ -128,12 +128,12 @@ class DaemonLink:
             try:
                 return describe_exit(wait_exit(self._popen, wait))
             except subprocess.TimeoutExpired:
-                return "still running"
+                return STILL_RUNNING
         deadline = time.monotonic() + wait
         while self._process() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         if self._process() is not None:
-            return "still running"
+            return STILL_RUNNING
         return "exited (exit status unknown: the process was started by an earlier run)"
 
     def kill(self) -> None:

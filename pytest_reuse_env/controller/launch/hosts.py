@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from pytest_reuse_env import hostspec, protocol
-from pytest_reuse_env.controller.launch.base import END, Deliver, Outbox, Starter
+from pytest_reuse_env.controller.launch.base import END, STILL_RUNNING, Deliver, Outbox, Starter
 from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
@@ -190,7 +190,7 @@ class HostLink:
             try:
                 ended = describe_exit(wait_exit(popen, wait))
             except subprocess.TimeoutExpired:
-                return "still running"
+                return STILL_RUNNING
             if self._host.kind == "popen":
                 return ended
             detail = f"ssh ended with {ended}{self._ssh_log_tail()}"

@@ -14,7 +14,7 @@ from typing import Any, final
 import execnet
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.launch.base import END, Deliver, Starter
+from pytest_reuse_env.controller.launch.base import END, STILL_RUNNING, Deliver, Starter
 from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     describe_exit,
@@ -72,7 +72,7 @@ class PopenLink:
         try:
             return describe_exit(wait_exit(self._popen(), wait))
         except subprocess.TimeoutExpired:
-            return "still running"
+            return STILL_RUNNING
 
     def kill(self) -> None:
         if self._gateway is not None and self._popen().poll() is None:
