@@ -16,6 +16,8 @@ of their module (``conftests.py``). Teardown runs their finalizers, latest set u
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -86,9 +88,22 @@ class WarmFixtures:
         return [d for d in fixtureregistry.all_fixture_defs(manager) if d.cached_result is not None]
 
     def kept(self, session: pytest.Session) -> tuple[list[str], float]:
-        """The warm fixtures set up now (names) and the setup seconds they had cost."""
-        warm = [d for d in self.cached(session) if d in self.records]
+        """The project's warm fixtures set up now (names) and the setup seconds they had cost.
+        pytest's and installed plugins' own (tmp_path_factory, event_loop_policy) are left out:
+        an edit never concerns them, and listing them hid the project's in ``-v``."""
+        warm = [d for d in self.cached(session) if d in self.records and self._of_project(d)]
         return sorted({d.argname for d in warm}), sum(self.records[d].seconds for d in warm)
+
+    def _of_project(self, fixturedef: Any) -> bool:
+        func = getattr(fixturedef, "func", None)
+        try:  # a plugin's wrapper (pytest-asyncio's) keeps the project's function in __wrapped__
+            code = inspect.unwrap(func).__code__ if func is not None else None
+        except (AttributeError, ValueError):
+            return True
+        if code is None:
+            return True
+        kind = self.graph.kind_of_file(os.path.realpath(code.co_filename))
+        return kind not in (modgraph.KIND_STDLIB, modgraph.KIND_INSTALLED)
 
     def invalid(
         self,
