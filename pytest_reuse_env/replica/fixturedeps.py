@@ -6,7 +6,8 @@ pytest and the package's ``replica.modgraph`` and ``replica.fixtureregistry``; n
 
 A fixture wider than a function is *warm*: its value outlives the test that set it up. While it
 is set up, the module graph records the project modules imported (``ModuleGraph.recordings``),
-and the fixtures it requested are noted. A warm fixture is invalid when it was defined in a
+and the fixtures it requested are noted (its arguments, and what its body asks
+``request.getfixturevalue`` for). A warm fixture is invalid when it was defined in a
 re-collected module, when a module it depends on was invalidated (its function's module, the
 modules imported during its setup, those whose objects its value holds), or when a fixture it
 requested is invalid; those of a conftest being re-registered are judged by their code instead
@@ -54,6 +55,28 @@ class _Chain:
         return self._nodes
 
 
+def _note_dynamic_requests(request: Any, active: dict[str, Any], requested: list[Any]) -> bool:
+    """While a fixture is set up, add what its body asks ``request.getfixturevalue`` for to
+    ``requested`` (pytest links only declared arguments to the requester's teardown). False if
+    the request cannot be wrapped."""
+    original = getattr(request, "getfixturevalue", None)
+    if original is None:
+        return False
+
+    def getfixturevalue(argname: str) -> Any:
+        value = original(argname)
+        found = active.get(argname)
+        if found is not None and found not in requested:
+            requested.append(found)
+        return value
+
+    try:
+        request.getfixturevalue = getfixturevalue
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
 @final
 class WarmFixtures:
     """The records of the replica's warm fixtures (see the module docstring)."""
@@ -66,19 +89,24 @@ class WarmFixtures:
     @contextlib.contextmanager
     def recording(self, fixturedef: Any, request: Any) -> Iterator[None]:
         """Around one fixture's setup (``pytest_fixture_setup``)."""
-        record = FixtureRecord(request=request, order=self._setups)
-        self._setups += 1
+        record = FixtureRecord(request=request, order=-1)
         active = getattr(request, "_fixture_defs", {})
         record.requested = [active[name] for name in fixturedef.argnames if name in active]
-        for outer in self.graph.recordings:  # set up inside another one's setup
-            outer.add(f"fixture:{id(fixturedef)}")
+        hooked = _note_dynamic_requests(request, active, record.requested)
         self.graph.recordings.append(record.modules)
         started = time.perf_counter()
         try:
             yield
         finally:
             record.seconds = time.perf_counter() - started
+            # Completion order: one asked for inside this setup finishes first and is torn
+            # down after this one, as pytest orders finalizers.
+            record.order = self._setups
+            self._setups += 1
             self.graph.recordings.remove(record.modules)
+            if hooked:
+                with contextlib.suppress(AttributeError):
+                    del request.getfixturevalue
             if fixturedef.scope != "function":
                 self.records[fixturedef] = record
 

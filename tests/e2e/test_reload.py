@@ -325,6 +325,67 @@ def test_editing_a_fixtures_module_rebuilds_that_fixture_only(project: pytest.Py
     assert replica_setups(project, {pid}) == ["db", "index", "index"]
 
 
+def test_a_fixture_that_asked_for_a_rebuilt_one_with_getfixturevalue_is_rebuilt_first(
+    project: pytest.Pytester,
+) -> None:
+    # pytest ties only declared arguments to a fixture's teardown; a session fixture whose body
+    # asks for an edited module's fixture must go too, and be torn down before it.
+    write(
+        project.path / "tests" / "conftest.py",
+        """
+        import os
+        from pathlib import Path
+
+        import pytest
+
+        LOG = Path(__file__).parent.parent / "setups.txt"
+
+
+        @pytest.fixture(scope="session")
+        def scaled(request):
+            value = request.getfixturevalue("base") * 10
+            yield value
+            with LOG.open("a") as f:
+                f.write(f"scaled-teardown {os.getpid()}\\n")
+        """,
+    )
+    write(
+        project.path / "tests" / "test_scaled.py",
+        """
+        import os
+        from pathlib import Path
+
+        import pytest
+
+        LOG = Path(__file__).parent.parent / "setups.txt"
+
+
+        @pytest.fixture(scope="session")
+        def base():
+            yield 1
+            with LOG.open("a") as f:
+                f.write(f"base-teardown {os.getpid()}\\n")
+
+
+        def test_scaled(scaled):
+            assert scaled == 10
+        """,
+    )
+    pid = first_run(project)
+    edit(project.path / "tests" / "test_scaled.py", "yield 1", "yield 2")
+    result, env = same_as_plain(project)
+    stayed_warm(env, pid)
+    assert summary(result)["tests/test_scaled.py::test_scaled"] == ("FAILED", "assert 20 == 10")
+    result.stdout.fnmatch_lines(
+        [
+            "reuse: g-* re-imported tests/test_scaled.py; kept db, index; rebuilt base (defined"
+            " in a re-collected module), scaled (requests base) (*)"
+        ],
+        consecutive=False,
+    )
+    assert replica_setups(project, {pid}) == ["db", "index", "scaled-teardown", "base-teardown"]
+
+
 def test_a_module_that_raises_on_re_import_means_a_fresh_replica(
     project: pytest.Pytester,
 ) -> None:
