@@ -49,7 +49,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import TypeAlias, final
+from typing import Final, TypeAlias, final
 
 __all__ = [
     "Action",
@@ -224,6 +224,10 @@ def next_deadline(state: EnvironmentState, limits: ScalingLimits, now: float) ->
     return min(deadlines, default=None)
 
 
+#: More replicas set the session fixtures up more than once at a time: not for every suite.
+_TWICE: Final = ", if its fixtures can be set up twice at once (no fixed port, file or lock held)"
+
+
 def starvation_warning(limits: ScalingLimits, feeders: int) -> str | None:
     """One sentence if the environment's capacity starves the workers feeding it, else None.
 
@@ -238,13 +242,13 @@ def starvation_warning(limits: ScalingLimits, feeders: int) -> str | None:
             f"capacity {capacity} (at most {limits.max_replicas} replicas x concurrency "
             f"{limits.concurrency}) is below the {feeders} pytest-xdist workers feeding this "
             f"environment, so workers will wait for a free replica: raise replicas to "
-            f"({limits.min_replicas}, {enough}) or set concurrency (async tests only)"
+            f"({limits.min_replicas}, {enough}) or set concurrency (async tests only){_TWICE}"
         )
     if capacity == 1:
         return (
             "capacity 1 (at most 1 replica x concurrency 1) runs this environment's tests one "
             f"at a time: raise replicas to ({limits.min_replicas}, {max(2, feeders)}) or set "
-            "concurrency (async tests only)"
+            f"concurrency (async tests only){_TWICE}"
         )
     return None
 

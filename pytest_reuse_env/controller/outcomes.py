@@ -75,7 +75,9 @@ def enforce_deadlines(
             replica.kill(
                 Ending(
                     EndKind.KILLED,
-                    f"timed out after {test_timeout:g} s (reuse_timeout); replica killed",
+                    # The policy's timeout: reuse_timeout, a named policy or the marker's own.
+                    f"timed out after {test_timeout:g} s (the timeout of environment "
+                    f"{environment.name!r}); replica killed",
                     test=overran[0],
                 )
             )

@@ -79,7 +79,10 @@ def test_a_timeout_kills_the_replica_and_names_the_reason() -> None:
     assert run.link(r0).killed
     run.say(r0, protocol.END)
     (failure,) = run.failed(TESTS[0])
-    assert "timed out after 2 s (reuse_timeout); replica killed" in str(failure.longrepr)
+    assert (
+        f"timed out after 2 s (the timeout of environment {run.environment.name!r}); "
+        "replica killed" in str(failure.longrepr)
+    )
     assert "replica r0 (pid 4242) timed out while running" in str(failure.longrepr)
     assert "crashed" not in str(failure.longrepr), "a timeout is not a crash"
     assert r0.ending is not None
