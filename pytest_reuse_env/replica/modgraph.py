@@ -21,6 +21,9 @@ package's ``fingerprint``, never pytest nor ``controller/``.
   at one point was imported after the previous one, so a file modified after that previous
   point may have been edited after its import: it is recorded as changed. Racy files keep a
   content digest (see ``fingerprint``).
+- **Data files.** A file project code reads while a module's top level runs or a fixture is
+  set up is a node too (``<data>/its/path``, see ``datareads``): an edge from that module, an
+  entry in that recording; its edit invalidates them like a module's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final, final
 
 from pytest_reuse_env.fingerprint import FileState, file_changed, file_state
+from pytest_reuse_env.replica.datareads import DataReads, data_name
 
 __all__ = [
     "KIND_EXTENSION",
@@ -70,6 +74,12 @@ _SKIPPED_NAMES: Final = frozenset({"__main__", "__mp_main__"})
 
 #: This package's own modules: part of the environment fingerprint, never re-imported.
 _OWN_PACKAGE: Final = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
+
+
+#: Where the interpreter lives (not a virtualenv, which may be the project): fingerprinted.
+_INTERPRETER_PREFIXES: Final = tuple(
+    {os.path.join(os.path.realpath(p), "") for p in (sys.base_prefix, sys.base_exec_prefix)}
+)
 
 
 def _stdlib_prefixes() -> tuple[str, ...]:
@@ -118,6 +128,8 @@ class ModuleGraph:
         self._observed_ns = clock_ns()
         self._original_import: Callable[..., ModuleType] | None = None
         self._original_import_module: Callable[..., ModuleType] | None = None
+        #: Data files read while something warm was built (see the module docstring).
+        self.data = DataReads(self._record_data, self._outside_project, clock_ns)
 
     # -- classification -------------------------------------------------------------------
 
@@ -160,6 +172,13 @@ class ModuleGraph:
     def is_project(self, name: str) -> bool:
         return self.kind(name) == KIND_PROJECT
 
+    def _outside_project(self, path: str) -> bool:
+        """The interpreter's (its library, its zip on sys.path), an
+        installed distribution's or this package's file."""
+        if path.startswith(_INTERPRETER_PREFIXES):
+            return True
+        return self.kind_of_file(path) in (KIND_STDLIB, KIND_INSTALLED)
+
     # -- recording imports ------------------------------------------------------------------
 
     def install(self) -> None:
@@ -197,8 +216,10 @@ class ModuleGraph:
 
         builtins.__import__ = recording_import
         importlib.import_module = recording_import_module
+        self.data.install()
 
     def uninstall(self) -> None:
+        self.data.uninstall()
         if self._original_import is not None:
             builtins.__import__ = self._original_import
             importlib.import_module = self._original_import_module  # type: ignore[assignment]
@@ -236,6 +257,17 @@ class ModuleGraph:
     def record_import(self, importer: str, imported: str) -> None:
         self.edges.setdefault(importer, set()).add(imported)
 
+    def _record_data(self, name: str) -> bool:
+        """A data file was read: a dependency of every active recording and of the project
+        module whose top level is running, if any; False when nothing warm is being built."""
+        for recording in self.recordings:
+            recording.add(name)
+        importer = _executing_module(sys._getframe(1), self.floors)
+        if importer is not None and self.is_project(importer):
+            self.edges.setdefault(importer, set()).add(name)
+            return True
+        return bool(self.recordings)
+
     # -- files ------------------------------------------------------------------------------
 
     def observe(self, extra_files: Iterable[str] = ()) -> None:
@@ -267,6 +299,7 @@ class ModuleGraph:
 
     def refresh_state(self, path: str) -> None:
         """The file as it is now is what the next import reads (called before re-importing)."""
+        self.data.forget(path)
         state = file_state(path, self._clock_ns())
         if state is None:
             self.states.pop(path, None)
@@ -274,7 +307,8 @@ class ModuleGraph:
             self.states[path] = state
 
     def changed_files(self) -> list[str]:
-        return sorted(path for path, state in self.states.items() if file_changed(path, state))
+        changed = {path for path, state in self.states.items() if file_changed(path, state)}
+        return sorted(changed.union(self.data.changed()))
 
     def modules_of(self, paths: Iterable[str]) -> dict[str, list[str]]:
         """Loaded module names by source file, for ``paths``."""
@@ -285,6 +319,8 @@ class ModuleGraph:
             path = self.files.get(name)
             if path in wanted:
                 found.setdefault(path, []).append(name)
+        for path in wanted.intersection(self.data.states):
+            found.setdefault(path, []).append(data_name(path))
         return found
 
     # -- invalidation -----------------------------------------------------------------------

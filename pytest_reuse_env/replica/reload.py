@@ -50,7 +50,7 @@ from typing import Any, Final, Protocol, final
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica import conftests, fixtureregistry, modgraph, sameness
+from pytest_reuse_env.replica import conftests, datareads, fixtureregistry, modgraph, sameness
 from pytest_reuse_env.replica.fixturedeps import WarmFixtures
 from pytest_reuse_env.replica.modgraph import ModuleGraph
 from pytest_reuse_env.replica.testtree import CollectedTree, TreeChanged
@@ -371,6 +371,8 @@ class Reloader:
         for pattern in self.exclude:
             if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(path, pattern):
                 raise Stale(f"{rel} changed (reuse_reload_exclude: {pattern})")
+        if path in self.graph.data.states:
+            return  # a data file: what read it is rebuilt
         kind = self.graph.kind_of_file(path)
         if kind == modgraph.KIND_INSTALLED:
             raise Stale(f"{rel} changed (an installed distribution)")
@@ -481,8 +483,9 @@ class Reloader:
         )
 
     def _describe(self, name: str) -> str:
-        """A module by its file (relative), or its name when it has none."""
-        path = self.graph.files.get(name)
+        """A module by its file (relative), or its name when it has none; a data file by its
+        path."""
+        path = datareads.data_path(name) if datareads.is_data(name) else self.graph.files.get(name)
         return self._rel(path) if path else name
 
     def _rel(self, path: str) -> str:

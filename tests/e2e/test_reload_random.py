@@ -5,7 +5,8 @@ session fixtures built from that module, tests that depend on ``app/core.py``,
 constants in test modules and in the conftest. A driver with a fixed seed edits it at random
 (constants in test modules, in the code under test, in the fixture's module and in the
 conftest, read by a function or a session fixture; an autouse conftest fixture added, changed and
-removed; tests and test files added and removed; syntax errors and their fixes), and after
+removed; tests and test files added and removed; syntax errors and their fixes; a data file the
+session fixture reads), and after
 every edit runs pytest with warm replicas and with ``--reuse=off``: per-test outcomes and failure
 messages must be identical every time. 30 steps here; ``-m slow`` runs a longer sequence.
 """
@@ -62,7 +63,12 @@ def guard(index):
 """
 
 CORE = "VALUE = 2\n\n\ndef value():\n    return VALUE\n"
-INDEX = "SIZE = 10\n\n\ndef build():\n    return {'size': SIZE}\n"
+#: The session fixture's build reads a data file too (replica/datareads.py).
+INDEX = (
+    "from pathlib import Path\n\nSIZE = 10\n\n\ndef build():\n"
+    "    extra = (Path(__file__).parent.parent / 'data' / 'extra.txt').read_text()\n"
+    "    return {'size': SIZE + int(extra)}\n"
+)
 
 TEST_CORE = """
 from app.core import VALUE, value
@@ -112,6 +118,7 @@ class Project:
             self.add_or_remove_test,
             self.add_or_remove_file,
             self.break_or_fix,
+            self.data_file,
         ]
 
     def create(self) -> None:
@@ -120,6 +127,7 @@ class Project:
         write(self.root / "app" / "__init__.py", "")
         write(self.root / "app" / "core.py", CORE)
         write(self.root / "app" / "index.py", INDEX)
+        write(self.root / "data" / "extra.txt", "0")
         write(self.root / "tests" / "test_core.py", TEST_CORE)
         write(self.root / "tests" / "test_index.py", TEST_INDEX)
 
@@ -131,6 +139,12 @@ class Project:
         lines = [f"{name} = {value}" if line.startswith(f"{name} = ") else line for line in lines]
         path.write_text("\n".join(lines))
         return f"{path.relative_to(self.root)}: {name} = {value}"
+
+    def data_file(self) -> str:
+        path = self.root / "data" / "extra.txt"
+        value = (int(path.read_text()) + self.rng.choice([1, 2])) % 3  # always a change
+        path.write_text(str(value))
+        return f"data/extra.txt: {value}"
 
     def constant_in_test(self) -> str:
         path = self.root / "tests" / self.rng.choice(["test_core.py", "test_index.py"])

@@ -1,0 +1,123 @@
+"""Data files in the replica's module graph (replica/datareads.py): which reads count, what they
+attach to, and when a file counts as changed."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_reuse_env.replica.datareads import data_name, data_path, is_data
+from pytest_reuse_env.replica.modgraph import ModuleGraph
+
+from .test_modgraph import graph, package, write
+
+__all__ = ["graph", "package"]  # the fixtures, shared
+
+
+def read_in_recording(graph: ModuleGraph, path: Path) -> set[str]:
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    try:
+        path.read_text()
+    finally:
+        graph.recordings.remove(recording)
+    return recording
+
+
+def test_a_read_while_a_fixture_is_set_up_is_a_dependency(
+    tmp_path: Path, graph: ModuleGraph
+) -> None:
+    data = tmp_path / "settings.json"
+    data.write_text('{"level": 1}')
+    name = data_name(os.path.realpath(data))
+    assert read_in_recording(graph, data) == {name}
+    assert is_data(name)
+    assert data_path(name) == os.path.realpath(data)
+    assert graph.changed_files() == []
+    assert graph.modules_of([os.path.realpath(data)]) == {os.path.realpath(data): [name]}
+
+    data.write_text('{"level": 22}')
+    assert graph.changed_files() == [os.path.realpath(data)]
+    graph.refresh_state(os.path.realpath(data))  # what read it is rebuilt, and reads it anew
+    assert graph.changed_files() == []
+
+
+def test_reads_outside_anything_warm_writes_and_code_files_are_not_recorded(
+    tmp_path: Path, graph: ModuleGraph
+) -> None:
+    data = tmp_path / "data.txt"
+    data.write_text("x")
+    data.read_text()  # a test's own read: it runs again anyway
+    source = tmp_path / "helper.py"
+    source.write_text("X = 1\n")
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    try:
+        (tmp_path / "out.txt").write_text("written")  # a write
+        with open(data, "r+"):  # read and write
+            pass
+        source.read_text()  # source files are modules' business
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        os.close(fd)
+        importlib.metadata.version("pytest")  # an installed distribution's METADATA
+    finally:
+        graph.recordings.remove(recording)
+    assert recording == set()
+    assert graph.data.states == {}
+
+
+def test_a_file_missing_when_read_counts_as_changed_once_it_appears(
+    tmp_path: Path, graph: ModuleGraph
+) -> None:
+    data = tmp_path / "optional.toml"
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    try:
+        with pytest.raises(FileNotFoundError):
+            data.read_text()
+    finally:
+        graph.recordings.remove(recording)
+    assert recording == {data_name(os.path.realpath(data))}
+    assert graph.changed_files() == []
+    data.write_text("now here")
+    assert graph.changed_files() == [os.path.realpath(data)]
+
+
+def test_a_module_that_reads_a_file_at_import_depends_on_it(
+    package: Path, graph: ModuleGraph
+) -> None:
+    write(package / "__init__.py", "")
+    (package / "max.txt").write_text("10")
+    write(
+        package / "limits.py",
+        """
+        from pathlib import Path
+
+        MAX = int((Path(__file__).parent / "max.txt").read_text())
+
+
+        def again():
+            return (Path(__file__).parent / "max.txt").read_text()
+        """,
+    )
+    write(package / "user.py", "from pkgx.limits import MAX\n")
+    limits = importlib.import_module("pkgx.user") and importlib.import_module("pkgx.limits")
+    name = data_name(os.path.realpath(package / "max.txt"))
+    assert name in graph.edges["pkgx.limits"]
+    assert graph.dependents([name]) >= {name, "pkgx.limits", "pkgx.user"}
+    before = dict(graph.edges)
+    limits.again()  # a function's read after import: no module depends on it by that
+    assert graph.edges == before
+
+
+def test_an_unhooked_graph_hears_nothing(tmp_path: Path) -> None:
+    graph = ModuleGraph()
+    graph.install()
+    graph.uninstall()
+    data = tmp_path / "x.json"
+    data.write_text("{}")
+    assert read_in_recording(graph, data) == set()
