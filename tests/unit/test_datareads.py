@@ -121,3 +121,18 @@ def test_an_unhooked_graph_hears_nothing(tmp_path: Path) -> None:
     data = tmp_path / "x.json"
     data.write_text("{}")
     assert read_in_recording(graph, data) == set()
+
+
+def test_os_open_for_reading_is_heard_and_for_writing_is_not(
+    tmp_path: Path, graph: ModuleGraph
+) -> None:
+    read, written = tmp_path / "read.bin", tmp_path / "written.bin"
+    read.write_bytes(b"1")
+    recording: set[str] = set()
+    graph.recordings.append(recording)
+    try:
+        os.close(os.open(read, os.O_RDONLY))
+        os.close(os.open(written, os.O_WRONLY | os.O_CREAT))
+    finally:
+        graph.recordings.remove(recording)
+    assert recording == {data_name(os.path.realpath(read))}
