@@ -46,7 +46,11 @@ READ_SECONDS: Final = 120.0
 SUMMARY: Final = re.compile(rb"\d+ (?:passed|failed)[^\n]* in [0-9.]+s")
 #: pytest-watcher's options: its default pattern (*.py) misses app/*.py under watchdog 6+.
 PTW_OPTIONS: Final = ("--now", "--delay", "0.05", "--patterns", "*.py,**/*.py")
-NOISE_OFF: Final = ("-p", "no:asyncio", "-p", "no:randomly", "-p", "no:cacheprovider")
+NOISE_OFF: Final = (
+    *("-p", "no:asyncio", "-p", "no:randomly", "-p", "no:cacheprovider"),
+    # The bench extra installs it for the async scenario; it runs the tests itself.
+    *("-p", "no:asyncio-cooperative"),
+)
 
 
 @dataclass

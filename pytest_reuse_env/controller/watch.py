@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import pytest
 
+from pytest_reuse_env.controller.nodes import loop_owner
 from pytest_reuse_env.controller.watch_plan import (
     Filters,
     RoundPlan,
@@ -71,6 +72,12 @@ def start_watching(config: pytest.Config, role: Role) -> None:
         )
     if config.option.collectonly:
         raise pytest.UsageError("--reuse-watch runs tests: it cannot be combined with --co")
+    owner = loop_owner(config)
+    if owner is not None:  # a normal run warns and runs without replicas; a watch would not
+        raise pytest.UsageError(
+            f"--reuse-watch needs replicas, but plugin {owner!r} runs the tests itself "
+            f"(pytest_runtestloop); disable it with -p no:{owner}"
+        )
     try:
         import watchfiles  # noqa: F401
     except ImportError as exc:

@@ -40,6 +40,9 @@ from pytest_reuse_env import protocol
 from pytest_reuse_env.errors import ReuseLeakWarning
 
 _PROC: Final = "/proc/self"
+#: Bound at import, before a replica's module graph wraps ``os.open`` to hear data files
+#: (replica/datareads.py): these /proc reads are never data, and they run on every test.
+_os_open: Final = os.open
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: pytest's own bookkeeping, set and cleared around every test phase.
 _ALWAYS_IGNORED_ENV: Final = frozenset({"PYTEST_CURRENT_TEST"})
@@ -62,7 +65,7 @@ class ProcessState:
 
 def _fds() -> frozenset[int]:
     try:
-        listing = os.open(f"{_PROC}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        listing = _os_open(f"{_PROC}/fd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return frozenset()
     try:
@@ -74,7 +77,7 @@ def _fds() -> frozenset[int]:
 
 def _read(path: str) -> bytes:
     """A small /proc file, without the cost of a Python file object."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = _os_open(path, os.O_RDONLY)
     try:
         return os.read(fd, 65536)
     finally:

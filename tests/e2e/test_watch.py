@@ -382,3 +382,13 @@ def test_n_is_refused(project: pytest.Pytester) -> None:
     result = run(project, "--reuse-watch", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--reuse-watch * cannot be combined with -n/--dist*"])
+
+
+def test_a_plugin_that_runs_the_tests_itself_is_refused(project: pytest.Pytester) -> None:
+    # A normal run warns and runs every test in the pytest process; a watch would run none.
+    project.makepyfile(looper="def pytest_runtestloop(session):\n    return None\n")
+    result = run(project, "-p", "looper", "--reuse-watch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--reuse-watch needs replicas, but plugin 'looper' runs the tests itself*-p no:looper*"]
+    )
