@@ -4,7 +4,7 @@ back; the real Environment and Replica, with fake links."""
 from __future__ import annotations
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.replica import Ending, EndKind, ReplicaState
+from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
 from pytest_reuse_env.policy import ReusePolicy
 from tests.unit.fakes import Run, ready
 
@@ -65,9 +65,10 @@ def test_an_empty_queue_retires_replicas_at_the_end_of_a_run() -> None:
     assert (stats.tests_cold, stats.tests_warm, dict(stats.retired)) == (1, 1, {"end of run": 1})
 
 
-def test_scaledown_and_idle_ttl_follow_the_injected_clock() -> None:
+def two_replicas_served(*, watching: bool = False) -> tuple[Run, Replica, Replica]:
+    """replicas=(1, 2), scaledown_ttl 30 s, idle_ttl 60 s: both ready, all tests run."""
     policy = ReusePolicy(replicas=(1, 2), scope="run", scaledown_ttl=30, idle_ttl=60)
-    run = Run(TESTS[:4], policy, closing=False)
+    run = Run(TESTS[:4], policy, closing=False, watching=watching)
     run.environment.submit(TESTS[:4])
     r0, r1 = run.replicas
     run.say(r0, ready(TESTS))
@@ -76,6 +77,11 @@ def test_scaledown_and_idle_ttl_follow_the_injected_clock() -> None:
         for nodeid in run.sent_runs(replica):
             run.run_test(replica, nodeid)
     assert run.environment.done
+    return run, r0, r1
+
+
+def test_scaledown_and_idle_ttl_follow_the_injected_clock() -> None:
+    run, r0, r1 = two_replicas_served()
     run.clock.advance(29)
     run.pump()
     assert all(r.state is ReplicaState.READY for r in (r0, r1)), "not yet: 29 s idle"
@@ -89,16 +95,7 @@ def test_scaledown_and_idle_ttl_follow_the_injected_clock() -> None:
 
 
 def test_watch_mode_replicas_never_idle_out_between_rounds() -> None:
-    policy = ReusePolicy(replicas=(1, 2), scope="run", scaledown_ttl=30, idle_ttl=60)
-    run = Run(TESTS[:4], policy, closing=False, watching=True)
-    run.environment.submit(TESTS[:4])
-    r0, r1 = run.replicas
-    run.say(r0, ready(TESTS))
-    run.say(r1, ready(TESTS))
-    for replica in (r0, r1):
-        for nodeid in run.sent_runs(replica):
-            run.run_test(replica, nodeid)
-    assert run.environment.done
+    run, r0, r1 = two_replicas_served(watching=True)
     run.clock.advance(31)
     run.pump()
     assert r1.cause == Ending(EndKind.RETIRED, "scaledown"), "above the minimum: scaledown"
