@@ -167,7 +167,10 @@ class WatchMode:
 
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         ini = self.config.inipath
-        with FileChanges(self.config.rootpath, ini) as changes:
+        data = self.reloader.graph.data.states  # files read at import here (test parameters)
+        with FileChanges(
+            self.config.rootpath, ini, lambda path: os.path.realpath(path) in data
+        ) as changes:
             while True:
                 try:
                     with Keys(capture) as keys:

@@ -12,6 +12,7 @@ import queue
 import select
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -37,16 +38,17 @@ IGNORED_DIRECTORIES: Final = (
 STOP_SECONDS: Final = 2.0
 
 
-def _python_filter(ini_path: str | None) -> Any:
+def _python_filter(ini_path: str | None, known: Callable[[str], bool] = lambda path: False) -> Any:
     import watchfiles
 
     class PythonFiles(watchfiles.DefaultFilter):
-        """Python files and the ini file, outside caches, VCS folders and virtualenvs."""
+        """Python files, the ini file and the data files ``known`` names, outside caches, VCS
+        folders and virtualenvs."""
 
         ignore_dirs = (*watchfiles.DefaultFilter.ignore_dirs, *IGNORED_DIRECTORIES)
 
         def __call__(self, change: Any, path: str) -> bool:
-            if path != ini_path and not path.endswith(".py"):
+            if path != ini_path and not path.endswith(".py") and not known(path):
                 return False
             return bool(super().__call__(change, path))
 
@@ -57,9 +59,16 @@ def _python_filter(ini_path: str | None) -> Any:
 class FileChanges:
     """Saved files under ``root``: bursts of paths, debounced, on a queue."""
 
-    def __init__(self, root: Path, ini_path: Path | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        ini_path: Path | None,
+        known: Callable[[str], bool] = lambda path: False,
+    ) -> None:
         self.root = root
         self.ini_path = str(ini_path) if ini_path is not None else None
+        #: Other files to hear: data files the watching process read at import (its reloader's).
+        self.known = known
         self.bursts: queue.Queue[set[str]] = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -80,7 +89,7 @@ class FileChanges:
         try:
             for changes in watchfiles.watch(
                 self.root,
-                watch_filter=_python_filter(self.ini_path),
+                watch_filter=_python_filter(self.ini_path, self.known),
                 step=DEBOUNCE_STEP_MS,
                 stop_event=self._stop,
                 rust_timeout=500,

@@ -392,3 +392,28 @@ def test_a_plugin_that_runs_the_tests_itself_is_refused(project: pytest.Pytester
     result.stderr.fnmatch_lines(
         ["*--reuse-watch needs replicas, but plugin 'looper' runs the tests itself*-p no:looper*"]
     )
+
+
+def test_a_data_file_read_at_import_starts_a_round_for_the_tests_that_read_it(
+    project: pytest.Pytester, sessions: list[WatchSession]
+) -> None:
+    # Test parameters read from a file when the module is imported (replica/datareads.py).
+    (project.path / "cases.txt").write_text("1\n2\n")
+    (project.path / "test_cases.py").write_text(
+        "from pathlib import Path\n\nimport pytest\n\npytestmark = pytest.mark.reuse\n\n"
+        "CASES = (Path(__file__).parent / 'cases.txt').read_text().split()\n\n\n"
+        "@pytest.mark.parametrize('case', CASES)\n"
+        "def test_case(case):\n    assert int(case) < 10\n"
+    )
+    watch = WatchSession(project, "--reuse-watch-affected", tty=False)
+    sessions.append(watch)
+    assert outcome_line(watch.expect(r"waiting for changes")) == "6 passed"
+    save(project.path / "cases.txt", "1\n2\n30\n")
+    round_two = watch.expect(r"waiting for changes")
+    assert "reuse watch #2: cases.txt changed: 3 tests affected\n" in round_two
+    assert outcome_line(round_two) == "1 failed, 2 passed"
+    # A file nothing read: no round.
+    save(project.path / "notes.txt", "x\n")
+    watch.quiet_for(r"reuse watch #3", 1.5)
+    watch.process.send_signal(signal.SIGINT)
+    assert watch.wait_for_exit() == 1  # the last round failed

@@ -48,3 +48,11 @@ def test_python_files_and_the_ini_file_are_heard(path: str) -> None:
 )
 def test_vcs_caches_virtualenvs_and_other_files_are_ignored(path: str) -> None:
     assert not _python_filter(INI)(watchfiles.Change.modified, path)
+
+
+def test_a_data_file_read_at_import_is_heard_and_no_other() -> None:
+    known = {f"{ROOT}/data/cases.txt"}
+    heard = _python_filter(INI, known.__contains__)
+    assert heard(watchfiles.Change.modified, f"{ROOT}/data/cases.txt")
+    assert not heard(watchfiles.Change.modified, f"{ROOT}/data/other.txt")
+    assert not heard(watchfiles.Change.modified, f"{ROOT}/.git/data/cases.txt")
