@@ -136,3 +136,25 @@ def test_os_open_for_reading_is_heard_and_for_writing_is_not(
     finally:
         graph.recordings.remove(recording)
     assert recording == {data_name(os.path.realpath(read))}
+
+
+def test_a_large_data_file_is_told_by_its_stat_values_not_read_again(
+    tmp_path: Path, graph: ModuleGraph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_reuse_env.replica import datareads
+
+    monkeypatch.setattr(datareads, "DIGEST_LIMIT", 10)
+    small, large = tmp_path / "small.json", tmp_path / "large.bin"
+    small.write_text("{}")
+    large.write_bytes(b"x" * 100)
+    read_in_recording(graph, small)
+    read_in_recording(graph, large)
+    # Both were written just now ("racy"): only the small one keeps a content digest.
+    small_state = graph.data.states[os.path.realpath(small)]
+    large_state = graph.data.states[os.path.realpath(large)]
+    assert small_state is not None
+    assert large_state is not None
+    assert small_state.digest is not None
+    assert large_state.digest is None
+    large.write_bytes(b"y" * 101)
+    assert graph.changed_files() == [os.path.realpath(large)]
