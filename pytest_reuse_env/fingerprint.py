@@ -341,9 +341,9 @@ def _in_virtualenv(directory: str, root: str, known: dict[str, bool]) -> bool:
     return known[directory]
 
 
-def file_state(path: str, now_ns: int) -> FileState | None:
+def file_state(path: str, now_ns: int, *, digest_limit: int | None = None) -> FileState | None:
     """The regular file's state now (None: gone or not a regular file); racy files get a
-    content digest."""
+    content digest, unless larger than ``digest_limit`` bytes (then stat values alone)."""
     try:
         info = os.stat(path)
     except OSError:
@@ -351,7 +351,8 @@ def file_state(path: str, now_ns: int) -> FileState | None:
     if not stat.S_ISREG(info.st_mode):
         return None
     digest = None
-    if info.st_mtime_ns >= now_ns - RACY_WINDOW_NS:
+    small = digest_limit is None or info.st_size <= digest_limit
+    if small and info.st_mtime_ns >= now_ns - RACY_WINDOW_NS:
         digest = _content_digest(path)
     return FileState(info.st_mtime_ns, info.st_size, digest)
 

@@ -25,7 +25,6 @@ import builtins
 import functools
 import io
 import os
-import stat
 from collections.abc import Callable
 from typing import Any, Final, final
 
@@ -53,21 +52,6 @@ def is_data(name: str) -> bool:
 
 def data_path(name: str) -> str:
     return name[len(DATA_PREFIX) :]
-
-
-def _state(path: str, now_ns: int) -> FileState | None:
-    """``fingerprint.file_state``, without the content digest of a large file: a fixture that
-    writes a model or a dataset and loads it would have it read and hashed again at every
-    check (for a file its stat values say nothing of, racy within a 2 s window)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        return None
-    if info.st_size <= DIGEST_LIMIT:
-        return file_state(path, now_ns)
-    return FileState(info.st_mtime_ns, info.st_size)
 
 
 @final
@@ -149,7 +133,9 @@ class DataReads:
             return  # a test's own read: tests run again anyway
         if real not in self.states:
             # As it is when read: what was built holds this content (or knows it was missing).
-            self.states[real] = _state(real, self._clock_ns())
+            # No digest of a large file: one a fixture wrote and loads (a model) would be read
+            # and hashed again at every check while it is racy.
+            self.states[real] = file_state(real, self._clock_ns(), digest_limit=DIGEST_LIMIT)
 
     def changed(self) -> list[str]:
         """Files that differ from what was read (or appeared since they were missing)."""
