@@ -298,8 +298,11 @@ class ModuleGraph:
         return state
 
     def refresh_state(self, path: str) -> None:
-        """The file as it is now is what the next import reads (called before re-importing)."""
-        self.data.forget(path)
+        """The file as it is now is what the next import reads (called before re-importing).
+        A data file is forgotten instead: what read it is rebuilt and reads it again."""
+        if path in self.data.states:
+            self.data.forget(path)
+            return
         state = file_state(path, self._clock_ns())
         if state is None:
             self.states.pop(path, None)

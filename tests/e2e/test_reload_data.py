@@ -109,3 +109,23 @@ def test_modules_that_read_an_edited_data_file_at_import_are_re_imported(
         consecutive=False,
     )
     assert replica_setups(project, {pid}) == ["db", "index"]
+
+
+def test_a_data_file_whose_reader_is_not_set_up_again_is_no_longer_watched(
+    project: pytest.Pytester,
+) -> None:
+    conftest = project.path / "conftest.py"
+    conftest.write_text(conftest.read_text() + SETTINGS_FIXTURE)
+    write(project.path / "data" / "settings.json", '{"level": 1}')
+    write(
+        project.path / "tests" / "test_settings.py",
+        "def test_level(settings, db):\n    assert settings['level'] == 1\n",
+    )
+    _, env = same_as_plain(project)
+    pid = env["replicas"][0]["pid"]
+    # The edit tears settings down; the runs that follow do not ask for it again.
+    for level in (2, 3):
+        write(project.path / "data" / "settings.json", f'{{"level": {level}}}')
+        result, env = same_as_plain(project, "-k", "not level")
+        stayed_warm(env, pid)
+        assert "tests/test_settings.py::test_level" not in summary(result)

@@ -158,3 +158,16 @@ def test_a_large_data_file_is_told_by_its_stat_values_not_read_again(
     assert large_state.digest is None
     large.write_bytes(b"y" * 101)
     assert graph.changed_files() == [os.path.realpath(large)]
+
+
+def test_a_data_file_rebuilt_for_is_forgotten_not_watched_as_a_module(
+    tmp_path: Path, graph: ModuleGraph
+) -> None:
+    data = tmp_path / "settings.json"
+    data.write_text("1")
+    read_in_recording(graph, data)
+    data.write_text("22")
+    graph.refresh_state(os.path.realpath(data))  # its readers are rebuilt; none reads it again
+    assert os.path.realpath(data) not in graph.states
+    data.write_text("333")
+    assert graph.changed_files() == [], "nothing depends on it until it is read again"
