@@ -130,8 +130,7 @@ class WarmFixtures:
             return True
         if code is None:
             return True
-        kind = self.graph.kind_of_file(os.path.realpath(code.co_filename))
-        return kind not in (modgraph.KIND_STDLIB, modgraph.KIND_INSTALLED)
+        return not self.graph.outside_project(os.path.realpath(code.co_filename))
 
     def invalid(
         self,

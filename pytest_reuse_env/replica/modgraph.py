@@ -129,7 +129,7 @@ class ModuleGraph:
         self._original_import: Callable[..., ModuleType] | None = None
         self._original_import_module: Callable[..., ModuleType] | None = None
         #: Data files read while something warm was built (see the module docstring).
-        self.data = DataReads(self._record_data, self._outside_project, clock_ns)
+        self.data = DataReads(self._record_data, self.outside_project, clock_ns)
 
     # -- classification -------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class ModuleGraph:
     def is_project(self, name: str) -> bool:
         return self.kind(name) == KIND_PROJECT
 
-    def _outside_project(self, path: str) -> bool:
+    def outside_project(self, path: str) -> bool:
         """The interpreter's (its library, its zip on sys.path), an
         installed distribution's or this package's file."""
         if path.startswith(_INTERPRETER_PREFIXES):
