@@ -34,9 +34,8 @@ def settings():
 """
 
 
-def test_a_fixture_that_read_an_edited_data_file_is_rebuilt_and_no_other(
-    project: pytest.Pytester,
-) -> None:
+def add_settings(project: pytest.Pytester) -> None:
+    """A session fixture ``settings`` that loads data/settings.json, and a test of it."""
     conftest = project.path / "conftest.py"
     conftest.write_text(conftest.read_text() + SETTINGS_FIXTURE)
     write(project.path / "data" / "settings.json", '{"level": 1}')
@@ -44,6 +43,12 @@ def test_a_fixture_that_read_an_edited_data_file_is_rebuilt_and_no_other(
         project.path / "tests" / "test_settings.py",
         "def test_level(settings, db):\n    assert settings['level'] == 1\n",
     )
+
+
+def test_a_fixture_that_read_an_edited_data_file_is_rebuilt_and_no_other(
+    project: pytest.Pytester,
+) -> None:
+    add_settings(project)
     _, env = same_as_plain(project)
     pid = env["replicas"][0]["pid"]
     assert replica_setups(project, {pid}) == ["db", "index", "settings"]
@@ -114,13 +119,7 @@ def test_modules_that_read_an_edited_data_file_at_import_are_re_imported(
 def test_a_data_file_whose_reader_is_not_set_up_again_is_no_longer_watched(
     project: pytest.Pytester,
 ) -> None:
-    conftest = project.path / "conftest.py"
-    conftest.write_text(conftest.read_text() + SETTINGS_FIXTURE)
-    write(project.path / "data" / "settings.json", '{"level": 1}')
-    write(
-        project.path / "tests" / "test_settings.py",
-        "def test_level(settings, db):\n    assert settings['level'] == 1\n",
-    )
+    add_settings(project)
     _, env = same_as_plain(project)
     pid = env["replicas"][0]["pid"]
     # The edit tears settings down; the runs that follow do not ask for it again.
