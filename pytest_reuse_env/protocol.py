@@ -11,6 +11,8 @@ Controller to replica, in the order a replica sees them::
     RUN      list[str]           nodeids appended to the replica's queue
     DRAIN    None                run what you hold without waiting for a next item
     CANCEL   None                drop queued items that have not started (``-x``, ``--maxfail``)
+    STEAL    int                 hand back up to that many queued items that have not started,
+                                 from the end (another replica ran dry): RETURNED lists them
     END_LEASE None               this run is done with you: send WORKEROUTPUT for it now
     SHUTDOWN None                run what you hold, tear the session down, exit
 
@@ -33,7 +35,8 @@ Replica to controller::
     TEARDOWN_ERROR FailurePayload a module/class/session finalizer failed between tests
     RECYCLE        RecyclePayload replace me: a leak (reuse_leaks=recycle) or a recycling limit;
                                   it hands back the tests it held (``returned``)
-    RETURNED       list[str]      tests sent after RECYCLE, handed back unrun
+    RETURNED       list[str]      tests handed back unrun: those sent after RECYCLE, or those
+                                  STEAL asked for (possibly none)
     STOPPED_EARLY  StoppedEarlyPayload the session is ending unasked (KeyboardInterrupt,
                                   pytest.exit, an error inside pytest) while running tests
     WORKEROUTPUT   dict           ``config.workeroutput`` of the lease that ended (after
@@ -63,6 +66,7 @@ ATTACH: Final = "attach"
 RUN: Final = "run"
 DRAIN: Final = "drain"
 CANCEL: Final = "cancel"
+STEAL: Final = "steal"
 END_LEASE: Final = "end_lease"
 SHUTDOWN: Final = "shutdown"
 
@@ -131,7 +135,9 @@ END: Final[Message] = (CHANNEL_CLOSED, None)
 
 #: What a controller may say (START first, or ATTACH); anything else is a protocol error the
 #: replica ends its session on.
-CONTROLLER_MESSAGES: Final = frozenset({START, ATTACH, RUN, DRAIN, CANCEL, END_LEASE, SHUTDOWN})
+CONTROLLER_MESSAGES: Final = frozenset(
+    {START, ATTACH, RUN, DRAIN, CANCEL, STEAL, END_LEASE, SHUTDOWN}
+)
 
 #: What a replica may say; anything else is a protocol error the controller reports.
 REPLICA_MESSAGES: Final = frozenset(
@@ -370,6 +376,10 @@ def drain() -> Message:
 
 def cancel() -> Message:
     return (CANCEL, None)
+
+
+def steal(count: int) -> Message:
+    return (STEAL, count)
 
 
 def shutdown() -> Message:

@@ -231,7 +231,8 @@ class ReplicaEvents:
         environment.retire(replica, f"recycle ({payload['kind']})")
 
     def tests_returned(self, replica: Replica, payload: list[str]) -> None:
-        self.environment_of(replica).take_back(replica)  # requeued at RECYCLE: nothing left
+        """Tests handed back unrun (STEAL's answer; after RECYCLE, echoes already requeued)."""
+        self.environment_of(replica).requeue_returned(replica, payload)
 
     def session_stopped_early(
         self, replica: Replica, payload: protocol.StoppedEarlyPayload

@@ -179,6 +179,8 @@ class Replica:
         self.mean_test_seconds: float | None = None
         #: Tests taken back by CANCEL (-x): what the replica still says of them is dropped.
         self.cancelled: set[str] = set()
+        #: It was asked (STEAL) to hand back tests it has not started; RETURNED answers.
+        self.steal_asked = False
         #: The nodeid whose logstart came and whose logfinish has not, and its phases so far.
         self.current: str | None = None
         self.current_phases: list[str] = []
@@ -359,6 +361,31 @@ class Replica:
             self.running[self.current] = self.idle_since or self.started_at
             self.current_phases = ["setup"]
             self.current_logged = False
+
+    @property
+    def unstarted(self) -> int:
+        """Tests it holds beyond those it may be running (the first one: quick tests are not
+        announced, or an async batch's announced ones)."""
+        return max(0, len(self.in_flight) - max(1, len(self.running)))
+
+    def ask_steal(self, count: int) -> None:
+        """Ask it to hand back up to ``count`` tests it has not started, from the end of what it
+        holds (STEAL): another replica of its environment ran dry. RETURNED answers."""
+        self.steal_asked = True
+        self.send(protocol.steal(count))
+
+    def returned(self, nodeids: list[str]) -> list[str]:
+        """RETURNED: tests it handed back unrun, asked by STEAL or sent to it after it asked to
+        be recycled. Returns those it still held, in order (after RECYCLE the controller has
+        taken them back already): they run elsewhere."""
+        self.steal_asked = False
+        back = {n for n in nodeids if n != self.current and n not in self.running}
+        back.intersection_update(self.in_flight)
+        if not back:
+            return []
+        ordered = [n for n in self.in_flight if n in back]
+        self.in_flight = deque(n for n in self.in_flight if n not in back)
+        return ordered
 
     def give_back(self) -> list[str]:
         """Take back every test it holds and has not started, in the order they were sent

@@ -127,6 +127,7 @@ class ReplicaSession:
             protocol.RUN: self._on_run,
             protocol.DRAIN: self._on_drain,
             protocol.CANCEL: self._on_cancel,
+            protocol.STEAL: self._on_steal,
             protocol.SHUTDOWN: self._on_shutdown,
             protocol.ATTACH: self._on_attach,
             protocol.END_LEASE: self._on_end_lease,
@@ -392,6 +393,13 @@ class ReplicaSession:
 
     def _on_cancel(self, payload: None) -> None:
         self.pending.clear()
+
+    def _on_steal(self, count: int) -> None:
+        """Another replica ran dry: hand back up to ``count`` of the tests not started, from
+        the end (messages are handled between tests, so none of them has begun)."""
+        taken = [self.pending.pop() for _ in range(min(count, len(self.pending)))]
+        taken.reverse()
+        self.send(protocol.returned(taken))
 
     def _on_shutdown(self, payload: None) -> None:
         self.final = self.shutting_down = True

@@ -27,7 +27,7 @@ def test_backlog_starts_replicas_and_each_is_fed_its_depth_once_ready() -> None:
     assert list(run.environment.queue) == TESTS[7:]
 
 
-def test_quick_tests_deepen_the_pipeline_and_are_sent_in_batches() -> None:
+def test_quick_tests_deepen_the_pipeline_and_are_sent_in_guided_batches() -> None:
     tests = [f"t.py::test_{i}" for i in range(200)]
     run = Run(tests, ReusePolicy(replicas=1, scope="run"))
     run.environment.submit(tests)
@@ -35,18 +35,150 @@ def test_quick_tests_deepen_the_pipeline_and_are_sent_in_batches() -> None:
     run.say(r0, ready(tests))
     assert run.sent_runs(r0) == tests[:3], "no figure yet: the base depth"
     runs_before = run.link(r0).names().count(protocol.RUN)
-    run.clock.advance(0.001)  # a millisecond a test: 20 of them per PIPELINE_SECONDS
+    run.clock.advance(0.001)  # a millisecond a test: a depth of 20 (PIPELINE_SECONDS)
     run.run_test(r0, tests[0])
-    assert len(r0.in_flight) == 20, r0.in_flight
-    sent = run.link(r0).names().count(protocol.RUN) - runs_before
-    assert sent == 1, "one RUN for the batch, not one a test"
-    for nodeid in list(r0.in_flight)[:4]:
+    # One RUN for half the queue (GUIDED_SHARES per replica), not one a test.
+    assert len(r0.in_flight) == 2 + 99, len(r0.in_flight)
+    assert run.link(r0).names().count(protocol.RUN) - runs_before == 1
+    while len(r0.in_flight) > 16:
         run.clock.advance(0.001)
-        run.run_test(r0, nodeid)
-    assert len(r0.in_flight) == 16, "not refilled before a quarter of the depth has run"
+        run.run_test(r0, r0.in_flight[0])
+    assert run.link(r0).names().count(protocol.RUN) - runs_before == 1, (
+        "not refilled before the depth's last quarter"
+    )
     run.clock.advance(0.001)
     run.run_test(r0, r0.in_flight[0])
-    assert len(r0.in_flight) == 20
+    assert len(r0.in_flight) == 15 + 49, "half of what is left"
+    while r0.in_flight:
+        run.clock.advance(0.001)
+        run.run_test(r0, r0.in_flight[0])
+    assert run.environment.done
+    assert run.sent_runs(r0) == tests, "every test once, in order"
+    assert run.link(r0).names().count(protocol.RUN) <= 8
+
+
+def test_a_guided_batch_is_at_most_batch_seconds_and_a_share_per_possible_replica() -> None:
+    tests = [f"t.py::test_{i}" for i in range(2000)]
+    run = Run(tests, ReusePolicy(replicas=(1, 2), scope="run"))
+    run.environment.submit(tests)
+    r0 = run.replicas[0]
+    run.say(r0, ready(tests))
+    run.clock.advance(0.01)  # 10 ms a test: BATCH_SECONDS (0.25 s) is 25 of them
+    run.run_test(r0, tests[0])
+    assert len(r0.in_flight) == 2 + 25
+    run2 = Run(tests, ReusePolicy(replicas=(1, 2), scope="run"))
+    run2.environment.submit(tests)
+    r0 = run2.replicas[0]
+    run2.say(r0, ready(tests))
+    run2.clock.advance(0.0001)
+    run2.run_test(r0, tests[0])
+    # A quarter of the queue (1997): two shares for each of the two replicas it may have.
+    assert len(r0.in_flight) == 2 + 500
+    assert len(run2.environment.queue) == 1997 - 500, "the rest waits for the second replica"
+
+
+def test_slow_tests_get_no_guided_batch() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=1, scope="run"))
+    run.environment.submit(TESTS)
+    (r0,) = run.replicas
+    run.say(r0, ready(TESTS))
+    run.clock.advance(1.0)
+    run.run_test(r0, TESTS[0])
+    assert list(r0.in_flight) == TESTS[1:4], "the base depth: a second a test"
+
+
+def two_replicas_one_dry(tests: list[str], *, closing: bool = True) -> tuple[Run, Replica, Replica]:
+    """Two ready replicas of quick-ish tests (5 ms): the queue is empty and r1 has nothing
+    left to start (it waits at its last test), while r0 still holds most of its batch."""
+    run = Run(tests, ReusePolicy(replicas=2, scope="run"), closing=closing)
+    run.environment.submit(tests)
+    r0, r1 = run.replicas
+    run.say(r0, ready(tests))
+    run.clock.advance(0.005)
+    run.run_test(r0, run.sent_runs(r0)[0])  # r0's mean is known: a guided batch
+    run.say(r1, ready(tests))
+    while run.environment.queue or r1.unstarted:
+        run.clock.advance(0.005)
+        run.run_test(r1, r1.in_flight[0])
+    return run, r0, r1
+
+
+def test_a_replica_that_runs_dry_steals_half_of_what_another_holds_unstarted() -> None:
+    tests = [f"t.py::test_{i}" for i in range(120)]
+    run, r0, r1 = two_replicas_one_dry(tests)
+    held = list(r0.in_flight)
+    assert len(held) > 20, held
+    steals = [payload for name, payload in run.link(r0).sent if name == protocol.STEAL]
+    assert steals == [(len(held) - 1) // 2], "half of all but the one it may be running"
+    assert r0.steal_asked
+    for replica in (r0, r1):
+        assert replica.accepting, "no replica is told to finish while tests may move"
+        assert protocol.SHUTDOWN not in run.link(replica).names()
+    # r0 runs one more, then reads STEAL and hands back its last ones.
+    run.clock.advance(0.005)
+    run.run_test(r0, held[0])
+    tail = held[len(held) - steals[0] :]
+    sent_before = len(run.sent_runs(r1))
+    run.say(r0, protocol.returned(tail))
+    assert not r0.steal_asked
+    assert list(r0.in_flight) == held[1 : len(held) - steals[0]]
+    given = run.sent_runs(r1)[sent_before:]
+    assert given, "the stolen tests go to the dry replica"
+    assert given == tail[: len(given)]
+    assert list(run.environment.queue) == tail[len(given) :]
+    for replica in (r0, r1):
+        while replica.in_flight:
+            if len(replica.in_flight) == 1:  # a last test starts once told to finish
+                assert run.link(replica).names()[-1] == protocol.SHUTDOWN
+            run.clock.advance(0.005)
+            run.run_test(replica, replica.in_flight[0])
+    assert run.environment.done
+    ran = sorted([*r0.ran, *r1.ran])
+    assert ran == sorted(tests), "every test ran exactly once"
+
+
+def test_a_steal_answered_with_nothing_lets_the_dry_replica_retire() -> None:
+    tests = [f"t.py::test_{i}" for i in range(120)]
+    run, r0, r1 = two_replicas_one_dry(tests)
+    while r0.unstarted > 2:  # it ran most of them before STEAL came
+        run.clock.advance(0.005)
+        run.run_test(r0, r0.in_flight[0])
+    run.say(r0, protocol.returned([]))
+    assert len(r0.in_flight) == 3
+    assert r1.state is ReplicaState.STOPPING, "nothing came back, nothing worth taking: finish"
+    assert r0.state is ReplicaState.STOPPING
+
+
+def test_returned_tests_it_no_longer_holds_are_not_run_twice() -> None:
+    tests = [f"t.py::test_{i}" for i in range(120)]
+    run, r0, r1 = two_replicas_one_dry(tests)
+    held = list(r0.in_flight)
+    for nodeid in held[:3]:
+        run.clock.advance(0.005)
+        run.run_test(r0, nodeid)
+    # Finished ones, and one that is not its own, are not requeued.
+    run.say(r0, protocol.returned([held[1], held[-1], "t.py::elsewhere"]))
+    assert list(run.environment.queue) == []
+    assert run.sent_runs(r1)[-1] == held[-1]
+    assert held[1] not in run.sent_runs(r1)
+
+
+def test_short_unstarted_work_is_not_stolen() -> None:
+    tests = [f"t.py::test_{i}" for i in range(8)]
+    run = Run(tests, ReusePolicy(replicas=2, scope="run"))
+    run.environment.submit(tests)
+    r0, r1 = run.replicas
+    run.say(r0, ready(tests))
+    run.say(r1, ready(tests))
+    run.clock.advance(0.0001)  # 0.1 ms a test: what r0 holds is worth less than STEAL_SECONDS
+    run.run_test(r0, run.sent_runs(r0)[0])
+    run.run_test(r1, run.sent_runs(r1)[0])
+    while r1.unstarted:
+        run.clock.advance(0.0001)
+        run.run_test(r1, r1.in_flight[0])
+    assert r0.unstarted >= 2
+    assert protocol.STEAL not in run.link(r0).names()
+    assert protocol.SHUTDOWN in run.link(r1).names(), "nothing worth moving: told to finish"
 
 
 def test_an_empty_queue_retires_replicas_at_the_end_of_a_run() -> None:

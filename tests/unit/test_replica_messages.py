@@ -45,6 +45,19 @@ def test_queue_messages_change_what_it_will_run() -> None:
     assert replica.shutting_down
 
 
+def test_steal_hands_back_the_last_tests_not_started() -> None:
+    replica, channel = replica_session()
+    replica._handle(protocol.run([f"t.py::{n}" for n in "abcde"]))
+    replica._handle(protocol.steal(2))
+    assert list(replica.pending) == ["t.py::a", "t.py::b", "t.py::c"]
+    assert channel.sent[-1] == protocol.returned(["t.py::d", "t.py::e"])
+    replica._handle(protocol.steal(10))  # it ran ahead: all that is left, possibly none
+    assert list(replica.pending) == []
+    assert channel.sent[-1] == protocol.returned(["t.py::a", "t.py::b", "t.py::c"])
+    replica._handle(protocol.steal(1))
+    assert channel.sent[-1] == protocol.returned([])
+
+
 @pytest.mark.parametrize("message", [("frobnicate", None), protocol.start({})])  # type: ignore[typeddict-item]
 def test_an_unknown_message_is_an_error_not_a_silent_drop(message: Any) -> None:
     replica, channel = replica_session()
