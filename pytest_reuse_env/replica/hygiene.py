@@ -10,9 +10,9 @@ a wider scope (a new module, class or session fixture): those legitimately keep 
 or memory for later tests, so the baseline is then the state after setup, and only what the
 test body and its own function fixtures left behind counts.
 
-Costs are a few dozen microseconds a reading: ``/proc/self`` reads and ``os.environ``
-copies, nothing that scans the whole process table. Linux only for fds, children and memory
-(elsewhere those checks are skipped).
+Costs are a few dozen microseconds a reading: ``/proc/self`` reads (``procfs.py``, kept-open
+files) and an ``os.environ`` copy, nothing that scans the whole process table. Linux only for
+fds, children and memory (elsewhere those checks are skipped).
 
 ``LeakWatch`` is the replica's pytest plugin that runs the checks around each test, acts on
 ``reuse_leaks`` and asks to be recycled. It runs inside the replica and imports the standard
@@ -38,12 +38,8 @@ import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.errors import ReuseLeakWarning
+from pytest_reuse_env.replica import procfs
 
-_PROC: Final = "/proc/self"
-#: Bound at import, before a replica's module graph wraps ``os.open`` to hear data files
-#: (replica/datareads.py): these /proc reads are never data, and they run on every test.
-_os_open: Final = os.open
-_PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: pytest's own bookkeeping, set and cleared around every test phase.
 _ALWAYS_IGNORED_ENV: Final = frozenset({"PYTEST_CURRENT_TEST"})
 MODES: Final = protocol.LEAK_MODES
@@ -63,46 +59,12 @@ class ProcessState:
     rss: int
 
 
-def _fds() -> frozenset[int]:
-    try:
-        listing = _os_open(f"{_PROC}/fd", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return frozenset()
-    try:
-        # The listing's own descriptor is not the test's: leave it out.
-        return frozenset(int(fd) for fd in os.listdir(listing)) - {listing}
-    finally:
-        os.close(listing)
-
-
-def _read(path: str) -> bytes:
-    """A small /proc file, without the cost of a Python file object."""
-    fd = _os_open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 65536)
-    finally:
-        os.close(fd)
-
-
-def _children() -> frozenset[int]:
-    pids: set[int] = set()
-    try:
-        tids = os.listdir(f"{_PROC}/task")
-    except OSError:
-        return frozenset()
-    for tid in tids:
-        try:
-            pids.update(int(pid) for pid in _read(f"{_PROC}/task/{tid}/children").split())
-        except OSError:
-            continue
-    return frozenset(pids)
+#: The /proc files read around every test, kept open (see procfs.py).
+_PROC_FILES: Final = procfs.ProcFiles()
 
 
 def resident_bytes() -> int:
-    try:
-        return int(_read(f"{_PROC}/statm").split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
+    return procfs.resident_bytes(_PROC_FILES)
 
 
 def _pending_tasks() -> int:
@@ -131,8 +93,9 @@ def read_state() -> ProcessState:
         cwd=_cwd(),
         sys_path=tuple(sys.path),
         threads=frozenset((t.ident or 0, t.name) for t in threading.enumerate()),
-        fds=_fds(),
-        children=_children(),
+        # The kept /proc files first: one reopened now is listed with the others.
+        children=procfs.children(_PROC_FILES),
+        fds=procfs.open_fds(),
         tasks=_pending_tasks(),
         rss=resident_bytes(),
     )
@@ -168,7 +131,7 @@ def _describe_fds(fds: frozenset[int]) -> str:
     parts = []
     for fd in sorted(fds)[:5]:
         try:
-            parts.append(f"{fd} -> {os.readlink(f'{_PROC}/fd/{fd}')}")
+            parts.append(f"{fd} -> {os.readlink(f'{procfs.PROC}/fd/{fd}')}")
         except OSError:
             parts.append(str(fd))
     more = f" and {len(fds) - 5} more" if len(fds) > 5 else ""
@@ -272,7 +235,7 @@ def register_own_fds(source: Callable[[], Iterable[int]]) -> None:
 
 
 def own_fds() -> frozenset[int]:
-    found: set[int] = set()
+    found: set[int] = set(_PROC_FILES.own)
     for source in _OWN_FDS:
         with contextlib.suppress(Exception):  # a closed socket's fileno() raises
             found.update(source())

@@ -1,0 +1,117 @@
+"""What the leak checks read of ``/proc/self`` (Linux): open descriptors, child processes and
+resident memory, in few system calls, since it runs around every test.
+
+The files read on every test (``statm``, and each thread's ``children``) stay open, at high
+descriptor numbers, and are read again with ``pread``: one system call rather than open, read
+and close. A test that closes them (``os.closerange``) only makes the next reading open them
+again. They are the replica's own descriptors (``ProcFiles.own``), never a test's leak.
+
+Runs inside a replica; imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+from typing import Final, final
+
+PROC: Final = "/proc/self"
+#: Bound at import, before a replica's module graph wraps ``os.open`` to hear data files
+#: (replica/datareads.py): these reads are never data, and they run on every test.
+_os_open: Final = os.open
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+#: The lowest number a kept file may have: far above what tests open, so a test that closed
+#: one cannot have reopened something of its own in its place, and below the soft limit.
+_KEPT_FROM_MAX: Final = 1000
+
+
+def _kept_from() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return min(_KEPT_FROM_MAX, max(soft // 2, 3)) if soft > 0 else _KEPT_FROM_MAX
+
+
+@final
+class ProcFiles:
+    """``/proc`` files kept open and read with ``pread``."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._from = _kept_from()
+
+    @property
+    def own(self) -> frozenset[int]:
+        return frozenset(self._fds.values())
+
+    def read(self, path: str) -> bytes:
+        fd = self._fds.get(path)
+        if fd is not None:
+            try:
+                return os.pread(fd, 65536, 0)
+            except OSError as exc:
+                del self._fds[path]
+                if exc.errno != errno.EBADF:  # still ours (a thread that ended): close it
+                    os.close(fd)
+        fd = _os_open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self._from)
+        except OSError:  # no number that high: keep it where it is
+            high = fd
+        else:
+            os.close(fd)
+        self._fds[path] = high
+        try:
+            return os.pread(high, 65536, 0)
+        except OSError:
+            del self._fds[path]
+            os.close(high)
+            raise
+
+    def keep_only(self, paths: set[str], under: str) -> None:
+        """Close the kept files under ``under`` that are not in ``paths`` (ended threads')."""
+        for path in [p for p in self._fds if p.startswith(under) and p not in paths]:
+            fd = self._fds.pop(path)
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue  # closed under us: not ours to close
+            os.close(fd)
+
+
+def open_fds() -> frozenset[int]:
+    """Every open descriptor (the listing's own left out)."""
+    try:
+        listing = _os_open(f"{PROC}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return frozenset()
+    try:
+        return frozenset(int(fd) for fd in os.listdir(listing)) - {listing}
+    finally:
+        os.close(listing)
+
+
+def children(files: ProcFiles) -> frozenset[int]:
+    """The pids of this process's children (each thread's: a child belongs to the thread that
+    forked it)."""
+    under = f"{PROC}/task/"
+    try:
+        tids = os.listdir(under)
+    except OSError:
+        return frozenset()
+    pids: set[int] = set()
+    paths = {f"{under}{tid}/children" for tid in tids}
+    for path in paths:
+        try:
+            pids.update(int(pid) for pid in files.read(path).split())
+        except (OSError, ValueError):
+            continue
+    files.keep_only(paths, under)
+    return frozenset(pids)
+
+
+def resident_bytes(files: ProcFiles) -> int:
+    try:
+        return int(files.read(f"{PROC}/statm").split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -1,0 +1,66 @@
+"""The leak checks' /proc readings (``replica/procfs.py``): kept-open files read with pread,
+reopened when a test closed them, never counted as a test's descriptors."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from pytest_reuse_env.replica import hygiene, procfs
+from pytest_reuse_env.replica.hygiene import LeakRules, leaks, read_state
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def test_a_file_is_kept_open_high_and_read_again_fresh() -> None:
+    files = procfs.ProcFiles()
+    first = procfs.resident_bytes(files)
+    (fd,) = files.own
+    assert fd >= procfs._kept_from() or fd < 3 + 64, "high, unless no number that high exists"
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, "not inherited by what tests exec"
+    ballast = bytearray(64 * 2**20)  # touched: resident
+    assert procfs.resident_bytes(files) > first + 32 * 2**20, "each reading is fresh"
+    del ballast
+    assert files.own == {fd}, "the same descriptor, not one a reading"
+
+
+def test_a_file_a_test_closed_is_opened_again() -> None:
+    files = procfs.ProcFiles()
+    procfs.resident_bytes(files)
+    (fd,) = files.own
+    os.close(fd)  # what os.closerange in a test does to it
+    assert procfs.resident_bytes(files) > 0
+    assert len(files.own) == 1
+
+
+def test_children_are_seen_per_thread_and_ended_threads_files_closed() -> None:
+    files = procfs.ProcFiles()
+    found: list[subprocess.Popen[bytes]] = []
+
+    def fork_one() -> None:
+        found.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+
+    thread = threading.Thread(target=fork_one)
+    thread.start()
+    thread.join()
+    (child,) = found
+    try:
+        assert child.pid in procfs.children(files), "a child forked by another thread"
+        kept = len(files.own)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert child.pid not in procfs.children(files)
+    assert len(files.own) <= kept, "the ended thread's file is closed, not kept"
+
+
+def test_the_kept_files_are_no_leak_even_when_a_test_closes_them() -> None:
+    before = read_state()
+    for fd in hygiene._PROC_FILES.own:
+        os.close(fd)  # a test's os.closerange took them
+    assert leaks(before, read_state(), LeakRules()) == []
