@@ -60,6 +60,8 @@ class EnvironmentStats:
     kept_fixture_seconds: float = 0.0
     #: Warm replicas that kept fixtures: the summary averages their kept seconds.
     replicas_keeping: int = 0
+    #: Tests a replica that ran dry took back from another's queue (STEAL).
+    tests_stolen: int = 0
 
 
 @final
@@ -340,7 +342,9 @@ class Environment:
 
     def requeue_returned(self, replica: Replica, nodeids: list[str]) -> None:
         """RETURNED: the tests it still held of those it handed back are first in line."""
-        self.queue.extendleft(reversed(replica.returned(nodeids)))
+        back = replica.returned(nodeids)
+        self.stats.tests_stolen += len(back)  # after RECYCLE none: they were taken at once
+        self.queue.extendleft(reversed(back))
 
     def take_back(self, replica: Replica) -> None:
         """A replica being recycled runs nothing more: every test it holds and has not started
@@ -473,6 +477,7 @@ class Environment:
             "tests_warm": self.stats.tests_warm,
             "peak_busy": self.stats.peak_busy,
             "peak_tests": self.stats.peak_tests,
+            "tests_stolen": self.stats.tests_stolen,
             "test_phase_seconds": (
                 self.stats.last_finish - self.stats.first_start
                 if self.stats.first_start is not None and self.stats.last_finish is not None

@@ -20,6 +20,7 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "tests_cold": int, "tests_warm": int,   # cold: the first test a replica ran
         "peak_busy": int,                       # most replicas running tests at once
         "peak_tests": int,                      # most tests running at once (concurrency)
+        "tests_stolen": int,                    # tests a replica that ran dry took from another
         "concurrency": int,                     # tests one replica runs at once
         "test_phase_seconds": float,            # first test start to last test finish
         "max_replicas": int,
@@ -78,6 +79,7 @@ MERGE: Final[dict[str, str]] = {
     "tests_warm": "sum",
     "peak_busy": "sum",
     "peak_tests": "sum",
+    "tests_stolen": "sum",
     "setup_seconds_total": "sum",
     "modules_reimported": "sum",
     "fixtures_kept": "sum",

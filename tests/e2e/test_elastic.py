@@ -221,3 +221,36 @@ def test_idle_replicas_retire_within_a_long_run(
     assert env["retired"].get("idle") == 1, env["retired"]
     # Nothing stays warm: both retired during the run.
     assert "stay warm" not in result.stdout.str()
+
+
+UNEVEN = """
+import os
+import time
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+@pytest.mark.parametrize("i", range(120))
+def test_uneven(i):
+    # Replica r0 is slow, r1 quick: r1 runs dry first and takes what r0 has not started.
+    time.sleep(0.03 if os.environ.get("PYTEST_REUSE_REPLICA") == "r0" else 0.001)
+"""
+
+
+def test_a_replica_that_runs_dry_takes_tests_from_a_slower_one(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nreuse_replicas = 2\nreuse_scope = run\n")
+    pytester.makepyfile(test_uneven=UNEVEN)
+    result, data = report(pytester, "--junitxml=j.xml")
+    result.assert_outcomes(passed=120)
+    (env,) = data["environments"]
+    ran = {r["id"]: r["tests_run"] for r in env["replicas"]}
+    assert sum(ran.values()) == 120, ran
+    assert env["tests_stolen"] >= 1, env
+    assert ran["r1"] > ran["r0"], ran
+    junit = (pytester.path / "j.xml").read_text()
+    assert junit.count("<testcase ") == 120, "each test reported once"
+    assert sorted(data["tests"]) == sorted(f"test_uneven.py::test_uneven[{i}]" for i in range(120))

@@ -121,6 +121,7 @@ def test_a_replica_that_runs_dry_steals_half_of_what_another_holds_unstarted() -
     sent_before = len(run.sent_runs(r1))
     run.say(r0, protocol.returned(tail))
     assert not r0.steal_asked
+    assert run.environment.stats.tests_stolen == len(tail)
     assert list(r0.in_flight) == held[1 : len(held) - steals[0]]
     given = run.sent_runs(r1)[sent_before:]
     assert given, "the stolen tests go to the dry replica"
