@@ -88,13 +88,14 @@ def _cwd() -> str:
 
 def read_state() -> ProcessState:
     """The process's state now, as the leak checks compare it."""
+    threads = threading.enumerate()
     return ProcessState(
         environ=dict(getattr(os.environ, "_data", os.environ)),
         cwd=_cwd(),
         sys_path=tuple(sys.path),
-        threads=frozenset((t.ident or 0, t.name) for t in threading.enumerate()),
+        threads=frozenset((t.ident or 0, t.name) for t in threads),
         # The kept /proc files first: one reopened now is listed with the others.
-        children=procfs.children(_PROC_FILES),
+        children=procfs.children(_PROC_FILES, (t.native_id for t in threads)),
         fds=procfs.open_fds(),
         tasks=_pending_tasks(),
         rss=resident_bytes(),

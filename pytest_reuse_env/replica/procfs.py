@@ -1,7 +1,8 @@
 """What the leak checks read of ``/proc/self`` (Linux): open descriptors, child processes and
 resident memory, in few system calls, since it runs around every test.
 
-The files read on every test (``statm``, and each thread's ``children``) stay open, at high
+The files read on every test (``statm``; ``stat`` and each thread's ``children`` when the
+process has children) stay open, at high
 descriptor numbers, and are read again with ``pread``: one system call rather than open, read
 and close. A test that closes them (``os.closerange``) only makes the next reading open them
 again. They are the replica's own descriptors (``ProcFiles.own``), never a test's leak.
@@ -15,6 +16,7 @@ import errno
 import fcntl
 import os
 import resource
+from collections.abc import Iterable
 from typing import Final, final
 
 PROC: Final = "/proc/self"
@@ -22,6 +24,10 @@ PROC: Final = "/proc/self"
 #: (replica/datareads.py): these reads are never data, and they run on every test.
 _os_open: Final = os.open
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TASKS: Final = f"{PROC}/task/"
+#: num_threads' index in /proc/self/stat after the command name's closing parenthesis
+#: (proc(5): the text after ")" starts at field 3; num_threads is field 20).
+_NUM_THREADS: Final = 17
 #: The lowest number a kept file may have: far above what tests open, so a test that closed
 #: one cannot have reopened something of its own in its place, and below the soft limit.
 _KEPT_FROM_MAX: Final = 1000
@@ -39,6 +45,8 @@ class ProcFiles:
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
         self._from = _kept_from()
+        #: The process's threads as last listed (``children``).
+        self.tids: tuple[str, ...] = ()
 
     @property
     def own(self) -> frozenset[int]:
@@ -91,26 +99,66 @@ def open_fds() -> frozenset[int]:
         os.close(listing)
 
 
-def children(files: ProcFiles) -> frozenset[int]:
+def children(files: ProcFiles, python_threads: Iterable[int | None] = ()) -> frozenset[int]:
     """The pids of this process's children (each thread's: a child belongs to the thread that
-    forked it)."""
-    under = f"{PROC}/task/"
+    forked it). The threads are listed again only when their number changed or a Python
+    thread (``python_threads``: native ids) is new: most tests start no thread. (A thread
+    started outside Python that replaced another, at the same count, is not seen: its
+    children are then missed until the count changes.)"""
+    if not _has_children():
+        return frozenset()  # nearly always: one system call, no /proc reading
+    count = _stat_field(files, _NUM_THREADS)
+    known = set(files.tids)
+    if (
+        count is None
+        or count != len(files.tids)
+        or any(str(tid) not in known for tid in python_threads if tid is not None)
+    ):
+        files.tids = _threads()
+    return frozenset(_children_of(files))
+
+
+def _has_children() -> bool:
+    """Whether this process has a child, running or not yet reaped (by any of its threads):
+    ``waitid`` answers without waiting and without reaping."""
     try:
-        tids = os.listdir(under)
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (AttributeError, OSError):  # no waitid here: list them
+        return True
+    return True
+
+
+def _threads() -> tuple[str, ...]:
+    try:
+        return tuple(os.listdir(_TASKS))
     except OSError:
-        return frozenset()
+        return ()
+
+
+def _children_of(files: ProcFiles) -> set[int]:
     pids: set[int] = set()
-    paths = {f"{under}{tid}/children" for tid in tids}
+    paths = {f"{_TASKS}{tid}/children" for tid in files.tids}
     for path in paths:
         try:
             pids.update(int(pid) for pid in files.read(path).split())
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # a thread that ended
             continue
-    files.keep_only(paths, under)
-    return frozenset(pids)
+    files.keep_only(paths, _TASKS)
+    return pids
+
+
+def _stat_field(files: ProcFiles, index: int) -> int | None:
+    """A number of ``/proc/self/stat`` (by its index after the command's closing parenthesis)."""
+    try:
+        return int(files.read(f"{PROC}/stat").rpartition(b")")[2].split()[index])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def resident_bytes(files: ProcFiles) -> int:
+    """From ``statm``, far cheaper for the kernel to write than ``stat``."""
     try:
         return int(files.read(f"{PROC}/statm").split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):

@@ -64,3 +64,33 @@ def test_the_kept_files_are_no_leak_even_when_a_test_closes_them() -> None:
     for fd in hygiene._PROC_FILES.own:
         os.close(fd)  # a test's os.closerange took them
     assert leaks(before, read_state(), LeakRules()) == []
+
+
+def test_a_thread_replaced_by_another_is_listed_again() -> None:
+    """Same number of threads, one of them new: its child is still seen."""
+    files = procfs.ProcFiles()
+    stop = threading.Event()
+    first = threading.Thread(target=stop.wait)
+    first.start()
+    procfs.children(files, [t.native_id for t in threading.enumerate()])  # the first included
+    stop.set()
+    first.join()
+    found: list[subprocess.Popen[bytes]] = []
+    hold = threading.Event()
+
+    def fork_and_stay() -> None:
+        found.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+        hold.wait()
+
+    second = threading.Thread(target=fork_and_stay)
+    second.start()
+    try:
+        while not found:
+            threading.Event().wait(0.01)
+        python = [t.native_id for t in threading.enumerate()]
+        assert found[0].pid in procfs.children(files, python)
+    finally:
+        hold.set()
+        second.join()
+        found[0].kill()
+        found[0].wait(timeout=10)
