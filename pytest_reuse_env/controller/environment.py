@@ -331,7 +331,13 @@ class Environment:
                 donor = max(donors, key=lambda r: r.unstarted)
                 donor.ask_steal(donor.unstarted // 2)
                 donors.remove(donor)
-        return any(r.steal_asked for r in serving) or (bool(donors) and len(self.live) > 1)
+        holding = any(r.steal_asked for r in serving) or (bool(donors) and len(self.live) > 1)
+        if holding:
+            now = self._clock.monotonic()
+            for replica in self.live:
+                if replica.accepting and not replica.unstarted:
+                    replica.waits_for_work(now)
+        return holding
 
     @staticmethod
     def _worth_stealing(replica: Replica) -> bool:

@@ -368,6 +368,13 @@ class Replica:
         announced, or an async batch's announced ones)."""
         return max(0, len(self.in_flight) - max(1, len(self.running)))
 
+    def waits_for_work(self, now: float) -> None:
+        """It holds one test, not begun: it waits for a next one or the word to finish, which
+        its environment holds back while other replicas' tests may still move to it. The wait
+        is not that test's time (its timeout, the mean)."""
+        if len(self.in_flight) == 1 and not self.running:
+            self.head_since = now
+
     def ask_steal(self, count: int) -> None:
         """Ask it to hand back up to ``count`` tests it has not started, from the end of what it
         holds (STEAL): another replica of its environment ran dry. RETURNED answers."""

@@ -164,6 +164,36 @@ def test_returned_tests_it_no_longer_holds_are_not_run_twice() -> None:
     assert held[1] not in run.sent_runs(r1)
 
 
+def test_a_replica_waiting_for_stolen_work_is_not_timed_out_for_the_wait() -> None:
+    tests = [f"t.py::test_{i}" for i in range(120)]
+    run = Run(tests, ReusePolicy(replicas=2, scope="run", timeout=5))
+    run.environment.submit(tests)
+    r0, r1 = run.replicas
+    run.say(r0, ready(tests))
+    run.clock.advance(0.005)
+    run.run_test(r0, run.sent_runs(r0)[0])
+    run.say(r1, ready(tests))
+    while run.environment.queue or r1.unstarted:
+        run.clock.advance(0.005)
+        run.run_test(r1, r1.in_flight[0])
+    assert r0.steal_asked, "r1 waits at its last test for what r0 hands back"
+    # r0 is in a 4 s test (under the 5 s timeout) and reads STEAL only after it.
+    long_test = r0.in_flight[0]
+    run.say(r0, protocol.logstart(long_test, ("t.py", 1, "")))
+    for _ in range(4):
+        run.clock.advance(1.0)
+        run.pump()
+    run.run_test(r0, long_test)
+    held = list(r0.in_flight)
+    run.say(r0, protocol.returned(held[-4:]))
+    # r1's test, which waited 4 s without starting, now runs 2 s (unannounced).
+    for _ in range(4):
+        run.clock.advance(0.5)
+        run.pump()
+    assert r1.cause is None, r1.cause
+    assert r0.cause is None, r0.cause
+
+
 def test_short_unstarted_work_is_not_stolen() -> None:
     tests = [f"t.py::test_{i}" for i in range(8)]
     run = Run(tests, ReusePolicy(replicas=2, scope="run"))
