@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, final
+from typing import Any, Final, final
 
 import execnet
 import psutil
@@ -54,6 +54,19 @@ else:
 
 class HostUnreachable(Exception):
     """A host could not be reached, bootstrapped or sent the project in time."""
+
+
+#: How execnet fails when ssh has already exited: it reads the end of the pipe (HostNotFound,
+#: whose text is ssh's arguments) or, just as often, writes its bootstrap into a closed one.
+_SSH_GONE: Final = ("HostNotFound", "BrokenPipeError", "ConnectionResetError", "EOFError")
+
+
+def unreachable(what: str, error: BaseException, ssh: str) -> str:
+    """Why a host could not be reached: what ssh said (``ssh``, its log's tail, from " ("),
+    rather than how execnet noticed that ssh had gone, which depends on timing."""
+    if ssh and type(error).__name__ in _SSH_GONE:
+        return f"could not {what} it{ssh}"
+    return f"could not {what} it: {type(error).__name__}: {error}{ssh}"
 
 
 @final
@@ -144,11 +157,7 @@ class HostLink:
                 + self._ssh_log_tail()
             )
         if "error" in outcome:
-            error = outcome["error"]
-            ssh = self._ssh_log_tail()
-            if type(error).__name__ == "HostNotFound" and ssh:  # its text is ssh's arguments
-                raise HostUnreachable(f"could not {what} it{ssh}")
-            raise HostUnreachable(f"could not {what} it: {type(error).__name__}: {error}{ssh}")
+            raise HostUnreachable(unreachable(what, outcome["error"], self._ssh_log_tail()))
         return outcome.get("value")
 
     def _kill_launch(self) -> list[int]:
