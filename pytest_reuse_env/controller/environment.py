@@ -326,17 +326,17 @@ class Environment:
             r for r in self.replicas if r.state in (ReplicaState.READY, ReplicaState.STOPPING)
         ]
         donors = [r for r in serving if not r.steal_asked and self._worth_stealing(r)]
-        for replica in self.live:
-            if donors and replica.accepting and not replica.unstarted:
-                donor = max(donors, key=lambda r: r.unstarted)
-                donor.ask_steal(donor.unstarted // 2)
-                donors.remove(donor)
+        dry = [r for r in self.live if r.accepting and not r.unstarted]
+        # One request per dry replica, each to another donor, the fullest first; what comes
+        # back is queued for whichever replica is free.
+        for donor in sorted(donors, key=lambda r: r.unstarted, reverse=True)[: len(dry)]:
+            donor.ask_steal(donor.unstarted // 2)
+            donors.remove(donor)
         holding = any(r.steal_asked for r in serving) or (bool(donors) and len(self.live) > 1)
         if holding:
             now = self._clock.monotonic()
-            for replica in self.live:
-                if replica.accepting and not replica.unstarted:
-                    replica.waits_for_work(now)
+            for replica in dry:
+                replica.waits_for_work(now)
         return holding
 
     @staticmethod

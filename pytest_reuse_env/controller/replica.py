@@ -337,8 +337,7 @@ class Replica:
         """Ask the replica to drop what it has not started; returns those nodeids. A test it
         has not announced may have begun already: it is dropped too, and what the replica
         says of it later is not shown (as if it had not run, as in plain pytest)."""
-        dropped = [n for n in self.in_flight if n != self.current and n not in self.running]
-        self.in_flight = deque(n for n in self.in_flight if n not in dropped)
+        dropped = self._take_held()
         self.cancelled.update(dropped)
         self.send(protocol.cancel())
         return dropped
@@ -386,20 +385,24 @@ class Replica:
         be recycled. Returns those it still held, in order (after RECYCLE the controller has
         taken them back already): they run elsewhere."""
         self.steal_asked = False
-        back = {n for n in nodeids if n != self.current and n not in self.running}
-        back.intersection_update(self.in_flight)
-        if not back:
-            return []
-        ordered = [n for n in self.in_flight if n in back]
-        self.in_flight = deque(n for n in self.in_flight if n not in back)
-        return ordered
+        return self._take_held(set(nodeids))
 
     def give_back(self) -> list[str]:
         """Take back every test it holds and has not started, in the order they were sent
         (in transit ones included): they run elsewhere."""
-        held = [n for n in self.in_flight if n != self.current and n not in self.running]
-        for nodeid in held:
-            self.in_flight.remove(nodeid)
+        return self._take_held()
+
+    def _take_held(self, only: set[str] | None = None) -> list[str]:
+        """Remove from ``in_flight`` the tests it holds and has not started (of ``only``, if
+        given); returns them in the order they were sent."""
+        held = [
+            n
+            for n in self.in_flight
+            if n != self.current and n not in self.running and (only is None or n in only)
+        ]
+        if held:
+            taken = set(held)
+            self.in_flight = deque(n for n in self.in_flight if n not in taken)
         return held
 
     def took(self, nodeid: str, now: float, *, logged: bool) -> None:

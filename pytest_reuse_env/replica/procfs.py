@@ -107,7 +107,7 @@ def children(files: ProcFiles, python_threads: Iterable[int | None] = ()) -> fro
     children are then missed until the count changes.)"""
     if not _has_children():
         return frozenset()  # nearly always: one system call, no /proc reading
-    count = _stat_field(files, _NUM_THREADS)
+    count = _thread_count(files)
     known = set(files.tids)
     if (
         count is None
@@ -149,10 +149,10 @@ def _children_of(files: ProcFiles) -> set[int]:
     return pids
 
 
-def _stat_field(files: ProcFiles, index: int) -> int | None:
-    """A number of ``/proc/self/stat`` (by its index after the command's closing parenthesis)."""
+def _thread_count(files: ProcFiles) -> int | None:
+    """num_threads of ``/proc/self/stat``."""
     try:
-        return int(files.read(f"{PROC}/stat").rpartition(b")")[2].split()[index])
+        return int(files.read(f"{PROC}/stat").rpartition(b")")[2].split()[_NUM_THREADS])
     except (OSError, ValueError, IndexError):
         return None
 
