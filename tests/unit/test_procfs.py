@@ -76,21 +76,22 @@ def test_a_thread_replaced_by_another_is_listed_again() -> None:
     stop.set()
     first.join()
     found: list[subprocess.Popen[bytes]] = []
-    hold = threading.Event()
+    forked, hold = threading.Event(), threading.Event()
 
     def fork_and_stay() -> None:
         found.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
-        hold.wait()
+        forked.set()
+        hold.wait(30)
 
     second = threading.Thread(target=fork_and_stay)
     second.start()
     try:
-        while not found:
-            threading.Event().wait(0.01)
+        assert forked.wait(10), "the thread did not start its child"
         python = [t.native_id for t in threading.enumerate()]
         assert found[0].pid in procfs.children(files, python)
     finally:
         hold.set()
-        second.join()
-        found[0].kill()
-        found[0].wait(timeout=10)
+        second.join(10)
+        for child in found:
+            child.kill()
+            child.wait(timeout=10)
