@@ -96,7 +96,7 @@ def read_state() -> ProcessState:
         threads=frozenset((t.ident or 0, t.name) for t in threads),
         # The kept /proc files first: one reopened now is listed with the others.
         children=procfs.children(_PROC_FILES, (t.native_id for t in threads)),
-        fds=procfs.open_fds(),
+        fds=procfs.open_fds(_PROC_FILES),
         tasks=_pending_tasks(),
         rss=resident_bytes(),
     )
@@ -118,14 +118,6 @@ class LeakRules:
             if pkind == kind and (not pname or fnmatch.fnmatchcase(name, pname)):
                 return True
         return False
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def _describe_fds(fds: frozenset[int]) -> str:
@@ -194,9 +186,9 @@ def leaks(
     )
     if threads:
         found.append(f"threads still running: {', '.join(threads)}")
-    # Listing /proc/self/fd opens descriptors of its own for a moment: only those still open.
+    # A listing can be older than the last close (procfs.open_fds): only those still open.
     known_fds = frozenset().union(*(b.fds for b in befores)) | own_fds()
-    fds = frozenset(fd for fd in after.fds - known_fds if _is_open(fd))
+    fds = frozenset(fd for fd in after.fds - known_fds if procfs.is_open(fd))
     if fds and not rules.ignored("fds"):
         found.append(f"file descriptors left open: {_describe_fds(fds)}")
     children = after.children - frozenset().union(*(b.children for b in befores))

@@ -7,6 +7,10 @@ descriptor numbers, and are read again with ``pread``: one system call rather th
 and close. A test that closes them (``os.closerange``) only makes the next reading open them
 again. They are the replica's own descriptors (``ProcFiles.own``), never a test's leak.
 
+Descriptors are listed again only when their number changed: Linux (6.2 and later) gives the
+number as the size of ``/proc/self/fd``, one ``stat``, where listing the directory costs the
+kernel an entry made for each descriptor (about three times as long, right after a test).
+
 Runs inside a replica; imports the standard library only.
 """
 
@@ -47,6 +51,9 @@ class ProcFiles:
         self._from = _kept_from()
         #: The process's threads as last listed (``children``).
         self.tids: tuple[str, ...] = ()
+        #: The open descriptors as last listed (``open_fds``), and their number then.
+        self.fds: frozenset[int] = frozenset()
+        self.fd_count: int | None = None
 
     @property
     def own(self) -> frozenset[int]:
@@ -87,16 +94,52 @@ class ProcFiles:
             os.close(fd)
 
 
-def open_fds() -> frozenset[int]:
-    """Every open descriptor (the listing's own left out)."""
+def open_fds(files: ProcFiles) -> frozenset[int]:
+    """Every open descriptor: the last listing while their number is the same (where the
+    kernel gives the number; elsewhere always listed). A test that closes a descriptor it did
+    not open and leaves one of its own open, at the same number of them, is not seen: the
+    listing's numbers could not tell a replaced descriptor either."""
+    count = _fd_count()
+    if count is None or count != files.fd_count:
+        files.fds = _list_fds()
+        files.fd_count = count
+    return files.fds
+
+
+def _fd_count() -> int | None:
+    """How many descriptors are open, from the size of ``/proc/self/fd`` (None before Linux
+    6.2, where the size is 0)."""
+    try:
+        return os.stat(f"{PROC}/fd").st_size or None
+    except OSError:
+        return None
+
+
+def _list_fds() -> frozenset[int]:
+    """Every open descriptor, the listing's own two left out: the directory's, and the copy
+    of it ``os.listdir`` reads (the lowest number above it that was free, closed again)."""
     try:
         listing = _os_open(f"{PROC}/fd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return frozenset()
     try:
-        return frozenset(int(fd) for fd in os.listdir(listing)) - {listing}
+        fds = {int(fd) for fd in os.listdir(listing)}
     finally:
         os.close(listing)
+    fds.discard(listing)
+    for fd in sorted(fd for fd in fds if fd > listing):
+        if not is_open(fd):
+            fds.discard(fd)
+            break
+    return frozenset(fds)
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def children(files: ProcFiles, python_threads: Iterable[int | None] = ()) -> frozenset[int]:

@@ -95,3 +95,44 @@ def test_a_thread_replaced_by_another_is_listed_again() -> None:
         for child in found:
             child.kill()
             child.wait(timeout=10)
+
+
+def test_descriptors_are_listed_again_when_their_number_changes() -> None:
+    files = procfs.ProcFiles()
+    first = procfs.open_fds(files)
+    read, write = os.pipe()
+    try:
+        opened = procfs.open_fds(files)
+        assert {read, write} <= opened - first
+        os.close(write)
+        assert read in procfs.open_fds(files) and write not in procfs.open_fds(files)
+    finally:
+        os.close(read)
+    assert read not in procfs.open_fds(files)
+
+
+def test_descriptors_are_not_listed_again_at_the_same_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = procfs.ProcFiles()
+    procfs.open_fds(files)
+    listings: list[int] = []
+    real = procfs._list_fds
+    monkeypatch.setattr(procfs, "_list_fds", lambda: listings.append(1) or real())
+    procfs.open_fds(files)
+    assert listings == ([1] if procfs._fd_count() is None else []), (
+        "one stat when the kernel gives the number; a listing where it does not"
+    )
+
+
+def test_without_the_number_every_reading_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux before 6.2 gives /proc/self/fd a size of 0."""
+    monkeypatch.setattr(procfs, "_fd_count", lambda: None)
+    files = procfs.ProcFiles()
+    procfs.open_fds(files)
+    read, write = os.pipe()
+    os.close(write)
+    try:
+        assert read in procfs.open_fds(files)
+    finally:
+        os.close(read)
