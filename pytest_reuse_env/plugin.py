@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import pytest
 
-from pytest_reuse_env import protocol
+from pytest_reuse_env import prestart, protocol
 from pytest_reuse_env.markers import resolve_item_policy, resolve_policies
 from pytest_reuse_env.options import MARKER_HELP, register_options
 from pytest_reuse_env.role import Role, role_of
@@ -43,14 +43,35 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """``--reuse-watch``: record imports from before the first conftest is loaded, so a later
-    edit can be traced to the tests (and conftests) it affects."""
-    if getattr(early_config.known_args_namespace, "reuse_watch", False) and not os.environ.get(
-        protocol.REPLICA_ENV_VAR
-    ):
+    """Before the first conftest is loaded: ``--reuse-watch`` records imports from here on, so
+    a later edit can be traced to the tests (and conftests) it affects; and the spare replicas
+    this command's hint asks for start (``prestart.py``)."""
+    if os.environ.get(protocol.REPLICA_ENV_VAR) or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    options = early_config.known_args_namespace
+    if getattr(options, "reuse_watch", False):
         from pytest_reuse_env.controller.watch import record_imports
 
         record_imports(early_config)
+    if _may_start_early(options):
+        count = prestart.hinted(early_config)
+        if count:
+            from pytest_reuse_env.controller.launch.spare import Spares
+
+            spares = early_config.stash[prestart.SPARES] = Spares(count)
+            early_config.add_cleanup(spares.end)
+
+
+def _may_start_early(options: Any) -> bool:
+    """Not a run that starts no replica of its own, or none before collection is done."""
+    return not (
+        getattr(options, "collectonly", False)
+        or getattr(options, "reuse", None) == "off"
+        or getattr(options, "reuse_fresh", False)
+        or getattr(options, "reuse_status", False)
+        or getattr(options, "reuse_stop", False)
+        or getattr(options, "numprocesses", None)
+    )
 
 
 @pytest.hookimpl(trylast=True)
@@ -109,16 +130,12 @@ class Router:
         self.role = role
         self.summary: ReuseSummary | None = None
         self.controller: ReuseController | None = None
+        #: The spares and the command's hint are settled (first collection).
+        self.settled = False
         #: Cold start: a replica may start while this process still collects (once a test
         #: is known to be routed); a plain run (not an xdist worker), not --collect-only, and
         #: not --reuse-status or --reuse-stop (which would find the replica leased to itself).
-        self._start_early = (
-            role is Role.CONTROLLER
-            and not config.option.collectonly
-            and not config.getoption("reuse_fresh")
-            and not config.getoption("reuse_status")
-            and not config.getoption("reuse_stop")
-        )
+        self._start_early = role is Role.CONTROLLER and _may_start_early(config.option)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self) -> None:
@@ -170,6 +187,12 @@ class Router:
         if not self.role.runs_tests:
             return
         self._start_early = False
+        try:
+            self._collection_finished(session)
+        finally:
+            self._settle_spares()
+
+    def _collection_finished(self, session: pytest.Session) -> None:
         policies = resolve_policies(session.items, self.settings)
         if not policies and not self.config.getoption("reuse_fresh") and self.controller is None:
             return
@@ -184,6 +207,20 @@ class Router:
             )
             return
         self._controller().collection_finished(session, policies)
+
+    def _settle_spares(self) -> None:
+        """Replicas have started: spares none took are asked to exit, and the command's hint
+        becomes the number of run-scoped replicas it started (prestart.py). A run that routed
+        nothing and had no hint does nothing here."""
+        if self.role is not Role.CONTROLLER or self.settled:
+            return
+        self.settled = True  # watch mode collects again each round: once
+        spares = self.config.stash.get(prestart.SPARES, None)
+        if spares is not None:
+            spares.release()
+        started = self.controller.launcher.popen.launched if self.controller is not None else 0
+        if started != (spares.count if spares is not None else 0):
+            prestart.remember(self.config, started)
 
     def _warn(self, message: str) -> None:
         """A line in pytest's warnings summary (a warning raised now would meet the user's

@@ -21,7 +21,7 @@ from typing import Final, final
 import execnet
 import pytest
 
-from pytest_reuse_env import protocol
+from pytest_reuse_env import prestart, protocol
 from pytest_reuse_env.controller import ordering, outcomes
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
@@ -75,6 +75,7 @@ class ReuseController:
         self._cancelled = False
         self.session: pytest.Session | None = None
         self.launcher = ReplicaLauncher(config, self.events, self.group, settings=settings)
+        self.launcher.popen.spares = config.stash.get(prestart.SPARES, None)
         self.verifier = (
             ColdVerifier(self.launcher, clock)
             if config.getoption("reuse_verify_cold") and role_of(config) is Role.CONTROLLER

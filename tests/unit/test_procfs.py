@@ -118,7 +118,12 @@ def test_descriptors_are_not_listed_again_at_the_same_number(
     procfs.open_fds(files)
     listings: list[int] = []
     real = procfs._list_fds
-    monkeypatch.setattr(procfs, "_list_fds", lambda: listings.append(1) or real())
+
+    def listing() -> frozenset[int]:
+        listings.append(1)
+        return real()
+
+    monkeypatch.setattr(procfs, "_list_fds", listing)
     procfs.open_fds(files)
     assert listings == ([1] if procfs._fd_count() is None else []), (
         "one stat when the kernel gives the number; a listing where it does not"

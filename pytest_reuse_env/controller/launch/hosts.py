@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Final, final
 
 import execnet
-import psutil
 import pytest
 
 from pytest_reuse_env import hostspec, protocol
@@ -30,6 +29,7 @@ from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
     describe_exit,
+    kill_marked,
     wait_exit,
     wait_or_kill,
 )
@@ -162,15 +162,7 @@ class HostLink:
 
     def _kill_launch(self) -> list[int]:
         """SIGKILL this launch's ssh or interpreter process, found by its marker."""
-        killed = []
-        for child in psutil.Process().children(recursive=True):
-            try:
-                if any(self._marker in part for part in child.cmdline()):
-                    child.kill()
-                    killed.append(child.pid)
-            except psutil.Error:
-                continue
-        return killed
+        return kill_marked(self._marker)
 
     def _ssh_log_tail(self) -> str:
         if self._ssh_log is None:

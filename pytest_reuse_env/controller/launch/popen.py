@@ -9,7 +9,7 @@ import queue
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import execnet
 
@@ -24,9 +24,12 @@ from pytest_reuse_env.controller.launch.process import (
 from pytest_reuse_env.controller.replica import Replica
 from pytest_reuse_env.policy import ReusePolicy
 
+if TYPE_CHECKING:
+    from pytest_reuse_env.controller.launch.spare import Spares
+
 # controller/launch/popen.py -> the folder that holds the package.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[3])
-_BOOTSTRAP = f"""
+BOOTSTRAP = f"""
 import sys
 if {_PACKAGE_PARENT!r} not in sys.path:
     sys.path.insert(0, {_PACKAGE_PARENT!r})
@@ -39,17 +42,23 @@ serve(channel)
 class PopenLink:
     """A replica that is an execnet popen gateway of this process."""
 
-    def __init__(self, group: execnet.Group, gateway_id: str) -> None:
+    def __init__(self, group: execnet.Group, gateway_id: str, spares: Spares | None = None) -> None:
         self._group = group
         self._gateway_id = gateway_id
+        #: Spare interpreters started before the run knew it needed them (spare.py).
+        self._spares = spares
         self._gateway: Any = None
         self._channel: Any = None
         self.pid: int | None = None
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
-        self._gateway = self._group.makegateway(f"popen//id={self._gateway_id}")
+        spare = self._spares.take() if self._spares is not None else None
+        if spare is not None:
+            self._gateway, self._channel = spare
+        else:
+            self._gateway = self._group.makegateway(f"popen//id={self._gateway_id}")
+            self._channel = self._gateway.remote_exec(BOOTSTRAP)
         self.pid = self._popen().pid
-        self._channel = self._gateway.remote_exec(_BOOTSTRAP)
         self._channel.setcallback(deliver, endmarker=END)
         self._channel.send(first)
 
@@ -109,6 +118,10 @@ class PopenStrategy:
         self._group = group
         #: This run's basetemp (pytest's own, made on first use).
         self._run_temp = run_temp
+        #: Spares started for this command (prestart.py), taken by launches first.
+        self.spares: Spares | None = None
+        #: Replicas launched so far (the command's hint, at the end of collection).
+        self.launched = 0
 
     def launch(
         self,
@@ -121,10 +134,11 @@ class PopenStrategy:
         """A new run-scoped replica (reporting to ``events``, by default the run's queue)."""
         replica_id = f"r{self._starter.local_number()}"
         root = self._run_temp()
+        self.launched += 1
         return self._starter.start(
             replica_id,
             name,
-            PopenLink(self._group, replica_id),
+            PopenLink(self._group, replica_id, self.spares),
             policy,
             log_path=str(root / f"replica-{replica_id}.log"),
             basetemp=str(root / f"replica-{replica_id}"),

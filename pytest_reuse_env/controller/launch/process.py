@@ -43,6 +43,20 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Pr
         time.sleep(0.02)
 
 
+def kill_marked(marker: str) -> list[int]:
+    """SIGKILL this process's descendants whose command line holds ``marker`` (a launch that
+    hangs before its pid is known: ``-X pytest_reuse_launch=...``); their pids."""
+    killed = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any(marker in part for part in child.cmdline()):
+                child.kill()
+                killed.append(child.pid)
+        except psutil.Error:
+            continue
+    return killed
+
+
 def kill_and_wait(processes: list[psutil.Process]) -> None:
     """SIGKILL what is left, then wait (bounded) for it to go."""
     for process in processes:

@@ -1,0 +1,139 @@
+"""Spare interpreters: run-scoped replicas started before this run knows it needs them, waiting
+for their START (``prestart.py`` says when and how many).
+
+A spare is a popen gateway running the replica's bootstrap, started on a thread as soon as
+pytest has read its configuration: by the time the first routed test is collected it has
+imported pytest and the replica side, and blocks on its channel. ``PopenLink`` takes one
+instead of starting a process, and sends START on its channel as it would on a new one.
+
+A spare is only used when it is what a replica started now would be: the same working
+directory and the same environment variables (a plugin or conftest that set one after the
+spare started, as pytest-cov does for subprocesses, would be missing from its environment);
+otherwise it is ended and a fresh one started. Spares no launch took are asked to exit once
+collection is done and, at the end of the run, waited for and killed by pid ("ask, wait,
+kill"); one still starting then is killed by the ``-X`` marker on its command line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections import deque
+from typing import Any, Final, final
+
+import execnet
+
+from pytest_reuse_env.controller.launch.popen import BOOTSTRAP
+from pytest_reuse_env.controller.launch.process import (
+    EXIT_WAIT_SECONDS,
+    KILL_WAIT_SECONDS,
+    kill_marked,
+    wait_or_kill,
+)
+
+#: How long a launch waits for a spare still starting before it starts a fresh process.
+TAKE_WAIT_SECONDS: Final = 5.0
+
+
+@final
+class Spare:
+    """One interpreter running the replica's bootstrap, waiting for START."""
+
+    def __init__(self, number: int) -> None:
+        self._marker = f"pytest_reuse_launch={uuid.uuid4().hex}"
+        self._spec = f"popen//python={sys.executable} -X {self._marker}//id=spare{number}"
+        self._cwd = os.getcwd()
+        self._environ = dict(os.environ)
+        self._group = execnet.Group()
+        self._gateway: Any = None
+        self._channel: Any = None
+        self.taken = False
+        self._thread = threading.Thread(target=self._start, daemon=True, name="reuse-spare")
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            gateway = self._group.makegateway(self._spec)
+            self._gateway = gateway
+            self._channel = gateway.remote_exec(BOOTSTRAP)
+        except Exception:  # a spare that failed is not taken: a launch starts afresh
+            self._channel = None
+
+    def usable(self) -> bool:
+        """Whether a replica started now would be this one: same directory, same environment."""
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            return False
+        return cwd == self._cwd and dict(os.environ) == self._environ
+
+    def take(self, wait: float = TAKE_WAIT_SECONDS) -> tuple[Any, Any] | None:
+        """Its gateway and channel for a new replica (waiting up to ``wait`` seconds for it to
+        start), or None, and then it is ended: it failed, is still starting, or is not what a
+        replica started now would be."""
+        self._thread.join(wait)
+        channel = self._channel
+        if self._thread.is_alive() or channel is None or channel.isclosed() or not self.usable():
+            self.ask()
+            return None
+        self.taken = True
+        return self._gateway, channel
+
+    def popen(self) -> subprocess.Popen[bytes] | None:
+        popen: subprocess.Popen[bytes] | None = getattr(
+            getattr(self._gateway, "_io", None), "popen", None
+        )
+        return popen
+
+    def ask(self) -> None:
+        """Ask it to exit, without waiting (its bootstrap ends when its channel closes)."""
+        if self._gateway is not None and not self.taken:
+            try:
+                self._gateway.exit()
+            except (OSError, EOFError, ValueError):
+                pass
+
+    def end(self) -> None:
+        """Ask, wait, kill: by pid, or by its marker while it is still starting."""
+        if self.taken:
+            return  # its replica's link ends it
+        self._thread.join(KILL_WAIT_SECONDS)
+        popen = self.popen()
+        if popen is None:
+            kill_marked(self._marker)
+            return
+        self.ask()
+        wait_or_kill(popen, EXIT_WAIT_SECONDS)
+
+
+@final
+class Spares:
+    """The spares of this run, each offered to one launch, in the order they were started
+    (launches happen on the controller's main thread)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._spares = [Spare(number) for number in range(count)]
+        self._waiting = deque(self._spares)
+
+    def take(self) -> tuple[Any, Any] | None:
+        """A started spare's gateway and channel, or None when none is left or usable."""
+        while self._waiting:
+            taken = self._waiting.popleft().take()
+            if taken is not None:
+                return taken
+        return None
+
+    def release(self) -> None:
+        """Collection is done: ask the spares nothing took to exit."""
+        while self._waiting:
+            self._waiting.popleft().ask()
+
+    def end(self) -> None:
+        """End of the run (``config.add_cleanup``): every spare nothing took is gone."""
+        self._waiting.clear()
+        for spare in self._spares:
+            spare.end()

@@ -1,0 +1,96 @@
+"""Spare replicas for a command that started run-scoped replicas the last time it ran.
+
+A run-scoped replica costs a whole pytest start-up before its first test: the interpreter,
+pytest's imports, the plugins, the conftests and the collection. It starts once the first
+routed test is collected, so a run of quick tests waits on it. When the same command (the same
+interpreter, directory and arguments) started run-scoped replicas last time, the plugin starts
+as many *spare* interpreters as soon as pytest has read its configuration, before the conftests
+are loaded: they import pytest and the replica side while this process still starts up and
+collects, then wait. A launch hands a spare its START instead of starting a process
+(``controller/launch/spare.py``); spares nothing took are ended once collection is done, and a
+command that started none forgets its hint.
+
+The hints are one small file in the registry directory (``<cache_dir>/reuse/prestart.json``):
+a count per command, for the last ``MAX_COMMANDS`` commands. A run of a command with no hint
+reads that file and nothing more; a run that routes nothing and had no hint never touches it.
+
+The pytest process, before the controller exists: standard library and pytest only (the
+registry's directory helpers once a hint is written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Final
+
+import pytest
+
+from pytest_reuse_env.warm import registry_directory
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.controller.launch.spare import Spares
+
+HINTS_FILE: Final = "prestart.json"
+#: Commands remembered; the oldest hint goes first.
+MAX_COMMANDS: Final = 32
+#: The spares started this run (``controller/launch/spare.py``), for the launcher to take.
+SPARES: Final[pytest.StashKey[Spares]] = pytest.StashKey()
+
+
+def command_key(config: pytest.Config) -> str:
+    """What identifies "the same command": interpreter, directory and arguments."""
+    params = config.invocation_params
+    text = json.dumps([sys.executable, str(params.dir), list(params.args)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _limit() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _read(config: pytest.Config) -> dict[str, int]:
+    try:
+        with open(registry_directory(config) / HINTS_FILE, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int)}
+
+
+def hinted(config: pytest.Config) -> int:
+    """How many spares to start for this command (0: none), never more than the machine has
+    cores (the controller's own limit on replicas)."""
+    return min(max(_read(config).get(command_key(config), 0), 0), _limit())
+
+
+def remember(config: pytest.Config, started: int) -> None:
+    """Record how many run-scoped replicas this command started by the end of collection
+    (0 forgets it). A hint that cannot be written is only a slower next start: no error."""
+    from pytest_reuse_env.registry_files import RegistryError, private_directory
+
+    key = command_key(config)
+    hints = _read(config)
+    if hints.get(key, 0) == started:
+        return
+    hints.pop(key, None)
+    if started > 0:
+        hints[key] = started  # last: the newest
+    while len(hints) > MAX_COMMANDS:
+        del hints[next(iter(hints))]
+    directory = registry_directory(config)
+    temporary = directory / f"{HINTS_FILE}.{os.getpid()}"
+    try:
+        private_directory(directory)
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(hints, file)
+        os.replace(temporary, directory / HINTS_FILE)
+    except (OSError, RegistryError):
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
