@@ -41,36 +41,31 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return None
 
 
+def pytest_plugin_registered(plugin: object) -> None:
+    """pytest replays earlier registrations to a plugin it registers, its own ``Config``'s
+    among them: the earliest moment that knows the command and where its cache is. The spare
+    replicas this command's hint asks for start there (``prestart.py``)."""
+    if isinstance(plugin, pytest.Config):
+        prestart.start_spares(plugin)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """Before the first conftest is loaded: ``--reuse-watch`` records imports from here on, so
-    a later edit can be traced to the tests (and conftests) it affects; and the spare replicas
-    this command's hint asks for start (``prestart.py``)."""
-    if os.environ.get(protocol.REPLICA_ENV_VAR) or os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    options = early_config.known_args_namespace
-    if getattr(options, "reuse_watch", False):
+    """``--reuse-watch``: record imports from before the first conftest is loaded, so a later
+    edit can be traced to the tests (and conftests) it affects."""
+    if getattr(early_config.known_args_namespace, "reuse_watch", False) and not os.environ.get(
+        protocol.REPLICA_ENV_VAR
+    ):
         from pytest_reuse_env.controller.watch import record_imports
 
         record_imports(early_config)
-    if _may_start_early(options):
-        count = prestart.hinted(early_config)
-        if count:
-            from pytest_reuse_env.controller.launch.spare import Spares
-
-            spares = early_config.stash[prestart.SPARES] = Spares(count)
-            early_config.add_cleanup(spares.end)
 
 
 def _may_start_early(options: Any) -> bool:
-    """Not a run that starts no replica of its own, or none before collection is done."""
+    """Not a run that starts no replica of its own, or none before collection is done (nor
+    --reuse-status or --reuse-stop, which would find the replica leased to itself)."""
     return not (
-        getattr(options, "collectonly", False)
-        or getattr(options, "reuse", None) == "off"
-        or getattr(options, "reuse_fresh", False)
-        or getattr(options, "reuse_status", False)
-        or getattr(options, "reuse_stop", False)
-        or getattr(options, "numprocesses", None)
+        options.collectonly or options.reuse_fresh or options.reuse_status or options.reuse_stop
     )
 
 
@@ -133,8 +128,7 @@ class Router:
         #: The spares and the command's hint are settled (first collection).
         self.settled = False
         #: Cold start: a replica may start while this process still collects (once a test
-        #: is known to be routed); a plain run (not an xdist worker), not --collect-only, and
-        #: not --reuse-status or --reuse-stop (which would find the replica leased to itself).
+        #: is known to be routed), in a plain run (not an xdist worker).
         self._start_early = role is Role.CONTROLLER and _may_start_early(config.option)
 
     @pytest.hookimpl(trylast=True)

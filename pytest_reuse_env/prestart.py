@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
+from pytest_reuse_env.protocol import REPLICA_ENV_VAR
 from pytest_reuse_env.warm import registry_directory
 
 if TYPE_CHECKING:
@@ -41,9 +42,11 @@ SPARES: Final[pytest.StashKey[Spares]] = pytest.StashKey()
 
 
 def command_key(config: pytest.Config) -> str:
-    """What identifies "the same command": interpreter, directory and arguments."""
+    """What identifies "the same command": interpreter, directory and arguments (with
+    ``PYTEST_ADDOPTS``)."""
     params = config.invocation_params
-    text = json.dumps([sys.executable, str(params.dir), list(params.args)])
+    addopts = os.environ.get("PYTEST_ADDOPTS", "")
+    text = json.dumps([sys.executable, str(params.dir), list(params.args), addopts])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -66,6 +69,22 @@ def hinted(config: pytest.Config) -> int:
     """How many spares to start for this command (0: none), never more than the machine has
     cores (the controller's own limit on replicas)."""
     return min(max(_read(config).get(command_key(config), 0), 0), _limit())
+
+
+def start_spares(config: pytest.Config) -> None:
+    """Start the spares this command's hint asks for, as early as the plugin is registered;
+    they end with the run (``config.add_cleanup``) if no launch takes them. Not in a replica's
+    or an xdist worker's own pytest (their commands are never hinted; this saves the read).
+    A command that starts no replica (``--reuse=off``, ``--collect-only``, ``--reuse-status``)
+    has no hint: its runs never start spares."""
+    if os.environ.get(REPLICA_ENV_VAR) or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    count = hinted(config)
+    if count:
+        from pytest_reuse_env.controller.launch.spare import Spares
+
+        spares = config.stash[SPARES] = Spares(count)
+        config.add_cleanup(spares.end)
 
 
 def remember(config: pytest.Config, started: int) -> None:
