@@ -43,3 +43,4 @@ def install_abort_handler(replica: ReplicaSession) -> None:
             raise ClientGone("the pytest run this test was running for disconnected")
 
     signal.signal(ABORT_SIGNAL, abort)
+    replica.abortable = True

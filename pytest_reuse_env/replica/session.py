@@ -96,6 +96,9 @@ class ReplicaSession:
         self._on_ready = on_ready
         #: True while a test runs: a disconnect then aborts it with ClientGone.
         self.running = False
+        #: A detached replica's abort handler is installed (abort.py): the flag then changes
+        #: with the abort signal blocked.
+        self.abortable = False
         self.prewarm_errors: list[str] = []
         self.ready_at: float | None = None
         self.first_setup_seconds = 0.0
@@ -452,7 +455,10 @@ class ReplicaSession:
         except ClientGone:
             pass  # the client went away between phases: the test is abandoned, not reported
         finally:
-            with _signals_blocked():
+            if self.abortable:
+                with _signals_blocked():
+                    self.running = False
+            else:
                 self.running = False
             self._one_at_a_time = False
             held, self._held_finish = self._held_finish, None

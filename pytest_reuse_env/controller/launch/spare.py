@@ -11,16 +11,14 @@ directory and the same environment variables (a plugin or conftest that set one 
 spare started, as pytest-cov does for subprocesses, would be missing from its environment);
 otherwise it is ended and a fresh one started. Spares no launch took are asked to exit once
 collection is done and, at the end of the run, waited for and killed by pid ("ask, wait,
-kill"); one still starting then is killed by the ``-X`` marker on its command line.
+kill").
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
-import uuid
 from collections import deque
 from typing import Any, Final, final
 
@@ -30,7 +28,6 @@ from pytest_reuse_env.controller.launch.popen import BOOTSTRAP
 from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
-    kill_marked,
     wait_or_kill,
 )
 
@@ -43,8 +40,9 @@ class Spare:
     """One interpreter running the replica's bootstrap, waiting for START."""
 
     def __init__(self, number: int) -> None:
-        self._marker = f"pytest_reuse_launch={uuid.uuid4().hex}"
-        self._spec = f"popen//python={sys.executable} -X {self._marker}//id=spare{number}"
+        # Plain popen, as PopenLink's: with python= execnet would send and compile its whole
+        # gateway source instead of importing it.
+        self._spec = f"popen//id=spare{number}"
         self._cwd = os.getcwd()
         self._environ = dict(os.environ)
         self._group = execnet.Group()
@@ -97,13 +95,14 @@ class Spare:
                 pass
 
     def end(self) -> None:
-        """Ask, wait, kill: by pid, or by its marker while it is still starting."""
+        """Ask, wait, kill, by pid. (A start that never ends, an interpreter that never
+        answers execnet, leaves no pid to kill, as with ``PopenLink``: that interpreter ends
+        when its standard input, this process's pipe, closes.)"""
         if self.taken:
             return  # its replica's link ends it
         self._thread.join(KILL_WAIT_SECONDS)
         popen = self.popen()
         if popen is None:
-            kill_marked(self._marker)
             return
         self.ask()
         wait_or_kill(popen, EXIT_WAIT_SECONDS)
