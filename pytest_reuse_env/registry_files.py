@@ -3,7 +3,10 @@ means for the user (the path, the problem, the fix).
 
 Every directory the plugin creates is 0700, whoever creates it; one of the user's own that is
 merely readable by others is tightened; one that others may write to, or owned by someone
-else, is refused. This module does not import pytest and imports nothing from the package.
+else, is refused. A cache directory the plugin is the first to need (``.pytest_cache``) gets
+the files pytest puts in its own, which pytest adds only to a directory it creates: git
+ignores it, backup tools know it for a cache. This module does not import pytest and imports
+nothing from the package.
 """
 
 from __future__ import annotations
@@ -12,6 +15,26 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Final
+
+#: What pytest writes into a cache directory it creates (_pytest/cacheprovider.py).
+CACHE_DIRECTORY_FILES: Final = {
+    ".gitignore": b"# Created by pytest automatically.\n*\n",
+    "CACHEDIR.TAG": b"""Signature: 8a477f597d28d172789f06886806bc55
+# This file is a cache directory tag created by pytest.
+# For information about cache directory tags, see:
+#\thttps://bford.info/cachedir/spec.html
+""",
+    "README.md": b"""# pytest cache directory #
+
+This directory contains data from the pytest's cache plugin,
+which provides the `--lf` and `--ff` options, as well as the `cache` fixture.
+
+**Do not** commit this to version control.
+
+See [the docs](https://docs.pytest.org/en/stable/how-to/cache.html) for more information.
+""",
+}
 
 
 class RegistryError(Exception):
@@ -60,7 +83,7 @@ def private_directory(path: Path, *, create: bool = True) -> None:
                 pass
             except FileNotFoundError:
                 # Parents (the cache directory) as pytest makes them; the registry's own 0700.
-                os.makedirs(path.parent, exist_ok=True)
+                make_cache_directory(path.parent)
                 os.mkdir(path, mode=0o700)
         info = os.lstat(path)
     except FileNotFoundError:
@@ -80,6 +103,20 @@ def private_directory(path: Path, *, create: bool = True) -> None:
             except OSError as error:
                 raise os_error(path, "make private (chmod 700)", error) from None
     check_private(path, info, 0o700, "directory")
+
+
+def make_cache_directory(path: Path) -> None:
+    """Create the cache directory with pytest's files in it (nothing when it exists)."""
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        return
+    for name, content in CACHE_DIRECTORY_FILES.items():
+        try:
+            with open(path / name, "xb") as file:
+                file.write(content)
+        except OSError:
+            continue  # pytest's own, written meanwhile, or a disk that refuses: only a nicety
 
 
 def check_private(path: Path, info: os.stat_result, mode: int, kind: str) -> None:

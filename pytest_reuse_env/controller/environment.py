@@ -508,6 +508,7 @@ class Environment:
                     "tests_run": r.tests_run,
                     "ended": r.ending.label if r.ending is not None else None,
                     "attached": r.attached,
+                    "spare": r.from_spare,
                     # From the decision to start (or attach) it to its first test: scale-up time.
                     "first_test_seconds": (
                         r.first_test_at - r.started_at if r.first_test_at is not None else None

@@ -155,6 +155,8 @@ class Replica:
         self.persistent = persistent
         #: Attached warm from the registry rather than started by this run.
         self.attached = False
+        #: Started as a spare, before the run knew it needed it (launch/spare.py).
+        self.from_spare = False
         self.state = ReplicaState.STARTING
         self.pid: int | None = None
         self.log_path: str | None = None
@@ -217,6 +219,7 @@ class Replica:
         payload["lease"] = self.lease
         self.link.open(protocol.start(payload), self._enqueue)
         self.pid = self.link.pid
+        self.from_spare = self.link.from_spare
 
     def attach(self, log_path: str, workerinput: dict[str, Any] | None = None) -> None:
         """Connect to a warm replica found in the registry; it answers READY."""

@@ -40,6 +40,7 @@ JSON report schema (``--reuse-report=PATH``), version 1::
         "notes": [str],                         # starvation and capacity advice
         "replicas": [{"id": str, "pid": int | null, "setup_seconds": float | null,
                       "tests_run": int, "ended": str | null, "attached": bool,
+                      "spare": bool,            # started before collection (prestart.py)
                       "first_test_seconds": float | null}]   # start decision to first test
       }],
       "tests": {nodeid: {"replica": str, "warm": bool, "outcome": str}}
@@ -279,9 +280,11 @@ class ReuseSummary:
         for env in environments:
             retired = ", ".join(f"{n} {reason}" for reason, n in sorted(env["retired"].items()))
             attached = env["replicas_attached"]
+            spares = sum(1 for r in env["replicas"] if r.get("spare"))
             tr.write_line(
                 f"{env['name']} ({env['policy']}): "
                 f"{_count(env['replicas_started'], 'replica')} started"
+                + (f" ({spares} from spares)" if spares else "")
                 + (f", {attached} attached warm" if attached else "")
                 + f" (setup {env['setup_seconds_mean']:.2f} s each), "
                 f"{_count(env['tests_warm'], 'test')} warm, {env['tests_cold']} cold, "

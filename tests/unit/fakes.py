@@ -37,6 +37,7 @@ class FakeLink:
 
     def __init__(self, pid: int) -> None:
         self.pid: int | None = pid
+        self.from_spare = False
         self.sent: list[protocol.Message] = []
         self.deliver: Deliver | None = None
         self.killed = False

@@ -105,7 +105,9 @@ def test_descriptors_are_listed_again_when_their_number_changes() -> None:
         opened = procfs.open_fds(files)
         assert {read, write} <= opened - first
         os.close(write)
-        assert read in procfs.open_fds(files) and write not in procfs.open_fds(files)
+        now = procfs.open_fds(files)
+        assert read in now
+        assert write not in now
     finally:
         os.close(read)
     assert read not in procfs.open_fds(files)

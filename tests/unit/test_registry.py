@@ -228,6 +228,23 @@ def test_layout_is_private_despite_a_loose_umask(registry_dir: Path) -> None:
     assert (registry_dir / "registry.lock").exists()
 
 
+def test_a_cache_directory_the_registry_creates_is_ignored_by_git_as_pytest_s(
+    tmp_path: Path,
+) -> None:
+    """pytest adds .gitignore and CACHEDIR.TAG only to a cache directory it creates itself."""
+    Registry(tmp_path / ".pytest_cache" / "reuse").records()
+    cache = tmp_path / ".pytest_cache"
+    assert (cache / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert (cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172")
+
+
+def test_an_existing_cache_directory_is_left_as_it_is(tmp_path: Path) -> None:
+    cache = tmp_path / ".pytest_cache"
+    cache.mkdir()
+    Registry(cache / "reuse").records()
+    assert sorted(p.name for p in cache.iterdir()) == ["reuse"]
+
+
 def test_directory_writable_by_others_is_refused(registry_dir: Path) -> None:
     registry_dir.mkdir(parents=True)
     os.chmod(registry_dir, 0o775)

@@ -34,6 +34,8 @@ class Link(Protocol):
     """How the controller reaches one replica process."""
 
     pid: int | None
+    #: It is a spare started before the run knew it needed it (spare.py).
+    from_spare: bool
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
         """Start (or connect to) the process and send ``first``; returns at once."""

@@ -68,6 +68,7 @@ class DaemonLink:
         self._socket_path = socket_path
         self._token = token
         self.pid: int | None = pid
+        self.from_spare = False
         self._create_time = create_time
         #: Set when this run started the process: then its exit code can be known.
         self._popen = popen

@@ -99,6 +99,7 @@ class HostLink:
         self._gateway: Any = None
         self._outbox = Outbox()
         self.pid: int | None = None
+        self.from_spare = False
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
         """Connect on a thread; returns at once (messages sent meanwhile wait)."""

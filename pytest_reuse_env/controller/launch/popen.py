@@ -50,11 +50,13 @@ class PopenLink:
         self._gateway: Any = None
         self._channel: Any = None
         self.pid: int | None = None
+        self.from_spare = False
 
     def open(self, first: protocol.Message, deliver: Deliver) -> None:
         spare = self._spares.take() if self._spares is not None else None
         if spare is not None:
             self._gateway, self._channel = spare
+            self.from_spare = True
         else:
             self._gateway = self._group.makegateway(f"popen//id={self._gateway_id}")
             self._channel = self._gateway.remote_exec(BOOTSTRAP)

@@ -1,0 +1,92 @@
+"""A command's hint of spare replicas (``prestart.py``): what is "the same command", what is
+remembered and forgotten, and that a missing, broken or unwritable hint file is only a slower
+start."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_reuse_env import prestart
+
+
+class FakeConfig:
+    """What prestart reads of a config: the invocation and where the cache is."""
+
+    def __init__(self, root: Path, args: tuple[str, ...] = ("tests",)) -> None:
+        self.rootpath = root
+        self.invocation_params = SimpleNamespace(args=args, dir=root)
+
+    def getini(self, name: str) -> Any:
+        assert name == "cache_dir"
+        return ".pytest_cache"
+
+
+def config(root: Path, *args: str) -> Any:
+    return FakeConfig(root, args or ("tests",))
+
+
+def test_a_hint_is_remembered_for_the_same_command_only(tmp_path: Path) -> None:
+    prestart.remember(config(tmp_path), 2)
+    assert prestart.hinted(config(tmp_path)) == min(2, os.cpu_count() or 1)
+    assert prestart.hinted(config(tmp_path, "tests", "-k", "fast")) == 0, "other arguments"
+    assert prestart.hinted(config(tmp_path / "sub")) == 0, "another directory"
+
+
+def test_pytest_addopts_is_part_of_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prestart.remember(config(tmp_path), 1)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--reuse=off")
+    assert prestart.hinted(config(tmp_path)) == 0
+
+
+def test_a_command_that_started_none_forgets_its_hint(tmp_path: Path) -> None:
+    prestart.remember(config(tmp_path), 1)
+    prestart.remember(config(tmp_path), 0)
+    assert prestart.hinted(config(tmp_path)) == 0
+    hints = json.loads((tmp_path / ".pytest_cache" / "reuse" / prestart.HINTS_FILE).read_text())
+    assert hints == {}
+
+
+def test_only_the_newest_commands_are_kept(tmp_path: Path) -> None:
+    for number in range(prestart.MAX_COMMANDS + 3):
+        prestart.remember(config(tmp_path, f"test_{number}.py"), 1)
+    assert prestart.hinted(config(tmp_path, "test_0.py")) == 0, "the oldest went first"
+    newest = f"test_{prestart.MAX_COMMANDS + 2}.py"
+    assert prestart.hinted(config(tmp_path, newest)) == 1
+    hints = json.loads((tmp_path / ".pytest_cache" / "reuse" / prestart.HINTS_FILE).read_text())
+    assert len(hints) == prestart.MAX_COMMANDS
+
+
+def test_never_more_spares_than_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prestart.remember(config(tmp_path), 64)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert prestart.hinted(config(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"x": "two"}'])
+def test_a_broken_hint_file_is_no_hint(tmp_path: Path, text: str) -> None:
+    directory = tmp_path / ".pytest_cache" / "reuse"
+    directory.mkdir(parents=True)
+    (directory / prestart.HINTS_FILE).write_text(text)
+    assert prestart.hinted(config(tmp_path)) == 0
+    prestart.remember(config(tmp_path), 1)  # and is replaced
+    assert prestart.hinted(config(tmp_path)) == 1
+
+
+def test_a_hint_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
+    (tmp_path / ".pytest_cache").write_text("a file where the cache directory would be")
+    prestart.remember(config(tmp_path), 1)
+    assert prestart.hinted(config(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pytest_cache"], "nothing left"
+
+
+def test_no_hint_file_is_read_as_none(tmp_path: Path) -> None:
+    assert prestart.hinted(config(tmp_path)) == 0
+    assert not (tmp_path / ".pytest_cache").exists(), "reading creates nothing"
