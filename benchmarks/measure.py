@@ -8,6 +8,7 @@ ask (SIGTERM), wait, kill.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -150,7 +151,11 @@ def run_pytest(
     """Run ``python -m pytest -p no:cacheprovider <args>`` in ``cwd`` and measure it."""
     with tempfile.TemporaryDirectory(prefix="reuse-bench-run-") as scratch_dir:
         scratch = Path(scratch_dir)
-        junit = scratch / "junit.xml"
+        # One junit file per suite and command, replaced each run: every round is the same
+        # command, as when a user runs it again (the plugin's spares key on the command line).
+        command_id = hashlib.sha256("\0".join(args).encode()).hexdigest()[:12]
+        junit = cwd.parent / f".{cwd.name}-{command_id}-junit.xml"
+        junit.unlink(missing_ok=True)
         # One counter file per suite, emptied per run: a warm replica keeps the environment it
         # started with, so a fixture it rebuilds writes where the first run said.
         counter = cwd.parent / f".{cwd.name}-setups.txt"
@@ -201,6 +206,7 @@ def run_pytest(
                 outcomes = junit_outcomes(junit)
             except ValueError as exc:
                 problem = f"{exc}: {last_error_line(stderr, stdout)}"
+        junit.unlink(missing_ok=True)
         return RunResult(
             seconds=seconds,
             returncode=returncode,
