@@ -20,6 +20,7 @@ registry's directory helpers once a hint is written).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -73,8 +74,9 @@ def hinted(config: pytest.Config) -> int:
 
 def start_spares(config: pytest.Config) -> None:
     """Start the spares this command's hint asks for, as early as the plugin is registered;
-    they end with the run (``config.add_cleanup``) if no launch takes them. Not in a replica's
-    or an xdist worker's own pytest (their commands are never hinted; this saves the read).
+    they end with the run (``config.add_cleanup``, else at exit) if no launch takes them. Not
+    in a replica's or an xdist worker's own pytest (their commands are never hinted; this
+    saves the read).
     A command that starts no replica (``--reuse=off``, ``--collect-only``, ``--reuse-status``)
     has no hint: its runs never start spares."""
     if os.environ.get(REPLICA_ENV_VAR) or os.environ.get("PYTEST_XDIST_WORKER"):
@@ -85,6 +87,9 @@ def start_spares(config: pytest.Config) -> None:
 
         spares = config.stash[SPARES] = Spares(count)
         config.add_cleanup(spares.end)
+        # A start that fails before pytest would run the config's cleanups (a conftest that
+        # cannot be imported): still ended, by pid, before this process exits.
+        atexit.register(spares.end)
 
 
 def remember(config: pytest.Config, started: int) -> None:

@@ -9,9 +9,9 @@ instead of starting a process, and sends START on its channel as it would on a n
 A spare is only used when it is what a replica started now would be: the same working
 directory and the same environment variables (a plugin or conftest that set one after the
 spare started, as pytest-cov does for subprocesses, would be missing from its environment);
-otherwise it is ended and a fresh one started. Spares no launch took are asked to exit once
-collection is done and, at the end of the run, waited for and killed by pid ("ask, wait,
-kill").
+otherwise it is killed and a fresh one started. Spares no launch took are killed by pid once
+collection is done and reaped at the end of the run: before its START a spare has run nothing
+of the project's (only imports), so there is nothing to ask it to finish.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import execnet
 
 from pytest_reuse_env.controller.launch.popen import BOOTSTRAP
 from pytest_reuse_env.controller.launch.process import (
-    EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
     wait_or_kill,
 )
@@ -75,7 +74,7 @@ class Spare:
         self._thread.join(wait)
         channel = self._channel
         if self._thread.is_alive() or channel is None or channel.isclosed() or not self.usable():
-            self.ask()
+            self.discard()
             return None
         self.taken = True
         return self._gateway, channel
@@ -86,26 +85,24 @@ class Spare:
         )
         return popen
 
-    def ask(self) -> None:
-        """Ask it to exit, without waiting (its bootstrap ends when its channel closes)."""
-        if self._gateway is not None and not self.taken:
-            try:
-                self._gateway.exit()
-            except (OSError, EOFError, ValueError):
-                pass
+    def discard(self) -> None:
+        """Kill it now if it has started (``end`` reaps it): not taken, it is of no use."""
+        popen = self.popen()
+        if not self.taken and popen is not None and popen.poll() is None:
+            popen.kill()
 
     def end(self) -> None:
-        """Ask, wait, kill, by pid. (A start that never ends, an interpreter that never
-        answers execnet, leaves no pid to kill, as with ``PopenLink``: that interpreter ends
-        when its standard input, this process's pipe, closes.)"""
+        """Killed by pid and reaped: a spare nothing took has run no test code, no fixture,
+        no conftest (only imports), so there is nothing to ask it to finish, and asking would
+        wait for those imports. (A start that never ends, an interpreter that never answers
+        execnet, leaves no pid to kill, as with ``PopenLink``: that interpreter ends when its
+        standard input, this process's pipe, closes.)"""
         if self.taken:
             return  # its replica's link ends it
         self._thread.join(KILL_WAIT_SECONDS)
         popen = self.popen()
-        if popen is None:
-            return
-        self.ask()
-        wait_or_kill(popen, EXIT_WAIT_SECONDS)
+        if popen is not None:
+            wait_or_kill(popen, 0.0)
 
 
 @final
@@ -127,12 +124,13 @@ class Spares:
         return None
 
     def release(self) -> None:
-        """Collection is done: ask the spares nothing took to exit."""
+        """Collection is done: the spares nothing took are killed (and reaped by ``end``)."""
         while self._waiting:
-            self._waiting.popleft().ask()
+            self._waiting.popleft().discard()
 
     def end(self) -> None:
-        """End of the run (``config.add_cleanup``): every spare nothing took is gone."""
+        """End of the run (``config.add_cleanup``, and at exit): every spare nothing took is
+        gone. Called again, it finds them gone."""
         self._waiting.clear()
         for spare in self._spares:
             spare.end()
