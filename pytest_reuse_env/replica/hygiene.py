@@ -262,16 +262,23 @@ class RecycleLimits:
         return None
 
 
+#: Each item's fixtures of a scope wider than function (its fixture closure is fixed once it
+#: is collected; an edit that changes it collects a new item).
+_WIDE: Final = pytest.StashKey[tuple[tuple[str, Any], ...]]()
+
+
 def _wide_fixtures_ready(item: pytest.Item) -> frozenset[str]:
     """The item's fixtures of a scope wider than function that hold a value now."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
+    wide = item.stash.get(_WIDE, None)
+    if wide is None:
+        info = getattr(item, "_fixtureinfo", None)
+        defs_by_name = info.name2fixturedefs.items() if info is not None else ()
+        wide = item.stash[_WIDE] = tuple(
+            (name, defs[-1]) for name, defs in defs_by_name if defs and defs[-1].scope != "function"
+        )
+    if not wide:
         return frozenset()
-    ready = set()
-    for name, defs in info.name2fixturedefs.items():
-        if defs and defs[-1].scope != "function" and defs[-1].cached_result is not None:
-            ready.add(name)
-    return frozenset(ready)
+    return frozenset(name for name, fixturedef in wide if fixturedef.cached_result is not None)
 
 
 @final

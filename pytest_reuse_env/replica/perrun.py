@@ -70,7 +70,7 @@ class PerRun:
         self.replica_id = replica_id
         #: A run is open from its first test to the lease's end (or the replica's end).
         self.open = False
-        self._fixture_scopes: list[str] = []
+        self.fixture_scopes: list[str] = []
         self._xml: XmlRecorder | None = None
         self._terminal: io.StringIO | None = None
         self._config: pytest.Config | None = None
@@ -85,11 +85,14 @@ class PerRun:
         if getattr(config.known_args_namespace, "xmlpath", None):
             from _pytest.junitxml import xml_key
 
-            self._xml = XmlRecorder(str(config.getini("junit_family")), self._fixture_scopes)
+            self._xml = XmlRecorder(str(config.getini("junit_family")), self.fixture_scopes)
             config.stash[xml_key] = self._xml  # type: ignore[misc]
         if config.getoption("setupshow", False):
             self._terminal = io.StringIO()
             _capture_show_test_item(self)
+        if self._xml is not None or self._terminal is not None:
+            # Around every fixture: only when something needs it (a hook a fixture).
+            config.pluginmanager.register(FixtureWatch(self), "reuse_fixture_watch")
         benchmark = getattr(config, "_benchmarksession", None)
         if benchmark is not None:
             # Its tests run in the controller; a replica must never write results of its own.
@@ -116,20 +119,6 @@ class PerRun:
         if hasattr(session.config.option, "disable_unused_snapshots"):
             session.config.option.disable_unused_snapshots = True
         return (yield)
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
-        self._fixture_scopes.append(str(fixturedef.scope))
-        try:
-            with self.terminal():
-                return (yield)
-        finally:
-            self._fixture_scopes.pop()
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_fixture_post_finalizer(self) -> Iterator[None]:
-        with self.terminal():
-            return (yield)
 
     # -- run by run --------------------------------------------------------------------------
 
@@ -230,6 +219,32 @@ class PerRun:
         syrupy = _syrupy_module(session.config)
         if syrupy is not None:
             syrupy.pytest_sessionstart(session)
+
+
+@final
+class FixtureWatch:
+    """Around each fixture's setup and finalizer, for ``PerRun``: the scope of the fixture
+    being set up (junitxml's ``record_property`` from a wider fixture is sticky) and
+    ``--setup-show``'s lines (``PerRun.terminal``). Registered only with junitxml or
+    ``--setup-show``."""
+
+    def __init__(self, perrun: PerRun) -> None:
+        self.perrun = perrun
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        scopes = self.perrun.fixture_scopes
+        scopes.append(str(fixturedef.scope))
+        try:
+            with self.perrun.terminal():
+                return (yield)
+        finally:
+            scopes.pop()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_post_finalizer(self) -> Iterator[None]:
+        with self.perrun.terminal():
+            return (yield)
 
 
 def _syrupy_module(config: pytest.Config) -> Any:
