@@ -2,8 +2,9 @@
 only once a test is routed to reuse.
 
 A run that routes nothing (reuse off, or no test marked and no ``reuse_all``) imports this
-module, ``options``, ``settings``, ``markers``, ``policy``, ``role`` and ``protocol`` only: never
-``controller/`` nor ``replica/``.
+module, ``options``, ``settings``, ``markers``, ``policy``, ``role``, ``protocol``, ``prestart``
+and ``warm`` only: never ``controller/`` nor ``replica/`` (unless a spare was started for it,
+``prestart.py``: then the command routed tests last time).
 """
 
 from __future__ import annotations
@@ -203,9 +204,9 @@ class Router:
         self._controller().collection_finished(session, policies)
 
     def _settle_spares(self) -> None:
-        """Replicas have started: spares none took are asked to exit, and the command's hint
-        becomes the number of run-scoped replicas it started (prestart.py). A run that routed
-        nothing and had no hint does nothing here."""
+        """Replicas have started: spares none took are killed, and the command's hint becomes
+        the number of run-scoped replicas it started (prestart.py). A run that routed nothing
+        and had no hint does nothing here."""
         if self.role is not Role.CONTROLLER or self.settled:
             return
         self.settled = True  # watch mode collects again each round: once
