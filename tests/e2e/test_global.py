@@ -729,7 +729,14 @@ def test_simultaneous_runs_share_at_most_max_replicas(project: pytest.Pytester) 
     assert sampler.peak_processes <= 2, sampler.peak_processes
     assert sampler.peak_records <= 2, sampler.peak_records
     setups = lines_of(project.path / "setups.txt")
-    assert 1 <= len(setups) <= 2, setups
+    # Failed once under load with four setups (two pairs of pids, never more than two alive):
+    # what each run said and what the registry and the teardowns show, for the next time.
+    assert 1 <= len(setups) <= 2, (
+        setups,
+        lines_of(project.path / "teardowns.txt"),
+        records(project),
+        outputs,
+    )
     assert len(records(project)) == len(setups)
     assert {r["state"] for r in records(project)} == {"idle"}
 
