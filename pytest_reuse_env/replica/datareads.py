@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Final, final
 
 from pytest_reuse_env.fingerprint import FileState, file_changed, file_state
+from pytest_reuse_env.replica import seethrough
 
 __all__ = ["DATA_PREFIX", "DataReads", "data_name", "data_path", "is_data"]
 
@@ -79,20 +80,30 @@ class DataReads:
             return
         self._original_open = original_open = builtins.open
         self._original_os_open = original_os_open = os.open
-        heard = self._heard
+        # Compiled so that warnings see through their frames (seethrough.py), as open's own
+        # EncodingWarning (stacklevel) names the caller's line.
+        wrappers = seethrough.compiled(
+            """
+            def reading_open(file, mode="r", *args, **kwargs):
+                if isinstance(mode, str) and not writing_modes.intersection(mode):
+                    heard(file)
+                return original_open(file, mode, *args, **kwargs)
 
-        @functools.wraps(original_open)
-        def reading_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-            if isinstance(mode, str) and not _WRITING_MODES.intersection(mode):
-                heard(file)
-            return original_open(file, mode, *args, **kwargs)
-
-        @functools.wraps(original_os_open)
-        def reading_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-            if isinstance(flags, int) and not flags & _WRITING and "dir_fd" not in kwargs:
-                heard(path)
-            return original_os_open(path, flags, *args, **kwargs)
-
+            def reading_os_open(path, flags, *args, **kwargs):
+                if isinstance(flags, int) and not flags & writing and "dir_fd" not in kwargs:
+                    heard(path)
+                return original_os_open(path, flags, *args, **kwargs)
+            """,
+            {
+                "original_open": original_open,
+                "original_os_open": original_os_open,
+                "heard": self._heard,
+                "writing_modes": _WRITING_MODES,
+                "writing": _WRITING,
+            },
+        )
+        reading_open = functools.wraps(original_open)(wrappers["reading_open"])
+        reading_os_open = functools.wraps(original_os_open)(wrappers["reading_os_open"])
         builtins.open = io.open = reading_open
         os.open = reading_os_open
 

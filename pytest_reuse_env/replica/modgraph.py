@@ -39,6 +39,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final, final
 
 from pytest_reuse_env.fingerprint import FileState, file_changed, file_state
+from pytest_reuse_env.replica import seethrough
 from pytest_reuse_env.replica.datareads import DataReads, data_name
 
 __all__ = [
@@ -187,35 +188,38 @@ class ModuleGraph:
             return
         self._original_import = original = builtins.__import__
         self._original_import_module = original_module = importlib.import_module
-        record = self._record
-        kinds = self.kinds
+        # Compiled so that warnings see through their frames (seethrough.py): a module that
+        # warns with stacklevel=2 while it is imported names its importer, as without them.
+        wrappers = seethrough.compiled(
+            """
+            def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+                module = original(name, globals, locals, fromlist, level)
+                if not level and kinds.get(name) in unwatched:
+                    return module  # the common lazy import (json, numpy): nothing to record
+                try:
+                    record(name, globals, fromlist, level, module)
+                except Exception:  # recording must never break an import
+                    pass
+                return module
 
-        def recording_import(
-            name: str,
-            globals: Mapping[str, Any] | None = None,
-            locals: Mapping[str, Any] | None = None,
-            fromlist: Iterable[str] | None = (),
-            level: int = 0,
-        ) -> ModuleType:
-            module = original(name, globals, locals, fromlist, level)  # type: ignore[arg-type]
-            if not level and kinds.get(name) in _UNWATCHED_KINDS:
-                return module  # the common lazy import (json, numpy): cheap, nothing to record
-            try:
-                record(name, globals, fromlist, level, module)
-            except Exception:  # recording must never break an import
-                pass
-            return module
-
-        def recording_import_module(name: str, package: str | None = None) -> ModuleType:
-            module = original_module(name, package)
-            try:
-                record(module.__name__, None, (), 0, module)
-            except Exception:
-                pass
-            return module
-
-        builtins.__import__ = recording_import
-        importlib.import_module = recording_import_module
+            def recording_import_module(name, package=None):
+                module = original_module(name, package)
+                try:
+                    record(module.__name__, None, (), 0, module)
+                except Exception:
+                    pass
+                return module
+            """,
+            {
+                "original": original,
+                "original_module": original_module,
+                "record": self._record,
+                "kinds": self.kinds,
+                "unwatched": _UNWATCHED_KINDS,
+            },
+        )
+        builtins.__import__ = wrappers["recording_import"]
+        importlib.import_module = wrappers["recording_import_module"]
         self.data.install()
 
     def uninstall(self) -> None:

@@ -211,6 +211,47 @@ def first_run(project: pytest.Pytester) -> int:
     return pid
 
 
+# -- 0. what the module graph's wrappers must not change ----------------------------------------
+
+
+def test_a_warning_raised_while_a_module_is_imported_names_its_importer_as_in_plain_pytest(
+    project: pytest.Pytester,
+) -> None:
+    """The graph wraps ``__import__`` in a warm replica: a module warning with
+    ``stacklevel=2`` as it is imported (a deprecation shim) must still name the importing
+    line, cold and warm (dateutil's tests check exactly this)."""
+    write(
+        project.path / "app" / "old.py",
+        """
+        import warnings
+        warnings.warn("app.old is deprecated", DeprecationWarning, stacklevel=2)
+        """,
+    )
+    write(
+        project.path / "tests" / "test_shim.py",
+        """
+        import importlib
+        import sys
+
+        import pytest
+
+
+        def test_the_warning_names_this_file():
+            sys.modules.pop("app.old", None)
+            with pytest.warns(DeprecationWarning, match="deprecated") as record:
+                import app.old  # noqa: F401
+            assert [w.filename for w in record] == [__file__]
+            sys.modules.pop("app.old", None)
+            with pytest.warns(DeprecationWarning, match="deprecated") as record:
+                importlib.import_module("app.old")
+            assert [w.filename for w in record] == [importlib.__file__]
+        """,
+    )
+    for _ in range(2):  # started, then warm
+        result, _ = same_as_plain(project, "tests/test_shim.py")
+        result.assert_outcomes(passed=1)
+
+
 # -- 1. edited test modules ---------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import io
 import os
 from pathlib import Path
 
@@ -171,3 +172,15 @@ def test_a_data_file_rebuilt_for_is_forgotten_not_watched_as_a_module(
     assert os.path.realpath(data) not in graph.states
     data.write_text("333")
     assert graph.changed_files() == [], "nothing depends on it until it is read again"
+
+
+def test_the_open_wrappers_are_seen_through_by_warnings(graph: ModuleGraph) -> None:
+    """open's own EncodingWarning (``-X warn_default_encoding``) names the caller's line."""
+    import builtins
+
+    from pytest_reuse_env.replica import seethrough
+
+    assert builtins.open.__code__.co_filename == seethrough.FILENAME
+    assert os.open.__code__.co_filename == seethrough.FILENAME
+    assert builtins.open.__name__ == "open", "still wrapped with functools.wraps"
+    assert io.open is builtins.open

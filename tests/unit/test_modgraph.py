@@ -222,3 +222,21 @@ def test_an_import_of_the_standard_library_is_not_recorded(graph: ModuleGraph) -
 
     graph.recordings.remove(recording)
     assert recording == set()
+
+
+WARNS_ON_IMPORT = (
+    "import warnings\nwarnings.warn('pkgx.old is deprecated', DeprecationWarning, stacklevel=2)\n"
+)
+
+
+def test_a_warning_raised_while_importing_names_the_importer_not_the_wrapper(
+    package: Path, graph: ModuleGraph
+) -> None:
+    """dateutil's own tests check this: ``stacklevel=2`` names the line that imported."""
+    (package / "old.py").write_text(WARNS_ON_IMPORT)
+    with pytest.warns(DeprecationWarning, match="pkgx.old is deprecated") as statement:
+        import pkgx.old  # type: ignore[import-not-found]  # noqa: F401
+    sys.modules.pop("pkgx.old")
+    with pytest.warns(DeprecationWarning, match="pkgx.old is deprecated") as call:
+        importlib.import_module("pkgx.old")
+    assert [w.filename for w in [*statement, *call]] == [__file__, importlib.__file__]
