@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from pytest_reuse_env.controller.replica import Replica
 
 JSON_VERSION: Final = 1
+#: A test's outcomes that count as failing (its ``tests`` entry in the JSON report).
+FAILING: Final = ("failed", "error")
 #: How xdist's controller merges each figure of ``Environment.figures`` that its workers hand
 #: over: every key the figures have is here (tests/unit/test_summary.py checks), so a new
 #: figure cannot be forgotten in the merge. "same": equal in every worker (the policy's);
@@ -311,10 +313,26 @@ class ReuseSummary:
                 tr.write_line(f"  {failed} failed to start", red=True)
             for note in env["notes"]:
                 tr.write_line(f"  note: {note}", yellow=True)
+        hint = self._warm_failures_hint()
+        if hint:
+            tr.write_line(hint, yellow=True)
         if self.report_path:
             tr.write_line(f"reuse report written to {self.report_path}")
         if self.closing is not None:
             tr.write_line(self.closing)
+
+    def _warm_failures_hint(self) -> str | None:
+        """Tests failed in a replica that had run others before them: state those left (a
+        module-level dict a test changed, a library's cache) can make a test fail only there,
+        which plain pytest, importing everything afresh, never shows. Say how to tell."""
+        warm = [n for n, t in self.tests.items() if t["warm"] and t["outcome"] in FAILING]
+        if not warm or self.config.getoption("reuse_verify_cold", False):
+            return None
+        return (
+            f"{_count(len(warm), 'test')} failed in a warm replica, after other tests ran in "
+            "its process: --reuse-verify-cold re-runs each alone in a fresh replica and says "
+            "whether it fails only warm"
+        )
 
     def pytest_sessionfinish(self) -> None:
         if self.report_path:

@@ -589,9 +589,18 @@ def test_verify_cold_tells_warm_only_failures_from_the_tests_own(
 ) -> None:
     pytester.makeini(ini("reuse_replicas = 1"))
     pytester.makepyfile(test_order=ORDER_SUITE)
+    plain = run(pytester, "-rA")
+    plain.assert_outcomes(failed=2, passed=1)
+    plain.stdout.fnmatch_lines(
+        [
+            "2 tests failed in a warm replica, after other tests ran in its process: "
+            "--reuse-verify-cold re-runs each alone in a fresh replica *"
+        ]
+    )
 
     result = run(pytester, "-rA", "--reuse-verify-cold")
     out = result.stdout.str()
+    result.stdout.no_fnmatch_line("*failed in a warm replica, after other tests*")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out
     # The outcome stays the warm one.
     assert result.parseoutcomes() == {"failed": 2, "passed": 1}, out

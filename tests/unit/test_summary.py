@@ -212,3 +212,50 @@ def test_a_one_at_a_time_run_is_not_told_to_raise_replicas() -> None:
     ), "a policy of one replica runs one test at a time: worth saying"
     run.environment.one_at_a_time()  # -x: one at a time whatever the policy
     assert environment_notes(run.environment, [], feeders=1, on_hosts=False) == []
+
+
+class Options:
+    def __init__(self, verify_cold: bool) -> None:
+        self.verify_cold = verify_cold
+
+    def getoption(self, name: str, default: object = None) -> object:
+        assert name == "reuse_verify_cold"
+        return self.verify_cold
+
+
+def report(nodeid: str, *, warm: bool, outcome: str, when: str = "call") -> Any:
+    class Report:
+        pass
+
+    made = Report()
+    made.nodeid, made.when = nodeid, when  # type: ignore[attr-defined]
+    made.failed, made.skipped = outcome == "failed", outcome == "skipped"  # type: ignore[attr-defined]
+    setattr(made, protocol.REPORT_REPLICA, "r0")
+    setattr(made, protocol.REPORT_WARM, warm)
+    return made
+
+
+@pytest.mark.parametrize("verify_cold", [False, True])
+def test_failures_in_warm_replicas_get_a_hint_unless_verify_cold_runs(verify_cold: bool) -> None:
+    summary = ReuseSummary(Options(verify_cold), None)  # type: ignore[arg-type]
+    for made in [
+        report("t.py::test_cold_failure", warm=False, outcome="failed"),
+        report("t.py::test_warm_pass", warm=True, outcome="passed"),
+        report("t.py::test_warm_skip", warm=True, outcome="skipped"),
+        report("t.py::test_warm_error", warm=True, outcome="failed", when="setup"),
+        report("t.py::test_warm_failure", warm=True, outcome="failed"),
+    ]:
+        summary.pytest_runtest_logreport(made)
+    hint = summary._warm_failures_hint()
+    if verify_cold:
+        assert hint is None, "its annotations say it already"
+    else:
+        assert hint is not None
+        assert hint.startswith("2 tests failed in a warm replica"), hint
+
+
+def test_no_hint_without_warm_failures() -> None:
+    summary = ReuseSummary(Options(False), None)  # type: ignore[arg-type]
+    summary.pytest_runtest_logreport(report("t.py::test_cold", warm=False, outcome="failed"))
+    summary.pytest_runtest_logreport(report("t.py::test_warm", warm=True, outcome="passed"))
+    assert summary._warm_failures_hint() is None
