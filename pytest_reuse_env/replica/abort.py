@@ -2,16 +2,14 @@
 
 Runs inside a replica. A detached replica's relay (``daemon.py``), off the main thread, sends
 ``ABORT_SIGNAL`` to its own process when the client disconnects mid-test; the handler raises
-``ClientGone`` into the test on the main thread, and the serve loop blocks the signal while it
-flips ``ReplicaSession.running``.
+``ClientGone`` into the test on the main thread, and the serve loop clears
+``ReplicaSession.running`` with the signal blocked (``not_running``).
 Imports only the standard library.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -25,22 +23,31 @@ class ClientGone(Exception):
 ABORT_SIGNAL: Final = signal.SIGUSR1
 
 
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Keep the abort signal out while the "a test is running" flag changes."""
+#: Whether this process installed the abort handler (only a detached replica does).
+_installed = False
+
+
+def not_running(replica: ReplicaSession) -> None:
+    """Clear the "a test is running" flag. Where the abort handler is installed, the abort
+    signal is kept out meanwhile: arriving then, it would raise ClientGone into the serve loop
+    rather than into the test. Elsewhere nothing can raise it: no system call."""
+    if not _installed:
+        replica.running = False
+        return
     signal.pthread_sigmask(signal.SIG_BLOCK, {ABORT_SIGNAL})
     try:
-        yield
+        replica.running = False
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABORT_SIGNAL})
 
 
 def install_abort_handler(replica: ReplicaSession) -> None:
     """Let another thread abort the running test with ``os.kill(os.getpid(), ABORT_SIGNAL)``."""
+    global _installed
 
     def abort(signum: int, frame: object) -> None:
         if replica.running:
             raise ClientGone("the pytest run this test was running for disconnected")
 
     signal.signal(ABORT_SIGNAL, abort)
-    replica.abortable = True
+    _installed = True

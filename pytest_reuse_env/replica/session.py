@@ -34,7 +34,7 @@ import pytest
 import pytest_reuse_env
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica import hygiene, perrun
-from pytest_reuse_env.replica.abort import ClientGone, _signals_blocked
+from pytest_reuse_env.replica.abort import ClientGone, not_running
 from pytest_reuse_env.replica.asyncbatch import serve as serve_batch
 from pytest_reuse_env.replica.logfile import _log_fd, _log_line
 from pytest_reuse_env.replica.outbox import TestOutbox
@@ -96,9 +96,6 @@ class ReplicaSession:
         self._on_ready = on_ready
         #: True while a test runs: a disconnect then aborts it with ClientGone.
         self.running = False
-        #: A detached replica's abort handler is installed (abort.py): the flag then changes
-        #: with the abort signal blocked.
-        self.abortable = False
         self.prewarm_errors: list[str] = []
         self.ready_at: float | None = None
         self.first_setup_seconds = 0.0
@@ -455,11 +452,7 @@ class ReplicaSession:
         except ClientGone:
             pass  # the client went away between phases: the test is abandoned, not reported
         finally:
-            if self.abortable:
-                with _signals_blocked():
-                    self.running = False
-            else:
-                self.running = False
+            not_running(self)
             self._one_at_a_time = False
             held, self._held_finish = self._held_finish, None
             if held is not None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.replica.abort import ClientGone, _signals_blocked
+from pytest_reuse_env.replica.abort import ClientGone, not_running
 from pytest_reuse_env.replica.asyncbatch import batch as async_batch
 from pytest_reuse_env.replica.asyncbatch.eligible import is_async_item
 
@@ -70,8 +70,7 @@ def run_batch(replica: ReplicaSession, session: pytest.Session, batch: list[pyte
     except ClientGone:
         pass  # the client went away: the rest of the batch is abandoned
     finally:
-        with _signals_blocked():
-            replica.running = False
+        not_running(replica)
     replica.running_nodeids = []
     replica.leaks.batch_finished(before, batch)
     replica.restore_cwd()
