@@ -29,6 +29,7 @@ from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     KILL_WAIT_SECONDS,
     describe_exit,
+    gateway_popen,
     kill_marked,
     wait_exit,
     wait_or_kill,
@@ -176,9 +177,7 @@ class HostLink:
         return f" (ssh: {' / '.join(lines[-3:])})" if lines else ""
 
     def _popen(self) -> subprocess.Popen[bytes] | None:
-        gateway_io = getattr(self._gateway, "_io", None)
-        popen: subprocess.Popen[bytes] | None = getattr(gateway_io, "popen", None)
-        return popen
+        return gateway_popen(self._gateway)
 
     def send(self, message: protocol.Message) -> bool:
         return self._outbox.send(message)

@@ -18,6 +18,7 @@ from pytest_reuse_env.controller.launch.base import END, STILL_RUNNING, Deliver,
 from pytest_reuse_env.controller.launch.process import (
     EXIT_WAIT_SECONDS,
     describe_exit,
+    gateway_popen,
     wait_exit,
     wait_or_kill,
 )
@@ -74,7 +75,8 @@ class PopenLink:
         return True
 
     def _popen(self) -> subprocess.Popen[bytes]:
-        popen: subprocess.Popen[bytes] = self._gateway._io.popen
+        popen = gateway_popen(self._gateway)
+        assert popen is not None, "a popen gateway has its interpreter"
         return popen
 
     def exit_description(self, wait: float) -> str:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import psutil
 
@@ -41,6 +41,13 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Pr
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.02)
+
+
+def gateway_popen(gateway: Any) -> subprocess.Popen[bytes] | None:
+    """The local process of an execnet gateway (a popen gateway's interpreter, an ssh
+    gateway's ssh), None for a socket gateway or none yet."""
+    popen: subprocess.Popen[bytes] | None = getattr(getattr(gateway, "_io", None), "popen", None)
+    return popen
 
 
 def kill_marked(marker: str) -> list[int]:

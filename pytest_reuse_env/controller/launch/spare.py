@@ -17,7 +17,6 @@ of the project's (only imports), so there is nothing to ask it to finish.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections import deque
 from typing import Any, Final, final
@@ -27,6 +26,7 @@ import execnet
 from pytest_reuse_env.controller.launch.popen import BOOTSTRAP
 from pytest_reuse_env.controller.launch.process import (
     KILL_WAIT_SECONDS,
+    gateway_popen,
     wait_or_kill,
 )
 
@@ -79,15 +79,9 @@ class Spare:
         self.taken = True
         return self._gateway, channel
 
-    def popen(self) -> subprocess.Popen[bytes] | None:
-        popen: subprocess.Popen[bytes] | None = getattr(
-            getattr(self._gateway, "_io", None), "popen", None
-        )
-        return popen
-
     def discard(self) -> None:
         """Kill it now if it has started (``end`` reaps it): not taken, it is of no use."""
-        popen = self.popen()
+        popen = gateway_popen(self._gateway)
         if not self.taken and popen is not None and popen.poll() is None:
             popen.kill()
 
@@ -100,7 +94,7 @@ class Spare:
         if self.taken:
             return  # its replica's link ends it
         self._thread.join(KILL_WAIT_SECONDS)
-        popen = self.popen()
+        popen = gateway_popen(self._gateway)
         if popen is not None:
             wait_or_kill(popen, 0.0)
 
