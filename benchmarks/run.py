@@ -136,14 +136,17 @@ class Harness:
             self.say(f"[{scenario.name}] priming bytecode caches")
             self.run_once(scenario, results[reference_name], cwd)
             stop_marked(self.marker)
-            for round_number in range(1, self.rounds + 1):
+            rounds = max(self.rounds, *(c.min_rounds for c in scenario.contenders))
+            for round_number in range(1, rounds + 1):
                 for name, result in results.items():
                     if not result.usable:
+                        continue
+                    if round_number > max(self.rounds, result.contender.min_rounds):
                         continue
                     # Past the budget only first rounds run: every scenario gets a number.
                     if round_number > 1 and time.monotonic() > self.deadline:
                         continue
-                    self.say(f"[{scenario.name}] round {round_number}/{self.rounds}: {name}")
+                    self.say(f"[{scenario.name}] round {round_number}/{rounds}: {name}")
                     run = self.measure(scenario, result, cwd, reference)
                     if run is not None and name == reference_name and reference is None:
                         reference = run.outcomes
@@ -166,6 +169,8 @@ class Harness:
                 outcome.errors.append(f"{result.contender.name}: {result.error}")
             elif result.usable and 0 < len(result.runs) < self.rounds:
                 result.notes.append(f"{len(result.runs)} of {self.rounds} rounds (time budget)")
+            elif len(result.runs) > self.rounds:
+                result.notes.append(f"median of {len(result.runs)} rounds")
         if reference is not None and len(reference) != scenario.tests:
             outcome.errors.append(
                 f"the reference ran {len(reference)} tests, expected {scenario.tests}"

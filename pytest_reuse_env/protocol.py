@@ -69,6 +69,8 @@ CANCEL: Final = "cancel"
 STEAL: Final = "steal"
 END_LEASE: Final = "end_lease"
 SHUTDOWN: Final = "shutdown"
+#: The test files a replica started with ``collect_later`` collects (see StartPayload).
+COLLECT: Final = "collect"
 
 # replica -> controller
 READY: Final = "ready"
@@ -136,7 +138,7 @@ END: Final[Message] = (CHANNEL_CLOSED, None)
 #: What a controller may say (START first, or ATTACH); anything else is a protocol error the
 #: replica ends its session on.
 CONTROLLER_MESSAGES: Final = frozenset(
-    {START, ATTACH, RUN, DRAIN, CANCEL, STEAL, END_LEASE, SHUTDOWN}
+    {START, ATTACH, RUN, DRAIN, CANCEL, STEAL, END_LEASE, SHUTDOWN, COLLECT}
 )
 
 #: What a replica may say; anything else is a protocol error the controller reports.
@@ -249,6 +251,11 @@ class StartPayload(TypedDict):
     #: Watch mode: a run-scoped replica keeps a reloader too, and catches up with edits when
     #: its controller sends ATTACH again between rounds (a detached one always does).
     reload: NotRequired[bool]
+    #: The test files to collect instead of the run's arguments (a run-scoped replica: only
+    #: the files that hold its environment's tests). Absent: collect what the arguments name.
+    collect: NotRequired[list[str]]
+    #: Started while the controller still collects: the files come in COLLECT, later.
+    collect_later: NotRequired[bool]
 
 
 class ReadyPayload(TypedDict):
@@ -380,6 +387,10 @@ def cancel() -> Message:
 
 def steal(count: int) -> Message:
     return (STEAL, count)
+
+
+def collect(files: list[str]) -> Message:
+    return (COLLECT, files)
 
 
 def shutdown() -> Message:

@@ -32,6 +32,7 @@ import pytest
 
 from pytest_reuse_env import fingerprint, protocol
 from pytest_reuse_env.controller.launch.base import Link, Strategy
+from pytest_reuse_env.controller.launch.collect import FileLists
 from pytest_reuse_env.controller.launch.daemon import DaemonStrategy
 from pytest_reuse_env.controller.launch.hosts import HostStrategy
 from pytest_reuse_env.controller.launch.popen import PopenStrategy
@@ -223,6 +224,8 @@ class ReplicaLauncher:
         self._counts: dict[str, int] = {}
         #: Watch mode (``--reuse-watch``): run-scoped replicas catch up with edits on ATTACH.
         self.watching = False
+        #: The test files each environment's run-scoped replicas collect (launch/collect.py).
+        self.files = FileLists()
 
     def _run_temp(self) -> Path:
         """This run's basetemp, where run-scoped replicas keep theirs and their logs."""
@@ -324,12 +327,16 @@ class ReplicaLauncher:
         persistent: bool = False,
         host: protocol.HostPayload | None = None,
         events: queue.SimpleQueue[Any] | None = None,
+        by_file: bool = False,
     ) -> Replica:
         replica = Replica(replica_id, name, events or self.events, link, persistent=persistent)
         payload = self._start_payload(replica_id, policy, basetemp, log_path)
         if host is not None:
             payload["host"] = host
+        if by_file:
+            self.files.tell(name, payload)
         replica.start(payload)
+        self.files.started(name, replica, payload)
         return replica
 
     def attach(self, replica_id: str, name: str, link: Link, log_path: str) -> Replica:

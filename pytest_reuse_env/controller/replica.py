@@ -243,6 +243,12 @@ class Replica:
         self._drained = False
         self.send(protocol.attach(os.getpid(), self.lease))
 
+    def collect(self, message: protocol.Message, now: float) -> None:
+        """COLLECT: the test files it waited for. Its start deadline counts from now: the
+        wait was for this process's collection, not for the replica."""
+        self.asked_at = now
+        self.send(message)
+
     def _enqueue(self, message: protocol.Message) -> None:
         self._events.put((self, message))
 

@@ -26,6 +26,7 @@ from pytest_reuse_env.controller import ordering, outcomes
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
+from pytest_reuse_env.controller.launch.collect import by_file_only, files_of
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
 from pytest_reuse_env.controller.nodes import ReplicaNodes
 from pytest_reuse_env.controller.perrun import RunOutputs
@@ -112,6 +113,7 @@ class ReuseController:
         #: ``--reuse-watch``: rounds in one session; replicas stay leased between them.
         self.watching = bool(config.getoption("reuse_watch", False))
         self.launcher.watching = self.watching
+        self.launcher.files.enabled = not self.watching and by_file_only(config.args, config.option)
         self._collections = 0
 
     # -- collection --------------------------------------------------------------------------
@@ -135,6 +137,7 @@ class ReuseController:
                 self.launcher.registry_access.give_up(exc)
         self.session = session
         if self.config.option.collectonly or not policies:
+            self.launcher.files.known({}, self.clock.monotonic())
             return
         routed = (item for item in session.items if item.nodeid in policies)
         placement = ordering.keep_local(self.config, routed, xdist_worker=self.in_xdist_worker)
@@ -151,6 +154,15 @@ class ReuseController:
             if policy is not None:
                 self.routes[item.nodeid] = self._environment(policy)
                 self.items[item.nodeid] = item
+        self.launcher.files.known(
+            {
+                environment.name: files_of(
+                    self.items[n].path for n, e in self.routes.items() if e is environment
+                )
+                for environment in self.environments.values()
+            },
+            self.clock.monotonic(),
+        )
         for environment in self.environments.values():
             if self.feeding_one_at_a_time:
                 environment.one_at_a_time()  # made while collecting, before this was known

@@ -46,6 +46,9 @@ from pytest_reuse_env.replica.worker import WorkerSide
 STOP_FRAMES: Final = 6
 #: How long one wait for the next message lasts before the loop looks around again.
 POLL_SECONDS: Final = 1.0
+#: How long a replica started with ``collect_later`` waits for COLLECT (the controller sends
+#: it once its own collection is done) before it collects the run's arguments instead.
+COLLECT_WAIT_SECONDS: Final = 3600.0
 
 
 class UnknownMessage(Exception):
@@ -132,7 +135,11 @@ class ReplicaSession:
             protocol.ATTACH: self._on_attach,
             protocol.END_LEASE: self._on_end_lease,
             protocol.CHANNEL_CLOSED: self._on_client_gone,
+            # Only after COLLECT_WAIT_SECONDS without it: the run's arguments were collected.
+            protocol.COLLECT: lambda files: None,
         }
+        #: Messages that came while waiting for COLLECT, handled once serving.
+        self._held: list[tuple[str, Any]] = []
         self.replica_id = start["replica_id"]
         #: This replica's process: a child a test forks and lets return into pytest is not it.
         self.pid = os.getpid()
@@ -167,8 +174,35 @@ class ReplicaSession:
         # controller (START_FAILED) as well.
         self.internal_errors.append(str(excrepr))
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> None:
-        _log_line(f"replica {self.replica_id}: collecting")
+        files = self._files_to_collect()
+        if files is not None:
+            # pytest's own collection (the next hook) takes them as it would the run's
+            # arguments: nodeids are relative to the rootdir either way.
+            session.config.args = files
+        what = "the run's arguments" if files is None else f"{len(files)} test files"
+        _log_line(f"replica {self.replica_id}: collecting {what}")
+
+    def _files_to_collect(self) -> list[str] | None:
+        """The test files START or a later COLLECT names (None: collect the run's arguments).
+        Waiting for COLLECT ends early when the controller says shut down or goes away (then
+        nothing is collected) and, at the latest, after COLLECT_WAIT_SECONDS (then the run's
+        arguments are collected, as without a list)."""
+        if not self.start.get("collect_later"):
+            return self.start.get("collect")
+        deadline = time.monotonic() + COLLECT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                name, payload = self.inbox.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if name == protocol.COLLECT:
+                return list(payload)
+            self._held.append((name, payload))  # handled once serving
+            if name in (protocol.SHUTDOWN, protocol.CHANNEL_CLOSED):
+                return []
+        return None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.items = {item.nodeid: item for item in session.items}
@@ -184,6 +218,9 @@ class ReplicaSession:
         self._send_ready()
         self.ready_sent = True
         try:
+            for message in self._held:
+                self._handle(message)
+            self._held.clear()
             self.serve(session)
         except BaseException as exc:  # the session ends unasked: say so before its teardown
             self._send_stopped_early(exc)

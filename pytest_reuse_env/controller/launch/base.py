@@ -80,9 +80,11 @@ class Starter(Protocol):
         persistent: bool = False,
         host: protocol.HostPayload | None = None,
         events: queue.SimpleQueue[Any] | None = None,
+        by_file: bool = False,
     ) -> Replica:
         """A handle for a new replica, sent START (``basetemp`` None: the replica makes its
-        own where plain pytest would)."""
+        own where plain pytest would; ``by_file``: it collects only its environment's test
+        files, ``launch/collect.py``)."""
 
     def attach(self, replica_id: str, name: str, link: Link, log_path: str) -> Replica:
         """A handle for a warm replica, sent ATTACH."""

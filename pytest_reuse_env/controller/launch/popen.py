@@ -147,4 +147,5 @@ class PopenStrategy:
             log_path=str(root / f"replica-{replica_id}.log"),
             basetemp=str(root / f"replica-{replica_id}"),
             events=events,
+            by_file=True,
         )

@@ -1,0 +1,78 @@
+"""Which test files a run-scoped replica collects: the files that hold the tests routed to its
+environment, not everything the run's arguments name.
+
+A replica that collected the whole suite to run a handful of marked tests paid for every other
+file's imports and collection, in its own process, before its first test. It now collects what
+it is sent (``StartPayload.collect``): a replica started once collection is done gets the list
+in START; one started while this process still collects (``Router`` starts it at the first
+routed test) sets up its pytest session meanwhile and collects when COLLECT brings the list
+(``StartPayload.collect_later``).
+
+Only run-scoped replicas on this machine (``PopenStrategy``): a ``scope="global"`` replica
+serves later runs, which may route other tests, and a watch session's next round may too; those
+collect the run's arguments. So does any replica of a run whose arguments name test ids
+(``file::name``: the replica then collects exactly those) or modules (``--pyargs``).
+
+Runs in the controller; imports the standard library and the package's ``protocol``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, final
+
+from pytest_reuse_env import protocol
+
+if TYPE_CHECKING:
+    from pytest_reuse_env.controller.replica import Replica
+
+
+def by_file_only(args: Iterable[str], options: Any) -> bool:
+    """Whether replicas may collect by file: the run's arguments name paths, not test ids
+    (``path::name``) or modules (``--pyargs``), so a file's nodeids are the same whichever
+    way it is collected."""
+    return not getattr(options, "pyargs", False) and not any("::" in str(a) for a in args)
+
+
+def files_of(paths: Iterable[Path]) -> list[str]:
+    """The sorted, distinct files (as given to pytest) that hold the tests."""
+    return sorted({str(path) for path in paths})
+
+
+@final
+class FileLists:
+    """Each environment's test files, once this process's collection is done, and the
+    replicas started before then that wait for theirs."""
+
+    def __init__(self) -> None:
+        #: Replicas may collect by file (``by_file_only``, not a watch session); set by the
+        #: controller before it starts any.
+        self.enabled = False
+        #: Environment name -> its test files; None while this process still collects.
+        self._files: dict[str, list[str]] | None = None
+        self._waiting: list[tuple[str, Replica]] = []
+
+    def tell(self, name: str, payload: protocol.StartPayload) -> None:
+        """What a new run-scoped replica of environment ``name`` is to collect, in its START."""
+        if not self.enabled:
+            return
+        if self._files is None:
+            payload["collect_later"] = True
+        else:
+            payload["collect"] = self._files.get(name, [])
+
+    def started(self, name: str, replica: Replica, payload: protocol.StartPayload) -> None:
+        """``replica`` was sent ``payload`` (START): it waits for COLLECT if told so."""
+        if payload.get("collect_later"):
+            self._waiting.append((name, replica))
+
+    def known(self, files: dict[str, list[str]], now: float) -> None:
+        """Collection is done (``files`` by environment; an environment left out has none):
+        the waiting replicas get their lists. Once: the lists of a run do not change."""
+        if self._files is not None:
+            return
+        self._files = files
+        waiting, self._waiting = self._waiting, []
+        for name, replica in waiting:
+            replica.collect(protocol.collect(files.get(name, [])), now)

@@ -1,0 +1,135 @@
+"""Which test files a run-scoped replica collects (controller/launch/collect.py, and the
+replica's side in replica/session.py): its environment's files, in START or in a later
+COLLECT, and the run's arguments where a list could change what is collected."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.controller.launch.collect import FileLists, by_file_only, files_of
+from pytest_reuse_env.replica import session as replica_session
+from pytest_reuse_env.replica.session import ReplicaSession
+from tests.unit.fakes import start_payload
+
+
+class FakeReplica:
+    def __init__(self) -> None:
+        self.collected: list[tuple[protocol.Message, float]] = []
+
+    def collect(self, message: protocol.Message, now: float) -> None:
+        self.collected.append((message, now))
+
+
+def test_replicas_collect_by_file_unless_the_arguments_name_test_ids_or_modules() -> None:
+    plain = SimpleNamespace(pyargs=False)
+    assert by_file_only(["tests", "other/test_a.py"], plain)
+    assert by_file_only([], plain)
+    assert not by_file_only(["tests/test_a.py::test_one"], plain)
+    assert not by_file_only(["tests"], SimpleNamespace(pyargs=True))
+
+
+def test_test_files_are_distinct_and_sorted() -> None:
+    paths = [Path("/p/b.py"), Path("/p/a.py"), Path("/p/b.py")]
+    assert files_of(paths) == ["/p/a.py", "/p/b.py"]
+
+
+def test_disabled_lists_leave_start_as_it_was() -> None:
+    lists = FileLists()
+    payload = start_payload("r0")
+    lists.tell("default", payload)
+    assert "collect" not in payload
+    assert "collect_later" not in payload
+    lists.started("default", FakeReplica(), payload)  # type: ignore[arg-type]
+    lists.known({"default": ["/p/a.py"]}, 1.0)  # nobody waits
+
+
+def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
+    lists = FileLists()
+    lists.enabled = True
+    early, other = FakeReplica(), FakeReplica()
+    for name, replica in (("db", early), ("other", other)):
+        payload = start_payload("r0")
+        lists.tell(name, payload)
+        assert payload.get("collect_later") is True
+        assert "collect" not in payload
+        lists.started(name, replica, payload)  # type: ignore[arg-type]
+    lists.known({"db": ["/p/test_db.py"]}, 5.0)
+    assert early.collected == [(protocol.collect(["/p/test_db.py"]), 5.0)]
+    # An environment none of whose tests is left (deselected): it collects nothing.
+    assert other.collected == [(protocol.collect([]), 5.0)]
+    lists.known({"db": ["/elsewhere.py"]}, 6.0)  # a second collection (watch mode): no change
+    assert len(early.collected) == 1
+
+
+def test_a_replica_started_after_collection_gets_its_list_in_start() -> None:
+    lists = FileLists()
+    lists.enabled = True
+    lists.known({"db": ["/p/test_db.py"]}, 1.0)
+    payload = start_payload("r1")
+    lists.tell("db", payload)
+    assert payload.get("collect") == ["/p/test_db.py"]
+    assert "collect_later" not in payload
+    replica = FakeReplica()
+    lists.started("db", replica, payload)  # type: ignore[arg-type]
+    assert replica.collected == []
+
+
+# -- the replica's side ----------------------------------------------------------------------
+
+
+class FakeChannel:
+    def send(self, message: protocol.Message) -> None:
+        pass
+
+
+def collecting_replica(**start: Any) -> tuple[ReplicaSession, Any]:
+    payload = start_payload("r0")
+    payload.update(start)  # type: ignore[typeddict-item]
+    replica = ReplicaSession(FakeChannel(), queue.SimpleQueue(), payload)
+    session = SimpleNamespace(config=SimpleNamespace(args=["tests"]))
+    return replica, session
+
+
+def test_a_list_in_start_replaces_the_run_arguments() -> None:
+    replica, session = collecting_replica(collect=["/p/test_a.py"])
+    replica.pytest_collection(session)
+    assert session.config.args == ["/p/test_a.py"]
+
+
+def test_without_a_list_the_replica_collects_the_run_arguments() -> None:
+    replica, session = collecting_replica()
+    replica.pytest_collection(session)
+    assert session.config.args == ["tests"]
+
+
+def test_collect_later_waits_for_collect_and_keeps_what_came_before_it() -> None:
+    replica, session = collecting_replica(collect_later=True)
+    replica.inbox.put(protocol.collect(["/p/test_a.py", "/p/test_b.py"]))
+    replica.pytest_collection(session)
+    assert session.config.args == ["/p/test_a.py", "/p/test_b.py"]
+    assert replica._held == []
+
+
+@pytest.mark.parametrize("message", [protocol.shutdown(), protocol.END])
+def test_asked_to_stop_before_collect_the_replica_collects_nothing(
+    message: protocol.Message,
+) -> None:
+    replica, session = collecting_replica(collect_later=True)
+    replica.inbox.put(message)
+    replica.pytest_collection(session)
+    assert session.config.args == []
+    assert replica._held == [message]  # handled once serving: it ends then
+
+
+def test_no_collect_in_time_means_the_run_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replica_session, "COLLECT_WAIT_SECONDS", 0.0)
+    replica, session = collecting_replica(collect_later=True)
+    replica.pytest_collection(session)
+    assert session.config.args == ["tests"]
+    replica._handle(protocol.collect(["/p/test_a.py"]))  # too late: nothing to do with it
