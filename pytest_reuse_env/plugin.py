@@ -136,7 +136,7 @@ class Router:
     def pytest_sessionstart(self) -> None:
         """``reuse_all``: every test is routed, so its replica starts now, before collection."""
         if self._start_early and self.settings.apply_all is not None:
-            self._early_replica(self.settings.apply_all)
+            self._early_replica(self.settings.apply_all, every_test=True)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """The first routed test collected: its environment's replica starts now, while the
@@ -151,15 +151,15 @@ class Router:
                     self._start_early = False
                     return
                 if policy is not None:
-                    self._early_replica(policy)
+                    self._early_replica(policy, every_test=False)
                     return
 
-    def _early_replica(self, policy: ReusePolicy) -> None:
+    def _early_replica(self, policy: ReusePolicy, *, every_test: bool) -> None:
         self._start_early = False
         from pytest_reuse_env.controller.nodes import loop_owner
 
         if loop_owner(self.config) is None:  # else reuse is off for this run (see below)
-            self._controller().start_early(policy)
+            self._controller().start_early(policy, every_test=every_test)
 
     def _controller(self) -> ReuseController:
         if self.controller is None:

@@ -355,6 +355,8 @@ class TestPayload(TypedDict):
     #: stop]`` (see PASSED), ``[WARNING, WarningPayload]``, or ``[LOGSTART]`` when the test
     #: starts again (another attempt, as pytest-rerunfailures makes).
     events: list[list[Any]]
+    #: The item's location (``pytest_runtest_logstart``'s), as the replica computed it.
+    location: NotRequired[tuple[str, int | None, str]]
 
 
 # -- builders: controller -> replica ------------------------------------------------------
@@ -450,11 +452,21 @@ def logstart(
     return (LOGSTART, payload)
 
 
-def test_done(nodeid: str, lease: str, warm: bool, events: list[list[Any]]) -> Message:
+def test_done(
+    nodeid: str,
+    lease: str,
+    warm: bool,
+    events: list[list[Any]],
+    location: tuple[str, int | None, str] | None = None,  # noqa: PT028 (not a test)
+) -> Message:
     """TEST, its payload as JSON text: the message every test sends, and json's C encoder and
     decoder take a few microseconds where execnet's serializer walks each object in Python
-    (``test_payload`` reads it back)."""
-    return (TEST, json.dumps([nodeid, lease, warm, events], default=repr))
+    (``test_payload`` reads it back). ``location``: the item's, as the replica computed it
+    for its own reports (the controller would compute the same again)."""
+    fields: list[Any] = [nodeid, lease, warm, events]
+    if location is not None:
+        fields.append(location)
+    return (TEST, json.dumps(fields, default=repr))
 
 
 def test_payload(raw: str | TestPayload) -> TestPayload:
@@ -462,11 +474,14 @@ def test_payload(raw: str | TestPayload) -> TestPayload:
     again as pytest gives it."""
     if not isinstance(raw, str):
         return raw
-    nodeid, lease, warm, events = json.loads(raw)
+    nodeid, lease, warm, events, *rest = json.loads(raw)
     for event in events:
         if event[0] == WARNING and isinstance(event[1].get("location"), list):
             event[1]["location"] = tuple(event[1]["location"])
-    return {"nodeid": nodeid, "lease": lease, "warm": warm, "events": events}
+    payload: TestPayload = {"nodeid": nodeid, "lease": lease, "warm": warm, "events": events}
+    if rest and isinstance(rest[0], list) and len(rest[0]) == 3:
+        payload["location"] = (rest[0][0], rest[0][1], rest[0][2])
+    return payload
 
 
 def compact_report(event: list[Any], nodeid: str, warm: bool, lease: str) -> Message:

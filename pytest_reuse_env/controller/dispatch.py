@@ -153,7 +153,7 @@ class ReplicaEvents:
         if nodeid not in replica.in_flight:
             raise ReplicaProtocolError(f"ran {nodeid}, which it was not sent")
         self.environment_of(replica).test_started(replica, nodeid, logged=True)
-        self.reports.logstart(nodeid)
+        self.reports.logstart(nodeid, payload.get("location"))
         warm = payload["warm"]
         for event in payload["events"]:
             kind = event[0]
@@ -174,7 +174,7 @@ class ReplicaEvents:
             return
         since = self._clock.monotonic() - payload.get("elapsed", 0.0)
         self.environment_of(replica).test_started(replica, nodeid, logged=True, since=since)
-        self.reports.logstart(nodeid)
+        self.reports.logstart(nodeid, payload.get("location"))
 
     def test_reported(self, replica: Replica, payload: str | list[Any]) -> None:
         if isinstance(payload, list):  # compact, of an announced test

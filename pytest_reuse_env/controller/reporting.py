@@ -122,6 +122,8 @@ class ReportReplayer:
         #: Nodeids whose logfinish has been replayed.
         self.completed: set[str] = set()
         self.teardown_errors: list[tuple[str, str]] = []
+        #: Running tests' locations as their replicas sent them (until their logfinish).
+        self._locations: dict[str, tuple[str, int | None, str]] = {}
         #: Each routed item's report keywords, built once (compact reports reuse them).
         self._keywords: dict[str, dict[str, Literal[1]]] = {}
         #: Suite properties recorded by a replica's wide fixture: each replica sends them in
@@ -144,13 +146,12 @@ class ReportReplayer:
         """The ``TestReport`` a compact one stands for (see ``protocol.PASSED``): what
         ``pytest_report_from_serializable`` would have rebuilt from the full one."""
         _, when, duration, start, stop = compact[:5]
-        item = self.items[nodeid]
         keywords = self._keywords.get(nodeid)
         if keywords is None:
-            keywords = self._keywords[nodeid] = dict.fromkeys(item.keywords, 1)
+            keywords = self._keywords[nodeid] = dict.fromkeys(self.items[nodeid].keywords, 1)
         return pytest.TestReport(
             nodeid,
-            item.location,
+            self._location(nodeid),
             dict(keywords),
             "passed",
             None,
@@ -169,8 +170,15 @@ class ReportReplayer:
 
     def logfinish(self, nodeid: str) -> None:
         item = self.items[nodeid]
-        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=self._location(nodeid))
         self.completed.add(nodeid)
+        self._locations.pop(nodeid, None)
+
+    def _location(self, nodeid: str) -> tuple[str, int | None, str]:
+        """The item's location: as the replica sent it with the test, else computed here
+        (``Item.location`` costs a ``reportinfo`` and a relative path, on each process)."""
+        location = self._locations.get(nodeid)
+        return location if location is not None else self.items[nodeid].location
 
     def replica_warning(self, payload: protocol.WarningPayload) -> None:
         """A warning a test recorded in a replica, in pytest's warnings summary as its own."""
@@ -208,19 +216,22 @@ class ReportReplayer:
             writer.flush()
         self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
 
-    def logstart(self, nodeid: str) -> None:
-        """A routed test began. Its file's header waits for its first result: replicas start
-        tests of several files at once, and a header written now could sit above another
-        file's results."""
+    def logstart(self, nodeid: str, location: tuple[str, int | None, str] | None = None) -> None:
+        """A routed test began (``location``: the item's, from the replica). Its file's header
+        waits for its first result: replicas start tests of several files at once, and a
+        header written now could sit above another file's results."""
         item = self.items[nodeid]
+        if location is not None and location[0]:  # not a rerun's placeholder
+            self._locations[nodeid] = location
+        location = self._location(nodeid)
         reporter = self._short_progress()
         if reporter is None:
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
             return
         shown = reporter.currentfspath
         reporter.currentfspath = self._fspath(item.nodeid)
         try:
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
         finally:
             reporter.currentfspath = shown
 

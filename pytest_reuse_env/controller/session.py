@@ -170,14 +170,18 @@ class ReuseController:
             else:
                 environment.submit(n for n, e in self.routes.items() if e is environment)
 
-    def start_early(self, policy: ReusePolicy) -> None:
+    def start_early(self, policy: ReusePolicy, *, every_test: bool = False) -> None:
         """Start (or, ``scope="global"``, attach) the replicas ``policy`` asks for at least (its
         minimum, within the machine's limit) while this process is still collecting, so they
         are ready (or nearly) when the tests are; on this machine only. Their READY waits in
         the event queue until collection is done, where it is checked against the collected
-        tests like any other (a stale warm replica is replaced then)."""
+        tests like any other (a stale warm replica is replaced then). ``every_test``
+        (``reuse_all``): every test is routed, so they collect the run's arguments at once,
+        alongside this process, rather than wait for the list of their files."""
         if self.feeding_one_at_a_time or self.launcher.on_hosts(policy):
             return
+        if every_test:
+            self.launcher.files.every_test(self._environment(policy).name)
         # -x, --maxfail, --sw: the run will go one test at a time, on one replica (ordering.py).
         one = ordering.in_order_reason(self.config, ()) is not None
         self._environment(policy).warm_up(1 if one else max(1, policy.min_replicas))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import importlib
 import os
 import queue
 import sys
@@ -33,6 +34,7 @@ from pytest_reuse_env.role import REPLICA_KEY
 def serve(channel: Any) -> None:
     """Entry point of a run-scoped replica: the bootstrap the controller sends with
     execnet's remote_exec calls it with the gateway's channel."""
+    _preload()
     name, start = channel.receive()
     assert name == protocol.START, name
     host = start.get("host")
@@ -60,6 +62,21 @@ def serve(channel: Any) -> None:
     else:
         replica = ReplicaSession(channel, inbox, start)
     run_session(channel, start, replica)
+
+
+def _preload() -> None:
+    """Import what pytest's configuration imports in every run: its own plugins' modules. A
+    spare does it while it waits for START (about 10 ms of a replica's start); a replica sent
+    START at once would do the same a moment later, in ``_prepareconfig``. Nothing of the
+    project's or of other plugins is imported: that waits for START (its environment, its
+    module graph)."""
+    try:
+        from _pytest.config import default_plugins
+    except ImportError:  # pytest's private layout moved: nothing preloaded, nothing lost
+        return
+    for name in default_plugins:
+        with contextlib.suppress(Exception):
+            importlib.import_module(f"_pytest.{name}")
 
 
 def _reloading_session(

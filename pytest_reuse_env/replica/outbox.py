@@ -68,7 +68,11 @@ class TestOutbox:
         """The test ended: everything it said, in one TEST, or its LOGFINISH once announced."""
         with self._lock:
             if self._nodeid == nodeid and not self._announced:
-                self._send(protocol.test_done(nodeid, self._lease, self._warm, self._events))
+                self._send(
+                    protocol.test_done(
+                        nodeid, self._lease, self._warm, self._events, self._location
+                    )
+                )
             else:
                 self._send(protocol.logfinish(nodeid, self._location, self._lease))
             self._nodeid = None

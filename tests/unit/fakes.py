@@ -79,15 +79,19 @@ class Hook:
 
     def __init__(self, calls: list[tuple[str, str, Any]]) -> None:
         self._calls = calls
+        #: (hook name, location) of every logstart and logfinish.
+        self.locations: list[tuple[str, object]] = []
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
         self._calls.append(("logstart", nodeid, None))
+        self.locations.append(("logstart", location))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._calls.append(("logreport", report.nodeid, report))
 
     def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
         self._calls.append(("logfinish", nodeid, None))
+        self.locations.append(("logfinish", location))
 
 
 @final

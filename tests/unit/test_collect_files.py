@@ -133,3 +133,22 @@ def test_no_collect_in_time_means_the_run_arguments(monkeypatch: pytest.MonkeyPa
     replica.pytest_collection(session)
     assert session.config.args == ["tests"]
     replica._handle(protocol.collect(["/p/test_a.py"]))  # too late: nothing to do with it
+
+
+def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_at_once() -> None:
+    """Every test is routed: waiting for the list would only put the replica's collection
+    after this process's instead of beside it."""
+    lists = FileLists()
+    lists.enabled = True
+    lists.every_test("default")
+    payload = start_payload("r0")
+    lists.tell("default", payload)
+    assert "collect" not in payload
+    assert "collect_later" not in payload
+    replica = FakeReplica()
+    lists.started("default", replica, payload)  # type: ignore[arg-type]
+    lists.known({"default": ["/p/a.py"]}, 1.0)
+    assert replica.collected == []
+    later = start_payload("r1")  # a replacement, once the files are known: its list
+    lists.tell("default", later)
+    assert later.get("collect") == ["/p/a.py"]

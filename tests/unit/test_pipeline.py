@@ -185,3 +185,20 @@ def test_a_test_that_starts_again_keeps_every_attempt() -> None:
         "logreport",
         "logfinish",
     ]
+
+
+def test_the_location_is_the_one_the_replica_sent_not_computed_again() -> None:
+    """``Item.location`` costs a ``reportinfo`` and a relative path; the replica computed it
+    for its own hooks and sends it with the test."""
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    sent = ("t.py", 41, "test_a")
+    run.say(r0, protocol.test_done(TESTS[0], r0.lease, False, [compact("call")], sent))
+    (report,) = run.reports_of(TESTS[0])
+    assert report.location == sent
+    hook = run.reports.items[TESTS[0]].ihook
+    assert hook.locations == [("logstart", sent), ("logfinish", sent)]
+    # Without one (an older message): the item's own.
+    run.say(r0, protocol.test_done(TESTS[1], r0.lease, True, [compact("call")]))
+    (report,) = run.reports_of(TESTS[1])
+    assert report.location == ("t.py", 1, "test_b")

@@ -6,7 +6,10 @@ file's imports and collection, in its own process, before its first test. It now
 it is sent (``StartPayload.collect``): a replica started once collection is done gets the list
 in START; one started while this process still collects (``Router`` starts it at the first
 routed test) sets up its pytest session meanwhile and collects when COLLECT brings the list
-(``StartPayload.collect_later``).
+(``StartPayload.collect_later``). Waiting costs nothing when few files hold routed tests; when
+nearly all do, the replica's collection now follows this process's instead of running beside
+it. With ``reuse_all`` every test is routed: replicas started at session start collect the
+run's arguments at once, as before.
 
 Only run-scoped replicas on this machine (``PopenStrategy``): a ``scope="global"`` replica
 serves later runs, which may route other tests, and a watch session's next round may too; those
@@ -52,13 +55,20 @@ class FileLists:
         #: Environment name -> its test files; None while this process still collects.
         self._files: dict[str, list[str]] | None = None
         self._waiting: list[tuple[str, Replica]] = []
+        #: Environments every test of the run goes to (``reuse_all``): replicas started while
+        #: collecting collect the run's arguments alongside this process.
+        self._every_test: set[str] = set()
+
+    def every_test(self, name: str) -> None:
+        self._every_test.add(name)
 
     def tell(self, name: str, payload: protocol.StartPayload) -> None:
         """What a new run-scoped replica of environment ``name`` is to collect, in its START."""
         if not self.enabled:
             return
         if self._files is None:
-            payload["collect_later"] = True
+            if name not in self._every_test:
+                payload["collect_later"] = True
         else:
             payload["collect"] = self._files.get(name, [])
 
