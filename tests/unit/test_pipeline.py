@@ -196,7 +196,7 @@ def test_the_location_is_the_one_the_replica_sent_not_computed_again() -> None:
     run.say(r0, protocol.test_done(TESTS[0], r0.lease, False, [compact("call")], sent))
     (report,) = run.reports_of(TESTS[0])
     assert report.location == sent
-    hook = run.reports.items[TESTS[0]].ihook
+    hook: Any = run.reports.items[TESTS[0]].ihook
     assert hook.locations == [("logstart", sent), ("logfinish", sent)]
     # Without one (an older message): the item's own.
     run.say(r0, protocol.test_done(TESTS[1], r0.lease, True, [compact("call")]))
