@@ -32,7 +32,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Any, Final, NamedTuple, final
 
 import pytest
 
@@ -45,9 +45,10 @@ _ALWAYS_IGNORED_ENV: Final = frozenset({"PYTEST_CURRENT_TEST"})
 MODES: Final = protocol.LEAK_MODES
 
 
-@final
-@dataclass(frozen=True)
-class ProcessState:
+class ProcessState(NamedTuple):
+    """One reading (``read_state``): a tuple, made in half the time of a frozen dataclass,
+    twice a test."""
+
     #: os.environ's raw bytes mapping on POSIX (copying it does not decode every value).
     environ: dict[Any, Any]
     cwd: str

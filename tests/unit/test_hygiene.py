@@ -4,7 +4,6 @@ nothing; a second baseline (after a wider fixture's setup) absorbs what that fix
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
 
@@ -33,18 +32,17 @@ def open_fd() -> Iterator[int]:
 
 
 def test_an_unchanged_process_reports_nothing() -> None:
-    assert leaks(BASE, dataclasses.replace(BASE), LeakRules()) == []
+    assert leaks(BASE, BASE._replace(), LeakRules()) == []
     assert leaks([BASE, BASE], BASE, LeakRules()) == []
 
 
 def test_what_went_away_is_no_leak() -> None:
-    after = dataclasses.replace(BASE, threads=frozenset(), fds=frozenset({0}), rss=0)
+    after = BASE._replace(threads=frozenset(), fds=frozenset({0}), rss=0)
     assert leaks(BASE, after, LeakRules()) == []
 
 
 def test_each_kind_of_change_is_one_line(open_fd: int) -> None:
-    after = dataclasses.replace(
-        BASE,
+    after = BASE._replace(
         environ={b"HOME": b"/tmp", b"NEW": b"1"},
         cwd="/elsewhere",
         sys_path=("/lib", "/project", "/added"),
@@ -71,20 +69,20 @@ def test_each_kind_of_change_is_one_line(open_fd: int) -> None:
 
 
 def test_memory_growth_counts_above_the_limit_only() -> None:
-    grown = dataclasses.replace(BASE, rss=BASE.rss + 64 * 2**20)
+    grown = BASE._replace(rss=BASE.rss + 64 * 2**20)
     assert leaks(BASE, grown, LeakRules(memory_mib=64.0)) == []
     assert leaks(BASE, grown, LeakRules(memory_mib=10.0)) == ["resident memory grew by 64 MiB"]
 
 
 def test_a_second_baseline_absorbs_what_a_wider_fixture_holds() -> None:
-    after_setup = dataclasses.replace(BASE, threads=BASE.threads | {(9, "db-pool")})
+    after_setup = BASE._replace(threads=BASE.threads | {(9, "db-pool")})
     assert leaks([BASE, after_setup], after_setup, LeakRules()) == []
     assert leaks([BASE], after_setup, LeakRules()) == ["threads still running: db-pool"]
 
 
 def test_ignore_patterns() -> None:
-    after = dataclasses.replace(
-        BASE, environ={**BASE.environ, b"CACHE_DIR": b"x"}, threads=BASE.threads | {(3, "pool")}
+    after = BASE._replace(
+        environ={**BASE.environ, b"CACHE_DIR": b"x"}, threads=BASE.threads | {(3, "pool")}
     )
     rules = LeakRules(ignore=("env:CACHE_*", "thread:po*"))
     assert leaks(BASE, after, rules) == []
@@ -94,7 +92,7 @@ def test_a_descriptor_closed_since_the_reading_is_no_leak() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     os.close(write_end)
-    after = dataclasses.replace(BASE, fds=BASE.fds | {read_end})
+    after = BASE._replace(fds=BASE.fds | {read_end})
     assert leaks(BASE, after, LeakRules()) == []
 
 

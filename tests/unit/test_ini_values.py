@@ -5,7 +5,6 @@ later (an OverflowError in a wait, a leak rule that can never match)."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -221,7 +220,7 @@ def after_leaking(kind: str, fd: int) -> hygiene.ProcessState:
         "tasks": {"tasks": 1},
         "memory": {"rss": 2**30},
     }
-    return replace(BEFORE, **changes[kind])
+    return BEFORE._replace(**changes[kind])
 
 
 @pytest.mark.parametrize("kind", list(protocol.LEAK_KINDS))
