@@ -103,29 +103,33 @@ def status_lines(registry: Registry | None, problem: str | None) -> list[str]:
 
 
 def stop_replica(registry: Registry, record: ReplicaRecord, wait: float) -> str:
-    """Ask one replica to stop, wait for it by pid, kill it if it does not; say what happened."""
+    """Ask one replica to stop, wait for it by pid, kill it if it does not; say what happened.
+    Whether it was already gone is looked at before it is asked: one that exits at once on
+    SHUTDOWN stopped, it was not gone."""
+    try:
+        process = psutil.Process(record.pid)
+        if process_gone(record.pid, record.create_time) is not None:
+            raise psutil.NoSuchProcess(record.pid)
+    except psutil.NoSuchProcess:
+        _forget(registry, record)
+        return f"{record.replica_id} (pid {record.pid}) was already gone"
     asked = False
     channel = None
     try:
-        channel = connect(record.socket, registry.token(), timeout=5.0)
-        channel.send(protocol.shutdown())
-        asked = True
-    except (OSError, RegistryError, execnet.DataFormatError):
-        pass  # not listening (hung, or busy with another client): it is killed below
-    try:
         try:
-            process = psutil.Process(record.pid)
-            if process_gone(record.pid, record.create_time) is not None:
-                raise psutil.NoSuchProcess(record.pid)
-        except psutil.NoSuchProcess:
-            _forget(registry, record)
-            return f"{record.replica_id} (pid {record.pid}) was already gone"
+            channel = connect(record.socket, registry.token(), timeout=5.0)
+            channel.send(protocol.shutdown())
+            asked = True
+        except (OSError, RegistryError, execnet.DataFormatError):
+            pass  # not listening (hung, or busy with another client): it is killed below
         alive = wait_gone([process], wait if asked else 0)
     finally:
         # Held open until it is gone, so it does not see its client vanish first.
         if channel is not None:
             channel.close()
     _forget(registry, record)
+    if not alive and not asked:  # it ended before it could be asked
+        return f"{record.replica_id} (pid {record.pid}) was already gone"
     if not alive:
         return f"stopped {record.replica_id} (pid {record.pid}); its finalizers ran"
     kill_and_wait(alive)
