@@ -251,11 +251,20 @@ class StartPayload(TypedDict):
     #: Watch mode: a run-scoped replica keeps a reloader too, and catches up with edits when
     #: its controller sends ATTACH again between rounds (a detached one always does).
     reload: NotRequired[bool]
-    #: The test files to collect instead of the run's arguments (a run-scoped replica: only
-    #: the files that hold its environment's tests). Absent: collect what the arguments name.
-    collect: NotRequired[list[str]]
+    #: What to collect instead of the run's arguments (a run-scoped replica: only the files
+    #: that hold its environment's tests). Absent: collect what the arguments name.
+    collect: NotRequired[CollectPayload]
     #: Started while the controller still collects: the files come in COLLECT, later.
     collect_later: NotRequired[bool]
+
+
+class CollectPayload(TypedDict):
+    """The test files a replica collects, and every conftest.py the controller loaded (in its
+    order): a conftest beside other files still runs its session-wide hooks (a
+    ``pytest_collection_modifyitems`` that marks any item) in plain pytest."""
+
+    files: list[str]
+    conftests: list[str]
 
 
 class ReadyPayload(TypedDict):
@@ -391,8 +400,8 @@ def steal(count: int) -> Message:
     return (STEAL, count)
 
 
-def collect(files: list[str]) -> Message:
-    return (COLLECT, files)
+def collect(payload: CollectPayload) -> Message:
+    return (COLLECT, payload)
 
 
 def shutdown() -> Message:

@@ -26,7 +26,11 @@ from pytest_reuse_env.controller import ordering, outcomes
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
 from pytest_reuse_env.controller.environment import Environment
-from pytest_reuse_env.controller.launch.collect import by_file_only, files_of
+from pytest_reuse_env.controller.launch.collect import (
+    by_file_only,
+    files_of,
+    loaded_conftests,
+)
 from pytest_reuse_env.controller.launcher import ReplicaLauncher, stale_reason
 from pytest_reuse_env.controller.nodes import ReplicaNodes
 from pytest_reuse_env.controller.perrun import RunOutputs
@@ -137,7 +141,7 @@ class ReuseController:
                 self.launcher.registry_access.give_up(exc)
         self.session = session
         if self.config.option.collectonly or not policies:
-            self.launcher.files.known({}, self.clock.monotonic())
+            self.launcher.files.known({}, [], self.clock.monotonic())
             return
         routed = (item for item in session.items if item.nodeid in policies)
         placement = ordering.keep_local(self.config, routed, xdist_worker=self.in_xdist_worker)
@@ -161,6 +165,7 @@ class ReuseController:
                 )
                 for environment in self.environments.values()
             },
+            loaded_conftests(self.config),
             self.clock.monotonic(),
         )
         for environment in self.environments.values():

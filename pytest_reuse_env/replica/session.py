@@ -27,6 +27,7 @@ import traceback
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Final, final
 
 import pytest
@@ -49,6 +50,27 @@ POLL_SECONDS: Final = 1.0
 #: How long a replica started with ``collect_later`` waits for COLLECT (the controller sends
 #: it once its own collection is done) before it collects the run's arguments instead.
 COLLECT_WAIT_SECONDS: Final = 3600.0
+
+
+def load_conftests(config: pytest.Config, conftests: list[str]) -> bool:
+    """Load, in order, every conftest.py the controller loaded (pytest's own loader, as its
+    collection of a directory does), before the replica collects only some files: a conftest
+    beside other files runs session-wide hooks in plain pytest too. False when that cannot be
+    done (pytest's private loader changed, a conftest failed to load): then the replica
+    collects the run's arguments, where pytest reports such a failure as the controller did."""
+    manager = config.pluginmanager
+    try:
+        for conftest in conftests:
+            manager._loadconftestmodules(  # private: what pytest's collection calls
+                Path(conftest).parent,
+                config.getoption("importmode"),
+                rootpath=config.rootpath,
+                consider_namespace_packages=config.getini("consider_namespace_packages"),
+            )
+    except Exception as exc:  # any failure: collect as without a list
+        _log_line(f"loading the controller's conftests failed ({exc!r}): collecting in full")
+        return False
+    return True
 
 
 class UnknownMessage(Exception):
@@ -176,16 +198,18 @@ class ReplicaSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> None:
-        files = self._files_to_collect()
-        if files is not None:
+        files = None
+        wanted = self._files_to_collect()
+        if wanted is not None and load_conftests(session.config, wanted["conftests"]):
+            files = wanted["files"]
             # pytest's own collection (the next hook) takes them as it would the run's
             # arguments: nodeids are relative to the rootdir either way.
             session.config.args = files
         what = "the run's arguments" if files is None else f"{len(files)} test files"
         _log_line(f"replica {self.replica_id}: collecting {what}")
 
-    def _files_to_collect(self) -> list[str] | None:
-        """The test files START or a later COLLECT names (None: collect the run's arguments).
+    def _files_to_collect(self) -> protocol.CollectPayload | None:
+        """What START or a later COLLECT says to collect (None: the run's arguments).
         Waiting for COLLECT ends early when the controller says shut down or goes away (then
         nothing is collected) and, at the latest, after COLLECT_WAIT_SECONDS (then the run's
         arguments are collected, as without a list)."""
@@ -198,10 +222,11 @@ class ReplicaSession:
             except queue.Empty:
                 continue
             if name == protocol.COLLECT:
-                return list(payload)
+                wanted: protocol.CollectPayload = payload
+                return wanted
             self._held.append((name, payload))  # handled once serving
             if name in (protocol.SHUTDOWN, protocol.CHANNEL_CLOSED):
-                return []
+                return {"files": [], "conftests": []}
         return None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:

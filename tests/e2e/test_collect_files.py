@@ -109,3 +109,42 @@ def test_arguments_naming_test_ids_are_collected_as_given(pytester: pytest.Pytes
     )
     result.assert_outcomes(passed=2)
     assert imported_in_replicas(pytester) == []
+
+
+def test_a_conftest_beside_other_files_still_marks_the_routed_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """In plain pytest a conftest.py is loaded as its directory is collected, and its
+    session-wide hooks then apply to every item: here one beside an unrouted file skips a
+    routed test that would fail. A replica that collects only the routed file loads it too."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        **{
+            "tests/a/test_routed.py": """
+                import pytest
+
+                @pytest.mark.reuse
+                def test_skipped_by_a_sibling_conftest():
+                    assert False, "ran: the sibling conftest's marker was missing"
+
+                @pytest.mark.reuse
+                def test_runs():
+                    pass
+            """,
+            "tests/b/conftest.py": """
+                import pytest
+
+                def pytest_collection_modifyitems(items):
+                    for item in items:
+                        if item.name == "test_skipped_by_a_sibling_conftest":
+                            item.add_marker(pytest.mark.skip(reason="tests/b/conftest.py"))
+            """,
+            "tests/b/test_other.py": OTHER.format(name="b"),
+        }
+    )
+    plain = run(pytester, "-p", "no:reuse_env", "-rs", plugins=())
+    plain.assert_outcomes(passed=2, skipped=1)
+    result = run(pytester, "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*tests/b/conftest.py*"])
+    assert imported_in_replicas(pytester) == [], result.stdout.str()

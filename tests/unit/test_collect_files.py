@@ -46,7 +46,7 @@ def test_disabled_lists_leave_start_as_it_was() -> None:
     assert "collect" not in payload
     assert "collect_later" not in payload
     lists.started("default", FakeReplica(), payload)  # type: ignore[arg-type]
-    lists.known({"default": ["/p/a.py"]}, 1.0)  # nobody waits
+    lists.known({"default": ["/p/a.py"]}, [], 1.0)  # nobody waits
 
 
 def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
@@ -59,21 +59,24 @@ def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
         assert payload.get("collect_later") is True
         assert "collect" not in payload
         lists.started(name, replica, payload)  # type: ignore[arg-type]
-    lists.known({"db": ["/p/test_db.py"]}, 5.0)
-    assert early.collected == [(protocol.collect(["/p/test_db.py"]), 5.0)]
+    conftests = ["/p/conftest.py", "/p/other/conftest.py"]
+    lists.known({"db": ["/p/test_db.py"]}, conftests, 5.0)
+    assert early.collected == [
+        (protocol.collect({"files": ["/p/test_db.py"], "conftests": conftests}), 5.0)
+    ]
     # An environment none of whose tests is left (deselected): it collects nothing.
-    assert other.collected == [(protocol.collect([]), 5.0)]
-    lists.known({"db": ["/elsewhere.py"]}, 6.0)  # a second collection (watch mode): no change
+    assert other.collected == [(protocol.collect({"files": [], "conftests": conftests}), 5.0)]
+    lists.known({"db": ["/elsewhere.py"]}, [], 6.0)  # a second collection: no change
     assert len(early.collected) == 1
 
 
 def test_a_replica_started_after_collection_gets_its_list_in_start() -> None:
     lists = FileLists()
     lists.enabled = True
-    lists.known({"db": ["/p/test_db.py"]}, 1.0)
+    lists.known({"db": ["/p/test_db.py"]}, ["/p/conftest.py"], 1.0)
     payload = start_payload("r1")
     lists.tell("db", payload)
-    assert payload.get("collect") == ["/p/test_db.py"]
+    assert payload.get("collect") == {"files": ["/p/test_db.py"], "conftests": ["/p/conftest.py"]}
     assert "collect_later" not in payload
     replica = FakeReplica()
     lists.started("db", replica, payload)  # type: ignore[arg-type]
@@ -88,18 +91,51 @@ class FakeChannel:
         pass
 
 
-def collecting_replica(**start: Any) -> tuple[ReplicaSession, Any]:
+class FakePluginManager:
+    def __init__(self, fail: bool = False) -> None:
+        self.loaded: list[Path] = []
+        self.fail = fail
+
+    def _loadconftestmodules(self, path: Path, *args: Any, **kwargs: Any) -> None:
+        if self.fail:
+            raise ImportError("conftest.py: no module named 'settings'")
+        self.loaded.append(path)
+
+
+def collecting_replica(*, fail: bool = False, **start: Any) -> tuple[ReplicaSession, Any]:
     payload = start_payload("r0")
     payload.update(start)  # type: ignore[typeddict-item]
     replica = ReplicaSession(FakeChannel(), queue.SimpleQueue(), payload)
-    session = SimpleNamespace(config=SimpleNamespace(args=["tests"]))
-    return replica, session
+    config = SimpleNamespace(
+        args=["tests"],
+        pluginmanager=FakePluginManager(fail),
+        rootpath=Path("/p"),
+        getoption=lambda name: "prepend",
+        getini=lambda name: False,
+    )
+    return replica, SimpleNamespace(config=config)
 
 
-def test_a_list_in_start_replaces_the_run_arguments() -> None:
-    replica, session = collecting_replica(collect=["/p/test_a.py"])
+def wanted(*files: str, conftests: tuple[str, ...] = ()) -> protocol.CollectPayload:
+    return {"files": list(files), "conftests": list(conftests)}
+
+
+def test_a_list_in_start_replaces_the_run_arguments_after_the_controllers_conftests() -> None:
+    conftests = ("/p/tests/conftest.py", "/p/tests/other/conftest.py")
+    replica, session = collecting_replica(collect=wanted("/p/test_a.py", conftests=conftests))
     replica.pytest_collection(session)
     assert session.config.args == ["/p/test_a.py"]
+    # Loaded in the controller's order, by directory (pytest's loader takes a directory).
+    assert session.config.pluginmanager.loaded == [Path("/p/tests"), Path("/p/tests/other")]
+
+
+def test_a_conftest_that_cannot_be_loaded_means_the_run_arguments() -> None:
+    """pytest's own collection then meets the failure, and reports it as the controller's."""
+    replica, session = collecting_replica(
+        fail=True, collect=wanted("/p/test_a.py", conftests=("/p/conftest.py",))
+    )
+    replica.pytest_collection(session)
+    assert session.config.args == ["tests"]
 
 
 def test_without_a_list_the_replica_collects_the_run_arguments() -> None:
@@ -110,7 +146,7 @@ def test_without_a_list_the_replica_collects_the_run_arguments() -> None:
 
 def test_collect_later_waits_for_collect_and_keeps_what_came_before_it() -> None:
     replica, session = collecting_replica(collect_later=True)
-    replica.inbox.put(protocol.collect(["/p/test_a.py", "/p/test_b.py"]))
+    replica.inbox.put(protocol.collect(wanted("/p/test_a.py", "/p/test_b.py")))
     replica.pytest_collection(session)
     assert session.config.args == ["/p/test_a.py", "/p/test_b.py"]
     assert replica._held == []
@@ -132,7 +168,7 @@ def test_no_collect_in_time_means_the_run_arguments(monkeypatch: pytest.MonkeyPa
     replica, session = collecting_replica(collect_later=True)
     replica.pytest_collection(session)
     assert session.config.args == ["tests"]
-    replica._handle(protocol.collect(["/p/test_a.py"]))  # too late: nothing to do with it
+    replica._handle(protocol.collect(wanted("/p/test_a.py")))  # too late: nothing to do
 
 
 def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_at_once() -> None:
@@ -147,8 +183,8 @@ def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_
     assert "collect_later" not in payload
     replica = FakeReplica()
     lists.started("default", replica, payload)  # type: ignore[arg-type]
-    lists.known({"default": ["/p/a.py"]}, 1.0)
+    lists.known({"default": ["/p/a.py"]}, [], 1.0)
     assert replica.collected == []
     later = start_payload("r1")  # a replacement, once the files are known: its list
     lists.tell("default", later)
-    assert later.get("collect") == ["/p/a.py"]
+    assert later.get("collect") == {"files": ["/p/a.py"], "conftests": []}

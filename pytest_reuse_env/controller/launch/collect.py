@@ -16,7 +16,11 @@ serves later runs, which may route other tests, and a watch session's next round
 collect the run's arguments. So does any replica of a run whose arguments name test ids
 (``file::name``: the replica then collects exactly those) or modules (``--pyargs``).
 
-Runs in the controller; imports the standard library and the package's ``protocol``.
+The replica also loads every conftest.py this process loaded, first: in plain pytest a conftest
+beside other test files still runs its session-wide hooks (``pytest_configure``, a
+``pytest_collection_modifyitems`` that marks any item) for the whole run.
+
+Runs in the controller; imports the standard library, pytest and the package's ``protocol``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
+
+import pytest
 
 from pytest_reuse_env import protocol
 
@@ -43,6 +49,20 @@ def files_of(paths: Iterable[Path]) -> list[str]:
     return sorted({str(path) for path in paths})
 
 
+def loaded_conftests(config: pytest.Config) -> list[str]:
+    """Every conftest.py this process loaded, in the order it registered them: pytest names
+    each by its path. A replica loads them all before it collects its files, so that a
+    conftest beside other test files runs its session-wide hooks there too, as here."""
+    manager = config.pluginmanager
+    conftests = getattr(manager, "_conftest_plugins", None)
+    return [
+        name
+        for name, plugin in manager.list_name_plugin()
+        if plugin is not None
+        and (plugin in conftests if conftests is not None else name.endswith("conftest.py"))
+    ]
+
+
 @final
 class FileLists:
     """Each environment's test files, once this process's collection is done, and the
@@ -54,6 +74,8 @@ class FileLists:
         self.enabled = False
         #: Environment name -> its test files; None while this process still collects.
         self._files: dict[str, list[str]] | None = None
+        #: The conftests this process loaded (``loaded_conftests``), once collected.
+        self._conftests: list[str] = []
         self._waiting: list[tuple[str, Replica]] = []
         #: Environments every test of the run goes to (``reuse_all``): replicas started while
         #: collecting collect the run's arguments alongside this process.
@@ -70,19 +92,24 @@ class FileLists:
             if name not in self._every_test:
                 payload["collect_later"] = True
         else:
-            payload["collect"] = self._files.get(name, [])
+            payload["collect"] = self._payload(name)
 
     def started(self, name: str, replica: Replica, payload: protocol.StartPayload) -> None:
         """``replica`` was sent ``payload`` (START): it waits for COLLECT if told so."""
         if payload.get("collect_later"):
             self._waiting.append((name, replica))
 
-    def known(self, files: dict[str, list[str]], now: float) -> None:
-        """Collection is done (``files`` by environment; an environment left out has none):
-        the waiting replicas get their lists. Once: the lists of a run do not change."""
+    def known(self, files: dict[str, list[str]], conftests: list[str], now: float) -> None:
+        """Collection is done (``files`` by environment; an environment left out has none;
+        ``conftests``: ``loaded_conftests``): the waiting replicas get their lists. Once: the
+        lists of a run do not change."""
         if self._files is not None:
             return
-        self._files = files
+        self._files, self._conftests = files, conftests
         waiting, self._waiting = self._waiting, []
         for name, replica in waiting:
-            replica.collect(protocol.collect(files.get(name, [])), now)
+            replica.collect(protocol.collect(self._payload(name)), now)
+
+    def _payload(self, name: str) -> protocol.CollectPayload:
+        files = self._files.get(name, []) if self._files is not None else []
+        return {"files": files, "conftests": self._conftests}
