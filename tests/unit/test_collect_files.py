@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.launch.collect import FileLists, by_file_only, files_of
+from pytest_reuse_env.controller.launch.collect import (
+    FileLists,
+    by_file_only,
+    files_of,
+    loaded_conftests,
+)
 from pytest_reuse_env.replica import session as replica_session
 from pytest_reuse_env.replica.session import ReplicaSession
 from tests.unit.fakes import start_payload
@@ -188,3 +193,23 @@ def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_
     later = start_payload("r1")  # a replacement, once the files are known: its list
     lists.tell("default", later)
     assert later.get("collect") == {"files": ["/p/a.py"], "conftests": []}
+
+
+def test_the_conftests_sent_are_the_loaded_ones_in_registration_order() -> None:
+    """pytest names a conftest plugin by its path; other plugins are left out."""
+    root, sibling, other = object(), object(), object()
+
+    class Manager:
+        def __init__(self) -> None:
+            self._conftest_plugins = {root, sibling}
+
+        def list_name_plugin(self) -> list[tuple[str, object]]:
+            return [
+                ("/p/conftest.py", root),
+                ("xdist", other),
+                ("/p/tests/b/conftest.py", sibling),
+                ("blocked", None),
+            ]
+
+    config: Any = SimpleNamespace(pluginmanager=Manager())
+    assert loaded_conftests(config) == ["/p/conftest.py", "/p/tests/b/conftest.py"]
