@@ -334,9 +334,8 @@ class ReplicaLauncher:
         if host is not None:
             payload["host"] = host
         if by_file:
-            self.files.tell(name, payload)
+            self.files.tell(name, replica, payload)
         replica.start(payload)
-        self.files.started(name, replica, payload)
         return replica
 
     def attach(self, replica_id: str, name: str, link: Link, log_path: str) -> Replica:

@@ -153,27 +153,28 @@ class ReuseController:
             self.feeding_one_at_a_time = True
             self._note(ordering.in_order_note(in_order))
         self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
+        routed_to: dict[Environment, list[str]] = {}
         for item in session.items:
             policy = policies.get(item.nodeid)
             if policy is not None:
-                self.routes[item.nodeid] = self._environment(policy)
+                environment = self.routes[item.nodeid] = self._environment(policy)
+                routed_to.setdefault(environment, []).append(item.nodeid)
                 self.items[item.nodeid] = item
-        self.launcher.files.known(
-            {
-                environment.name: files_of(
-                    self.items[n].path for n, e in self.routes.items() if e is environment
-                )
-                for environment in self.environments.values()
-            },
-            loaded_conftests(self.config),
-            self.clock.monotonic(),
-        )
+        if self.launcher.files.wants_lists:
+            self.launcher.files.known(
+                {
+                    environment.name: files_of(self.items[n].path for n in nodeids)
+                    for environment, nodeids in routed_to.items()
+                },
+                loaded_conftests(self.config),
+                self.clock.monotonic(),
+            )
         for environment in self.environments.values():
             if self.feeding_one_at_a_time:
                 environment.one_at_a_time()  # made while collecting, before this was known
                 environment.warm_up(1)
             else:
-                environment.submit(n for n, e in self.routes.items() if e is environment)
+                environment.submit(routed_to.get(environment, []))
 
     def start_early(self, policy: ReusePolicy, *, every_test: bool = False) -> None:
         """Start (or, ``scope="global"``, attach) the replicas ``policy`` asks for at least (its
@@ -185,11 +186,12 @@ class ReuseController:
         alongside this process, rather than wait for the list of their files."""
         if self.feeding_one_at_a_time or self.launcher.on_hosts(policy):
             return
+        environment = self._environment(policy)
         if every_test:
-            self.launcher.files.every_test(self._environment(policy).name)
+            self.launcher.files.every_test(environment.name)
         # -x, --maxfail, --sw: the run will go one test at a time, on one replica (ordering.py).
         one = ordering.in_order_reason(self.config, ()) is not None
-        self._environment(policy).warm_up(1 if one else max(1, policy.min_replicas))
+        environment.warm_up(1 if one else max(1, policy.min_replicas))
 
     def _note(self, note: str) -> None:
         if note not in self.notes:  # watch mode collects again each round

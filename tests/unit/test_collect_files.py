@@ -47,11 +47,13 @@ def test_test_files_are_distinct_and_sorted() -> None:
 def test_disabled_lists_leave_start_as_it_was() -> None:
     lists = FileLists()
     payload = start_payload("r0")
-    lists.tell("default", payload)
+    replica = FakeReplica()
+    lists.tell("default", replica, payload)  # type: ignore[arg-type]
     assert "collect" not in payload
     assert "collect_later" not in payload
-    lists.started("default", FakeReplica(), payload)  # type: ignore[arg-type]
+    assert not lists.wants_lists
     lists.known({"default": ["/p/a.py"]}, [], 1.0)  # nobody waits
+    assert replica.collected == []
 
 
 def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
@@ -60,10 +62,10 @@ def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
     early, other = FakeReplica(), FakeReplica()
     for name, replica in (("db", early), ("other", other)):
         payload = start_payload("r0")
-        lists.tell(name, payload)
+        lists.tell(name, replica, payload)  # type: ignore[arg-type]
         assert payload.get("collect_later") is True
         assert "collect" not in payload
-        lists.started(name, replica, payload)  # type: ignore[arg-type]
+    assert lists.wants_lists
     conftests = ["/p/conftest.py", "/p/other/conftest.py"]
     lists.known({"db": ["/p/test_db.py"]}, conftests, 5.0)
     assert early.collected == [
@@ -71,6 +73,7 @@ def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
     ]
     # An environment none of whose tests is left (deselected): it collects nothing.
     assert other.collected == [(protocol.collect({"files": [], "conftests": conftests}), 5.0)]
+    assert not lists.wants_lists
     lists.known({"db": ["/elsewhere.py"]}, [], 6.0)  # a second collection: no change
     assert len(early.collected) == 1
 
@@ -80,11 +83,11 @@ def test_a_replica_started_after_collection_gets_its_list_in_start() -> None:
     lists.enabled = True
     lists.known({"db": ["/p/test_db.py"]}, ["/p/conftest.py"], 1.0)
     payload = start_payload("r1")
-    lists.tell("db", payload)
+    replica = FakeReplica()
+    lists.tell("db", replica, payload)  # type: ignore[arg-type]
     assert payload.get("collect") == {"files": ["/p/test_db.py"], "conftests": ["/p/conftest.py"]}
     assert "collect_later" not in payload
-    replica = FakeReplica()
-    lists.started("db", replica, payload)  # type: ignore[arg-type]
+    lists.known({"db": ["/elsewhere.py"]}, [], 2.0)
     assert replica.collected == []
 
 
@@ -183,15 +186,14 @@ def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_
     lists.enabled = True
     lists.every_test("default")
     payload = start_payload("r0")
-    lists.tell("default", payload)
+    replica = FakeReplica()
+    lists.tell("default", replica, payload)  # type: ignore[arg-type]
     assert "collect" not in payload
     assert "collect_later" not in payload
-    replica = FakeReplica()
-    lists.started("default", replica, payload)  # type: ignore[arg-type]
     lists.known({"default": ["/p/a.py"]}, [], 1.0)
     assert replica.collected == []
     later = start_payload("r1")  # a replacement, once the files are known: its list
-    lists.tell("default", later)
+    lists.tell("default", FakeReplica(), later)  # type: ignore[arg-type]
     assert later.get("collect") == {"files": ["/p/a.py"], "conftests": []}
 
 

@@ -84,19 +84,21 @@ class FileLists:
     def every_test(self, name: str) -> None:
         self._every_test.add(name)
 
-    def tell(self, name: str, payload: protocol.StartPayload) -> None:
-        """What a new run-scoped replica of environment ``name`` is to collect, in its START."""
+    @property
+    def wants_lists(self) -> bool:
+        """Whether ``known`` still has a use: replicas collect by file, and this run's lists
+        are not known yet (a watch session's later rounds collect again; the lists stay)."""
+        return self.enabled and self._files is None
+
+    def tell(self, name: str, replica: Replica, payload: protocol.StartPayload) -> None:
+        """What a new run-scoped replica of environment ``name`` is to collect, in the START
+        it is about to be sent; one told to wait gets its list with ``known``."""
         if not self.enabled:
             return
-        if self._files is None:
-            if name not in self._every_test:
-                payload["collect_later"] = True
-        else:
+        if self._files is not None:
             payload["collect"] = self._payload(name)
-
-    def started(self, name: str, replica: Replica, payload: protocol.StartPayload) -> None:
-        """``replica`` was sent ``payload`` (START): it waits for COLLECT if told so."""
-        if payload.get("collect_later"):
+        elif name not in self._every_test:
+            payload["collect_later"] = True
             self._waiting.append((name, replica))
 
     def known(self, files: dict[str, list[str]], conftests: list[str], now: float) -> None:
