@@ -33,6 +33,12 @@ COMPAT_ARGS: Final = (*BASE_NOISE_OFF, "-p", "reuse_env")
 RUN_TIMEOUT: Final = 60.0
 #: How long a replica told to stop may take to be gone.
 WAIT_SECONDS: Final = 15.0
+#: One run-scoped replica: the ini of inner runs that count replicas and spares.
+ONE_RUN_SCOPED_REPLICA_INI: Final = """
+[pytest]
+reuse_replicas = 1
+reuse_scope = run
+"""
 
 
 def run(
@@ -72,19 +78,31 @@ def alive(pid: int) -> bool:
         return False
 
 
-def replica_pids(root: Path) -> set[int]:
-    """Live replica processes (they carry PYTEST_REUSE_REPLICA) working under ``root``."""
+def processes_under(root: Path) -> set[int]:
+    """Live processes (other than this one) whose working directory is under ``root``: the
+    replicas an inner run left, and the spares it started before any had a replica's
+    environment."""
     found = set()
     for process in psutil.process_iter(["pid", "cwd"]):
         cwd = process.info.get("cwd")
         if process.pid == os.getpid() or not cwd or not Path(cwd).is_relative_to(root):
             continue
         try:
-            if process.status() != psutil.STATUS_ZOMBIE and (
-                "PYTEST_REUSE_REPLICA" in process.environ()
-            ):
+            if process.status() != psutil.STATUS_ZOMBIE:
                 found.add(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except psutil.Error:
+            continue
+    return found
+
+
+def replica_pids(root: Path) -> set[int]:
+    """Live replica processes (they carry PYTEST_REUSE_REPLICA) working under ``root``."""
+    found = set()
+    for pid in processes_under(root):
+        try:
+            if "PYTEST_REUSE_REPLICA" in psutil.Process(pid).environ():
+                found.add(pid)
+        except psutil.Error:
             continue
     return found
 

@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_prestart import processes_under
-from tests.helpers import run, wait_for
-
-INI = """
-[pytest]
-reuse_replicas = 1
-reuse_scope = run
-"""
+from tests.helpers import ONE_RUN_SCOPED_REPLICA_INI as INI
+from tests.helpers import processes_under, run, wait_for
 
 MARKED = """
 import os

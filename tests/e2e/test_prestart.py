@@ -12,20 +12,12 @@ on every run, so no two would be the same command.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.helpers import run, wait_for
-
-INI = """
-[pytest]
-reuse_replicas = 1
-reuse_scope = run
-"""
+from tests.helpers import ONE_RUN_SCOPED_REPLICA_INI as INI
+from tests.helpers import processes_under, run, wait_for
 
 TESTS = """
 import os
@@ -38,21 +30,6 @@ pytestmark = pytest.mark.reuse
 def test_quick(i):
     assert os.environ.get("PYTEST_REUSE_REPLICA"), "ran in a replica"
 """
-
-
-def processes_under(root: Path) -> list[int]:
-    """Live processes (other than this one) whose working directory is under ``root``."""
-    found = []
-    for process in psutil.process_iter(["pid", "cwd"]):
-        cwd = process.info.get("cwd")
-        if process.pid == os.getpid() or not cwd or not Path(cwd).is_relative_to(root):
-            continue
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def reuse_run(pytester: pytest.Pytester) -> tuple[pytest.RunResult, dict[str, Any]]:
