@@ -57,9 +57,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final, final
-
-import filelock
+from typing import TYPE_CHECKING, Any, Final, final
 
 from pytest_reuse_env.record import (
     CREATE_TIME_TOLERANCE,
@@ -78,6 +76,9 @@ from pytest_reuse_env.registry_files import (
     private_directory,
     registry_error,
 )
+
+if TYPE_CHECKING:
+    import filelock
 
 __all__ = [
     "CREATE_TIME_TOLERANCE",
@@ -141,7 +142,14 @@ class Registry:
         self._fallback: Path | None = None
         self._local = threading.local()
         self._ensure_directories()
-        self._lock = filelock.FileLock(self.lock_path, timeout=lock_timeout, mode=0o600)
+        # Imported here, not with the module: a run-scoped run imports this module (the
+        # launcher's types) but never opens a registry, and filelock costs it about 10 ms.
+        import filelock
+
+        self._lock: filelock.FileLock = filelock.FileLock(
+            self.lock_path, timeout=lock_timeout, mode=0o600
+        )
+        self._lock_timeout_error: type[Exception] = filelock.Timeout
 
     def _ensure_directories(self) -> None:
         for path in (self.directory, self.sockets_directory, self.logs_directory):
@@ -157,7 +165,7 @@ class Registry:
         self._ensure_directories()
         try:
             self._lock.acquire()
-        except filelock.Timeout:
+        except self._lock_timeout_error:
             raise RegistryBusy(
                 f"registry lock held for more than {self._lock_timeout:g} s by another "
                 f"process: {self.lock_path}; fix: nothing if another pytest run is busy with "
