@@ -265,6 +265,12 @@ class CollectPayload(TypedDict):
 
     files: list[str]
     conftests: list[str]
+    #: What the controller collected for those files' routed tests (``collection_check.py``):
+    #: nodeid -> digest of its markers, and project module -> its file.
+    expect: NotRequired[dict[str, str]]
+    modules: NotRequired[dict[str, str]]
+    #: Collect the run's arguments after all (a replica that waited for its list).
+    whole_run: NotRequired[bool]
 
 
 class ReadyPayload(TypedDict):
@@ -280,6 +286,9 @@ class ReadyPayload(TypedDict):
     lease: NotRequired[str]
     #: Only after an ATTACH, from a replica that checks its files (replica/reload.py).
     reload: NotRequired[ReloadPayload]
+    #: How its collection of only some files differs from the controller's
+    #: (``collection_check.py``): it must not serve; absent when it does not.
+    collection_differs: NotRequired[str]
 
 
 class ReloadPayload(TypedDict):
@@ -426,6 +435,7 @@ def ready(
     changed_files: list[str],
     lease: str = "",
     reload: ReloadPayload | None = None,
+    collection_differs: str | None = None,
 ) -> Message:
     payload: ReadyPayload = {
         "pid": pid,
@@ -439,6 +449,8 @@ def ready(
     }
     if reload is not None:
         payload["reload"] = reload
+    if collection_differs is not None:
+        payload["collection_differs"] = collection_differs
     return (READY, payload)
 
 

@@ -21,7 +21,7 @@ from typing import Final, final
 import execnet
 import pytest
 
-from pytest_reuse_env import prestart, protocol
+from pytest_reuse_env import collection_check, prestart, protocol
 from pytest_reuse_env.controller import ordering, outcomes
 from pytest_reuse_env.controller.clock import SYSTEM_CLOCK, Clock
 from pytest_reuse_env.controller.dispatch import ReplicaEvents
@@ -91,7 +91,7 @@ class ReuseController:
             self.reports,
             clock,
             wanted=lambda env: [n for n, e in self.routes.items() if e is env],
-            stale=stale_reason,
+            stale=self._stale,
             host_failed=self.launcher.host_failed,
             say=self._verbose,
             report_seen=self.verifier.record if self.verifier is not None else None,
@@ -163,11 +163,16 @@ class ReuseController:
         if self.launcher.files.wants_lists:
             self.launcher.files.known(
                 {
-                    environment.name: files_of(self.items[n].path for n in nodeids)
+                    environment.name: files_of(self.items[n] for n in nodeids)
                     for environment, nodeids in routed_to.items()
                 },
                 loaded_conftests(self.config),
                 self.clock.monotonic(),
+                expect={
+                    environment.name: collection_check.digests(self.items[n] for n in nodeids)
+                    for environment, nodeids in routed_to.items()
+                },
+                modules=collection_check.project_modules(str(self.config.rootpath)),
             )
         for environment in self.environments.values():
             if self.feeding_one_at_a_time:
@@ -192,6 +197,23 @@ class ReuseController:
         # -x, --maxfail, --sw: the run will go one test at a time, on one replica (ordering.py).
         one = ordering.in_order_reason(self.config, ()) is not None
         environment.warm_up(1 if one else max(1, policy.min_replicas))
+
+    def _stale(
+        self, replica: Replica, ready: protocol.ReadyPayload, wanted: list[str]
+    ) -> str | None:
+        """Why a replica that answered READY may not serve (``stale_reason``), or how its
+        collection of only its environment's files differs from this process's: then its
+        environment's replicas collect the run's arguments from now on."""
+        differs = ready.get("collection_differs")
+        if differs is None:
+            return stale_reason(replica, ready, wanted)
+        environment = next(e for e in self.environments.values() if replica in e.replicas)
+        self.launcher.files.whole_run(environment.name)
+        self._note(
+            f"{environment.name}: replicas collect every file of the run: one that collected "
+            f"only the files of its tests saw them otherwise ({differs})"
+        )
+        return f"its collection of only its tests' files differs: {differs}"
 
     def _note(self, note: str) -> None:
         if note not in self.notes:  # watch mode collects again each round

@@ -33,7 +33,7 @@ from typing import Any, Final, final
 import pytest
 
 import pytest_reuse_env
-from pytest_reuse_env import protocol
+from pytest_reuse_env import collection_check, protocol
 from pytest_reuse_env.replica import hygiene, perrun
 from pytest_reuse_env.replica.abort import ClientGone, not_running
 from pytest_reuse_env.replica.asyncbatch import serve as serve_batch
@@ -162,6 +162,9 @@ class ReplicaSession:
         }
         #: Messages that came while waiting for COLLECT, handled once serving.
         self._held: list[tuple[str, Any]] = []
+        #: The list this replica collected instead of the run's arguments, with what the
+        #: controller collected for it (checked once, in the first READY).
+        self._collected_by_file: protocol.CollectPayload | None = None
         self.replica_id = start["replica_id"]
         #: This replica's process: a child a test forks and lets return into pytest is not it.
         self.pid = os.getpid()
@@ -200,10 +203,16 @@ class ReplicaSession:
     def pytest_collection(self, session: pytest.Session) -> None:
         files = None
         wanted = self._files_to_collect()
-        if wanted is not None and load_conftests(session.config, wanted["conftests"]):
+        if (
+            wanted is not None
+            and not wanted.get("whole_run")
+            and load_conftests(session.config, wanted["conftests"])
+        ):
             files = wanted["files"]
+            self._collected_by_file = wanted
             # pytest's own collection (the next hook) takes them as it would the run's
-            # arguments: nodeids are relative to the rootdir either way.
+            # arguments: nodeids are relative to the rootdir either way (but for a file
+            # outside it; the first READY says so, with any other difference it finds).
             session.config.args = files
         what = "the run's arguments" if files is None else f"{len(files)} test files"
         _log_line(f"replica {self.replica_id}: collecting {what}")
@@ -281,6 +290,14 @@ class ReplicaSession:
         )
         # Catch up with edited files first: the nodeids are those collected after it.
         reload = self._refresh() if self.ready_sent and self._refresh is not None else None
+        differs = None
+        if not self.ready_sent and self._collected_by_file is not None:
+            differs = collection_check.difference(
+                self._collected_by_file.get("expect", {}),
+                self._collected_by_file.get("modules", {}),
+                self.items,
+                str(self._config().rootpath),
+            )
         self.send(
             protocol.ready(
                 pid=os.getpid(),
@@ -292,6 +309,7 @@ class ReplicaSession:
                 changed_files=[],
                 lease=self.lease,
                 reload=reload,
+                collection_differs=differs,
             )
         )
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import NOISE_OFF, processes_under, run, wait_for
 from tests.helpers import ONE_RUN_SCOPED_REPLICA_INI as INI
-from tests.helpers import processes_under, run, wait_for
 
 MARKED = """
 import os
@@ -142,3 +142,112 @@ def test_a_conftest_beside_other_files_still_marks_the_routed_tests(
     result.assert_outcomes(passed=2, skipped=1)
     result.stdout.fnmatch_lines(["*SKIPPED*tests/b/conftest.py*"])
     assert imported_in_replicas(pytester) == [], result.stdout.str()
+
+
+# -- where collecting only some files would differ: the replica collects the whole run -------
+
+#: Marks every other test of the run as skipped: which ones depends on every file collected.
+SKIP_BY_POSITION = """
+import pytest
+
+def pytest_collection_modifyitems(items):
+    for position, item in enumerate(items):
+        if position % 2:
+            item.add_marker(pytest.mark.skip(reason=f"position {position}"))
+"""
+
+
+def test_a_hook_that_marks_by_position_sees_the_same_run(pytester: pytest.Pytester) -> None:
+    """Skipping every other test of the run: plain pytest skips test_c1 (position 3) and runs
+    test_c2, which fails. A replica that collected only test_c_routed.py would skip test_c2
+    (position 1 there) and pass test_c1: a false green run. Its first READY says the markers
+    differ; a replica that collects every file replaces it, and the reuse section says why."""
+    pytester.makeini(INI)
+    pytester.makeconftest(SKIP_BY_POSITION)
+    pytester.makepyfile(
+        test_a_plain="def test_a1(): pass\ndef test_a2(): pass\ndef test_a3(): pass\n",
+        test_c_routed=(
+            "import pytest\n\npytestmark = pytest.mark.reuse\n\n"
+            "def test_c1():\n    pass\n\n"
+            "def test_c2():\n    assert 0, 'runs in plain pytest'\n"
+        ),
+    )
+    plain = run(pytester, "-p", "no:reuse_env", "-rA", plugins=NOISE_OFF)
+    plain.assert_outcomes(passed=2, skipped=2, failed=1)
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=2, skipped=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*replicas collect every file of the run*test_c_routed.py::test_c* has other "
+            "markers in the replica*",
+            "*SKIPPED*test_c_routed.py: position 3*",
+            "*FAILED test_c_routed.py::test_c2*",
+        ]
+    )
+
+
+def test_a_module_another_test_file_imported_first_is_the_same_module(
+    pytester: pytest.Pytester,
+) -> None:
+    """Two helpers.py in sibling test directories (no __init__.py, pytest's default prepend
+    import mode): the first test file collected imports its own, and the routed test in the
+    other directory gets that one in plain pytest, and fails. A replica that collected only
+    the routed file would import the other and pass: READY names the module, and a replica
+    that collects every file runs the test as plain pytest does."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        **{
+            "tests/a/helpers.py": "WHO = 'a'\n",
+            "tests/b/helpers.py": "WHO = 'b'\n",
+            "tests/a/test_a.py": "import helpers\n\ndef test_a():\n    assert helpers.WHO\n",
+            "tests/b/test_b.py": (
+                "import helpers\nimport pytest\n\n@pytest.mark.reuse\n"
+                "def test_b():\n    assert helpers.WHO == 'b'\n"
+            ),
+        }
+    )
+    plain = run(pytester, "-p", "no:reuse_env", plugins=NOISE_OFF)
+    plain.assert_outcomes(passed=1, failed=1)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*module helpers is tests/b/helpers.py in the*", "*FAILED tests/b/test_b.py::test_b*"]
+    )
+
+
+def test_a_test_whose_path_is_another_file_is_collected_through_its_file(
+    pytester: pytest.Pytester,
+) -> None:
+    """A plugin's item names a data file as its path: the replica is sent the file its
+    collector was made for, not the data file (which pytest could not collect)."""
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        class DataItem(pytest.Item):
+            def runtest(self):
+                assert self.path.read_text() == "{}"
+
+        class DataFile(pytest.File):
+            def collect(self):
+                yield DataItem.from_parent(
+                    self, name="data_check", path=self.path.parent / "data.json"
+                )
+
+        def pytest_collect_file(file_path, parent):
+            if file_path.suffix == ".cfg":
+                return DataFile.from_parent(parent, path=file_path)
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if isinstance(item, DataItem):
+                    item.add_marker(pytest.mark.reuse)
+        """
+    )
+    pytester.makefile(".cfg", specs="")
+    pytester.makefile(".json", data="{}")
+    pytester.makepyfile(test_plain="def test_plain(): pass\n")
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*PASSED specs.cfg::data_check*"])

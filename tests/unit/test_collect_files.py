@@ -39,9 +39,26 @@ def test_replicas_collect_by_file_unless_the_arguments_name_test_ids_or_modules(
     assert not by_file_only(["tests"], SimpleNamespace(pyargs=True))
 
 
-def test_test_files_are_distinct_and_sorted() -> None:
-    paths = [Path("/p/b.py"), Path("/p/a.py"), Path("/p/b.py")]
-    assert files_of(paths) == ["/p/a.py", "/p/b.py"]
+class FakeItem:
+    """A test whose file node is ``file`` (None: no file node above it)."""
+
+    def __init__(self, file: str | None, path: str = "/p/data.json") -> None:
+        self.path = Path(path)  # a test's own path may name another file
+        self._file = None if file is None else SimpleNamespace(path=Path(file))
+
+    def getparent(self, cls: type) -> Any:
+        assert cls is pytest.File
+        return self._file
+
+
+def test_test_files_are_their_file_nodes_distinct_and_sorted() -> None:
+    items: list[Any] = [FakeItem("/p/b.py"), FakeItem("/p/a.py"), FakeItem("/p/b.py")]
+    assert files_of(items) == ["/p/a.py", "/p/b.py"]
+
+
+def test_a_test_without_a_file_node_means_no_list() -> None:
+    items: list[Any] = [FakeItem("/p/a.py"), FakeItem(None)]
+    assert files_of(items) is None
 
 
 def test_disabled_lists_leave_start_as_it_was() -> None:
@@ -67,12 +84,30 @@ def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
         assert "collect" not in payload
     assert lists.wants_lists
     conftests = ["/p/conftest.py", "/p/other/conftest.py"]
-    lists.known({"db": ["/p/test_db.py"]}, conftests, 5.0)
+    expect, modules = {"test_db.py::test_one": "d1"}, {"helpers": "/p/helpers.py"}
+    lists.known({"db": ["/p/test_db.py"]}, conftests, 5.0, expect={"db": expect}, modules=modules)
     assert early.collected == [
-        (protocol.collect({"files": ["/p/test_db.py"], "conftests": conftests}), 5.0)
+        (
+            protocol.collect(
+                {
+                    "files": ["/p/test_db.py"],
+                    "conftests": conftests,
+                    "expect": expect,
+                    "modules": modules,
+                }
+            ),
+            5.0,
+        )
     ]
     # An environment none of whose tests is left (deselected): it collects nothing.
-    assert other.collected == [(protocol.collect({"files": [], "conftests": conftests}), 5.0)]
+    assert other.collected == [
+        (
+            protocol.collect(
+                {"files": [], "conftests": conftests, "expect": {}, "modules": modules}
+            ),
+            5.0,
+        )
+    ]
     assert not lists.wants_lists
     lists.known({"db": ["/elsewhere.py"]}, [], 6.0)  # a second collection: no change
     assert len(early.collected) == 1
@@ -85,7 +120,12 @@ def test_a_replica_started_after_collection_gets_its_list_in_start() -> None:
     payload = start_payload("r1")
     replica = FakeReplica()
     lists.tell("db", replica, payload)  # type: ignore[arg-type]
-    assert payload.get("collect") == {"files": ["/p/test_db.py"], "conftests": ["/p/conftest.py"]}
+    assert payload.get("collect") == {
+        "files": ["/p/test_db.py"],
+        "conftests": ["/p/conftest.py"],
+        "expect": {},
+        "modules": {},
+    }
     assert "collect_later" not in payload
     lists.known({"db": ["/elsewhere.py"]}, [], 2.0)
     assert replica.collected == []
@@ -152,6 +192,13 @@ def test_without_a_list_the_replica_collects_the_run_arguments() -> None:
     assert session.config.args == ["tests"]
 
 
+def test_told_to_collect_the_whole_run_after_waiting_the_replica_collects_the_arguments() -> None:
+    replica, session = collecting_replica(collect_later=True)
+    replica.inbox.put(protocol.collect({"files": [], "conftests": [], "whole_run": True}))
+    replica.pytest_collection(session)
+    assert session.config.args == ["tests"]
+
+
 def test_collect_later_waits_for_collect_and_keeps_what_came_before_it() -> None:
     replica, session = collecting_replica(collect_later=True)
     replica.inbox.put(protocol.collect(wanted("/p/test_a.py", "/p/test_b.py")))
@@ -194,7 +241,41 @@ def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_
     assert replica.collected == []
     later = start_payload("r1")  # a replacement, once the files are known: its list
     lists.tell("default", FakeReplica(), later)  # type: ignore[arg-type]
-    assert later.get("collect") == {"files": ["/p/a.py"], "conftests": []}
+    assert later.get("collect") == {
+        "files": ["/p/a.py"],
+        "conftests": [],
+        "expect": {},
+        "modules": {},
+    }
+
+
+def test_an_environment_with_a_test_outside_any_file_collects_the_whole_run() -> None:
+    """``files_of`` found a test with no file node: the waiting replica is told to collect the
+    run's arguments, and so is every later one."""
+    lists = FileLists()
+    lists.enabled = True
+    early = FakeReplica()
+    lists.tell("db", early, start_payload("r0"))  # type: ignore[arg-type]
+    lists.known({"db": None}, ["/p/conftest.py"], 3.0)
+    assert early.collected == [
+        (protocol.collect({"files": [], "conftests": [], "whole_run": True}), 3.0)
+    ]
+    later = start_payload("r1")
+    lists.tell("db", FakeReplica(), later)  # type: ignore[arg-type]
+    assert "collect" not in later
+    assert "collect_later" not in later
+
+
+def test_after_a_differing_collection_new_replicas_collect_the_whole_run() -> None:
+    lists = FileLists()
+    lists.enabled = True
+    lists.known({"db": ["/p/test_db.py"], "other": ["/p/test_o.py"]}, [], 1.0)
+    lists.whole_run("db")
+    replacement, other = start_payload("r1"), start_payload("r2")
+    lists.tell("db", FakeReplica(), replacement)  # type: ignore[arg-type]
+    lists.tell("other", FakeReplica(), other)  # type: ignore[arg-type]
+    assert "collect" not in replacement
+    assert other.get("collect", {}).get("files") == ["/p/test_o.py"]
 
 
 def test_the_conftests_sent_are_the_loaded_ones_in_registration_order() -> None:

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pytest_reuse_env"
 #: Shared modules at the top: both sides import them, so they import neither side.
 SHARED = [
     "channel",
+    "collection_check",
     "errors",
     "fingerprint",
     "hostspec",

@@ -26,7 +26,6 @@ Runs in the controller; imports the standard library, pytest and the package's `
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
 import pytest
@@ -44,9 +43,17 @@ def by_file_only(args: Iterable[str], options: Any) -> bool:
     return not getattr(options, "pyargs", False) and not any("::" in str(a) for a in args)
 
 
-def files_of(paths: Iterable[Path]) -> list[str]:
-    """The sorted, distinct files (as given to pytest) that hold the tests."""
-    return sorted({str(path) for path in paths})
+def files_of(items: Iterable[pytest.Item]) -> list[str] | None:
+    """The sorted, distinct files that hold the tests: each test's file node's path (a test's
+    own ``path`` may name another file, a plugin's data file say). None when a test has no
+    file node above it: then only the run's arguments collect it."""
+    files: set[str] = set()
+    for item in items:
+        node = item.getparent(pytest.File)  # type: ignore[type-abstract]
+        if node is None:
+            return None
+        files.add(str(node.path))
+    return sorted(files)
 
 
 def loaded_conftests(config: pytest.Config) -> list[str]:
@@ -80,9 +87,19 @@ class FileLists:
         #: Environments every test of the run goes to (``reuse_all``): replicas started while
         #: collecting collect the run's arguments alongside this process.
         self._every_test: set[str] = set()
+        #: Environments whose replicas collect the run's arguments from now on: a test there
+        #: has no file node, or a replica's collection of only its files differed.
+        self._whole_run: set[str] = set()
+        #: ``collection_check``: each environment's tests' digests, and the project modules.
+        self._expect: dict[str, dict[str, str]] = {}
+        self._modules: dict[str, str] = {}
 
     def every_test(self, name: str) -> None:
         self._every_test.add(name)
+
+    def whole_run(self, name: str) -> None:
+        """Replicas of ``name`` started from now on collect the run's arguments."""
+        self._whole_run.add(name)
 
     @property
     def wants_lists(self) -> bool:
@@ -93,7 +110,7 @@ class FileLists:
     def tell(self, name: str, replica: Replica, payload: protocol.StartPayload) -> None:
         """What a new run-scoped replica of environment ``name`` is to collect, in the START
         it is about to be sent; one told to wait gets its list with ``known``."""
-        if not self.enabled:
+        if not self.enabled or name in self._whole_run:
             return
         if self._files is not None:
             payload["collect"] = self._payload(name)
@@ -101,17 +118,42 @@ class FileLists:
             payload["collect_later"] = True
             self._waiting.append((name, replica))
 
-    def known(self, files: dict[str, list[str]], conftests: list[str], now: float) -> None:
-        """Collection is done (``files`` by environment; an environment left out has none;
-        ``conftests``: ``loaded_conftests``): the waiting replicas get their lists. Once: the
-        lists of a run do not change."""
+    def known(
+        self,
+        files: dict[str, list[str] | None],
+        conftests: list[str],
+        now: float,
+        *,
+        expect: dict[str, dict[str, str]] | None = None,
+        modules: dict[str, str] | None = None,
+    ) -> None:
+        """Collection is done (``files`` by environment, None: some test has no file node;
+        an environment left out has none; ``conftests``: ``loaded_conftests``; ``expect`` and
+        ``modules``: what the replicas check their collection against, ``collection_check``):
+        the waiting replicas get their lists. Once: the lists of a run do not change."""
         if self._files is not None:
             return
-        self._files, self._conftests = files, conftests
+        self._files = {}
+        for name, listed in files.items():
+            if listed is None:
+                self._whole_run.add(name)
+            else:
+                self._files[name] = listed
+        self._conftests = conftests
+        self._expect, self._modules = expect or {}, modules or {}
         waiting, self._waiting = self._waiting, []
         for name, replica in waiting:
             replica.collect(protocol.collect(self._payload(name)), now)
 
     def _payload(self, name: str) -> protocol.CollectPayload:
+        """A list of files to collect; the run's arguments (no list) for an environment that
+        collects the whole run."""
+        if name in self._whole_run:
+            return {"files": [], "conftests": [], "whole_run": True}
         files = self._files.get(name, []) if self._files is not None else []
-        return {"files": files, "conftests": self._conftests}
+        return {
+            "files": files,
+            "conftests": self._conftests,
+            "expect": self._expect.get(name, {}),
+            "modules": self._modules,
+        }
