@@ -305,7 +305,11 @@ class ReplicaLauncher:
         return self.hosts.serves(policy)
 
     def host_failed(self, replica: Replica, reason: str) -> tuple[str, bool] | None:
-        """See ``HostStrategy.host_failed``."""
+        """See ``HostStrategy.host_failed``. Also a replica that could not start collecting
+        only its tests' files: its environment then collects the whole run (``FileLists``),
+        and starts another replica rather than fail its tests."""
+        if self.files.start_failed(replica):
+            return "", True  # said in the run's notes (FileLists.notes)
         return self.hosts.host_failed(replica, reason)
 
     # -- what every strategy shares (launch.base.Starter) ------------------------------------

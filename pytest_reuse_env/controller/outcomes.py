@@ -229,8 +229,9 @@ def _start_failed(
     )
     environment.last_start_failure = reason
     dropped = host_failed(replica, start_failure or how)
-    if dropped is not None:  # a configured host: the others take its share
-        reports.warn(dropped[0])
+    if dropped is not None:  # a host the others take over, or a list of files: the whole run
+        if dropped[0]:
+            reports.warn(dropped[0])
         if dropped[1]:
             return
     if not environment.ever_ready or environment.crash_loop or dropped is not None:

@@ -517,6 +517,8 @@ class ReuseController:
             )
             for env in self.environments.values()
         ]
+        for note in self.launcher.files.notes:
+            self._note(note)
         if figures and self.notes:  # run-level notes travel with the first environment
             figures[0]["notes"] = [*self.notes, *figures[0]["notes"]]
         if self.in_xdist_worker:

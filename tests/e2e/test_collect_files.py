@@ -251,3 +251,33 @@ def test_a_test_whose_path_is_another_file_is_collected_through_its_file(
     result = run(pytester, "-rA")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*PASSED specs.cfg::data_check*"])
+
+
+def test_a_replica_that_cannot_start_with_its_files_is_replaced_by_one_with_every_file(
+    pytester: pytest.Pytester,
+) -> None:
+    """A hook that needs the whole run fails the replica's start when it collects only some
+    files: its tests are not failed for it; a replica that collects every file runs them."""
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_collection_finish(session):
+            if len(session.items) < 3:
+                raise pytest.UsageError("this suite runs whole")
+        """
+    )
+    pytester.makepyfile(
+        test_a_plain="def test_a1(): pass\ndef test_a2(): pass\n",
+        test_c_routed="import pytest\n\n@pytest.mark.reuse\ndef test_c():\n    pass\n",
+    )
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*default: a replica that collected only the files of its tests could not start; "
+            "replicas collect every file of the run instead*",
+            "*PASSED test_c_routed.py::test_c*",
+        ]
+    )

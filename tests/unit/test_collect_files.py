@@ -24,7 +24,12 @@ from tests.unit.fakes import start_payload
 
 
 class FakeReplica:
-    def __init__(self) -> None:
+    count = 0
+
+    def __init__(self, environment_name: str = "db") -> None:
+        FakeReplica.count += 1
+        self.id = f"r{FakeReplica.count}"
+        self.environment_name = environment_name
         self.collected: list[tuple[protocol.Message, float]] = []
 
     def collect(self, message: protocol.Message, now: float) -> None:
@@ -264,6 +269,25 @@ def test_an_environment_with_a_test_outside_any_file_collects_the_whole_run() ->
     lists.tell("db", FakeReplica(), later)  # type: ignore[arg-type]
     assert "collect" not in later
     assert "collect_later" not in later
+
+
+def test_a_replica_with_a_list_that_could_not_start_makes_its_environment_collect_all() -> None:
+    lists = FileLists()
+    lists.enabled = True
+    lists.known({"db": ["/p/test_db.py"]}, [], 1.0)
+    listed, unlisted = FakeReplica("db"), FakeReplica("db")
+    lists.tell("db", listed, start_payload(listed.id))  # type: ignore[arg-type]
+    assert not lists.start_failed(unlisted)  # type: ignore[arg-type]
+    assert lists.start_failed(listed)  # type: ignore[arg-type]
+    assert lists.notes == [
+        "db: a replica that collected only the files of its tests could not start; replicas "
+        "collect every file of the run instead"
+    ]
+    assert not lists.start_failed(listed)  # type: ignore[arg-type]  # once
+    assert len(lists.notes) == 1
+    replacement = start_payload("r9")
+    lists.tell("db", FakeReplica("db"), replacement)  # type: ignore[arg-type]
+    assert "collect" not in replacement
 
 
 def test_after_a_differing_collection_new_replicas_collect_the_whole_run() -> None:

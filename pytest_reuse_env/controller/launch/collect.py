@@ -90,6 +90,10 @@ class FileLists:
         #: Environments whose replicas collect the run's arguments from now on: a test there
         #: has no file node, or a replica's collection of only its files differed.
         self._whole_run: set[str] = set()
+        #: For the run's summary: environments that fell back to the whole run, and why.
+        self.notes: list[str] = []
+        #: Replicas (ids) told to collect a list of files, not the run's arguments.
+        self._listed: set[str] = set()
         #: ``collection_check``: each environment's tests' digests, and the project modules.
         self._expect: dict[str, dict[str, str]] = {}
         self._modules: dict[str, str] = {}
@@ -114,9 +118,25 @@ class FileLists:
             return
         if self._files is not None:
             payload["collect"] = self._payload(name)
+            self._listed.add(replica.id)
         elif name not in self._every_test:
             payload["collect_later"] = True
             self._waiting.append((name, replica))
+            self._listed.add(replica.id)
+
+    def start_failed(self, replica: Replica) -> bool:
+        """A replica that could not start: if it was collecting a list of files, its
+        environment's replicas collect the run's arguments from now on (a hook may need the
+        whole run), with a note for the run's summary; whether it was."""
+        name = replica.environment_name
+        if replica.id not in self._listed or name in self._whole_run:
+            return False
+        self._whole_run.add(name)
+        self.notes.append(
+            f"{name}: a replica that collected only the files of its tests could not start; "
+            "replicas collect every file of the run instead"
+        )
+        return True
 
     def known(
         self,
@@ -143,6 +163,8 @@ class FileLists:
         self._expect, self._modules = expect or {}, modules or {}
         waiting, self._waiting = self._waiting, []
         for name, replica in waiting:
+            if name in self._whole_run:
+                self._listed.discard(replica.id)
             replica.collect(protocol.collect(self._payload(name)), now)
 
     def _payload(self, name: str) -> protocol.CollectPayload:
