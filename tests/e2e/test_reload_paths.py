@@ -112,3 +112,20 @@ def test_code_on_an_editable_install_path_is_re_imported_in_place(
         consecutive=False,
     )
     assert replica_setups(project, {pid}) == ["db", "index"]
+
+
+def test_a_package_set_up_again_after_an_edit_is_not_a_leak_of_its_first_test(
+    project: pytest.Pytester,
+) -> None:
+    """pytest sets a package up by importing its ``__init__.py`` (prepend import mode puts the
+    package's root first on ``sys.path`` again, if another directory came first). The edited
+    test file, re-imported, put ``tests/`` first: the package's next setup, inside its first
+    test's, reorders ``sys.path`` as it does in plain pytest. That is the collector's doing,
+    not the test's: no ReuseLeakWarning."""
+    write(project.path / "pkg" / "__init__.py", "")
+    write(project.path / "pkg" / "test_p.py", "def test_p():\n    pass\n")
+    pid = first_run(project)
+    edit(project.path / "tests" / "test_core.py", "def ", "# edited\ndef ")
+    result, env = same_as_plain(project)
+    stayed_warm(env, pid)
+    assert "ReuseLeakWarning" not in result.stdout.str(), result.stdout.str()
