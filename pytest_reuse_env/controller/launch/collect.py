@@ -20,6 +20,12 @@ The replica also loads every conftest.py this process loaded, first: in plain py
 beside other test files still runs its session-wide hooks (``pytest_configure``, a
 ``pytest_collection_modifyitems`` that marks any item) for the whole run.
 
+Seeing fewer files can change a test (a hook that marks by position, a same-named module
+another file imported first): with the lists go what this process collected for those tests,
+and the replica says in READY how its own collection differs (``collection_check.py``). Its
+environment then collects the run's arguments (``whole_run``), as it does after a replica that
+could not start with its list.
+
 Runs in the controller; imports the standard library, pytest and the package's ``protocol``.
 """
 
