@@ -14,6 +14,11 @@ The hints are one small file in the registry directory (``<cache_dir>/reuse/pres
 a count per command, for the last ``MAX_COMMANDS`` commands. A run of a command with no hint
 reads that file and nothing more; a run that routes nothing and had no hint never touches it.
 
+A second file, ``whole-run.json``, names per command the environments whose run-scoped
+replicas collect every file of the run rather than only their tests' (``whole_run``): a
+replica with its list could not serve one of that command's runs, and each later run would
+pay for finding it out again.
+
 The pytest process, before the controller exists: standard library and pytest only (the
 registry's directory helpers once a hint is written).
 """
@@ -25,7 +30,7 @@ import hashlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
     from pytest_reuse_env.controller.launch.spare import Spares
 
 HINTS_FILE: Final = "prestart.json"
+#: Environments whose replicas collect every file, per command (``whole_run``).
+WHOLE_RUN_FILE: Final = "whole-run.json"
 #: Commands remembered; the oldest hint goes first.
 MAX_COMMANDS: Final = 32
 #: The spares started this run (``controller/launch/spare.py``), for the launcher to take.
@@ -95,8 +102,6 @@ def start_spares(config: pytest.Config) -> None:
 def remember(config: pytest.Config, started: int) -> None:
     """Record how many run-scoped replicas this command started by the end of collection
     (0 forgets it). A hint that cannot be written is only a slower next start: no error."""
-    from pytest_reuse_env.registry_files import RegistryError, private_directory
-
     key = command_key(config)
     hints = _read(config)
     if hints.get(key, 0) == started:
@@ -104,15 +109,54 @@ def remember(config: pytest.Config, started: int) -> None:
     hints.pop(key, None)
     if started > 0:
         hints[key] = started  # last: the newest
-    while len(hints) > MAX_COMMANDS:
-        del hints[next(iter(hints))]
+    _write(config, HINTS_FILE, hints)
+
+
+def whole_run(config: pytest.Config) -> dict[str, str]:
+    """Environments whose run-scoped replicas collect every file of this command's runs (a
+    replica that collected only its tests' files could not serve one of them: see
+    ``controller/launch/collect.py``) -> why."""
+    try:
+        with open(registry_directory(config) / WHOLE_RUN_FILE, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    reasons = data.get(command_key(config)) if isinstance(data, dict) else None
+    if not isinstance(reasons, dict):
+        return {}
+    return {k: v for k, v in reasons.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def remember_whole_run(config: pytest.Config, reasons: dict[str, str]) -> None:
+    """Add environments that fell back to every file in this run (``whole_run``)."""
+    path = registry_directory(config) / WHOLE_RUN_FILE
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    key = command_key(config)
+    known = data.pop(key, None)
+    data[key] = {**(known if isinstance(known, dict) else {}), **reasons}  # last: the newest
+    _write(config, WHOLE_RUN_FILE, data)
+
+
+def _write(config: pytest.Config, name: str, data: dict[str, Any]) -> None:
+    """Replace one hints file (the last ``MAX_COMMANDS`` commands' entries); one that cannot
+    be written is only a slower next run: no error."""
+    from pytest_reuse_env.registry_files import RegistryError, private_directory
+
+    while len(data) > MAX_COMMANDS:
+        del data[next(iter(data))]
     directory = registry_directory(config)
-    temporary = directory / f"{HINTS_FILE}.{os.getpid()}"
+    temporary = directory / f"{name}.{os.getpid()}"
     try:
         private_directory(directory)
         with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(hints, file)
-        os.replace(temporary, directory / HINTS_FILE)
+            json.dump(data, file)
+        os.replace(temporary, directory / name)
     except (OSError, RegistryError):
         try:
             os.unlink(temporary)

@@ -118,6 +118,8 @@ class ReuseController:
         self.watching = bool(config.getoption("reuse_watch", False))
         self.launcher.watching = self.watching
         self.launcher.files.enabled = not self.watching and by_file_only(config.args, config.option)
+        if self.launcher.files.enabled:
+            self.launcher.files.remembered(prestart.whole_run(config))
         self._collections = 0
 
     # -- collection --------------------------------------------------------------------------
@@ -208,10 +210,9 @@ class ReuseController:
         if differs is None:
             return stale_reason(replica, ready, wanted)
         environment = next(e for e in self.environments.values() if replica in e.replicas)
-        self.launcher.files.whole_run(environment.name)
-        self._note(
-            f"{environment.name}: replicas collect every file of the run: one that collected "
-            f"only the files of its tests saw them otherwise ({differs})"
+        self.launcher.files.fall_back(
+            environment.name,
+            f"one that collected only the files of its tests saw them otherwise ({differs})",
         )
         return f"its collection of only its tests' files differs: {differs}"
 
@@ -519,6 +520,8 @@ class ReuseController:
         ]
         for note in self.launcher.files.notes:
             self._note(note)
+        if self.launcher.files.fell_back and not self.in_xdist_worker:
+            prestart.remember_whole_run(self.config, self.launcher.files.fell_back)
         if figures and self.notes:  # run-level notes travel with the first environment
             figures[0]["notes"] = [*self.notes, *figures[0]["notes"]]
         if self.in_xdist_worker:

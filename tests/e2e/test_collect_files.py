@@ -174,7 +174,8 @@ def test_a_hook_that_marks_by_position_sees_the_same_run(pytester: pytest.Pytest
     )
     plain = run(pytester, "-p", "no:reuse_env", "-rA", plugins=NOISE_OFF)
     plain.assert_outcomes(passed=2, skipped=2, failed=1)
-    result = run(pytester, "-rA")
+    # Without pytester's --basetemp: the next run is the same command.
+    result = run(pytester, "-rA", basetemp=False)
     result.assert_outcomes(passed=2, skipped=2, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -182,6 +183,16 @@ def test_a_hook_that_marks_by_position_sees_the_same_run(pytester: pytest.Pytest
             "markers in the replica*",
             "*SKIPPED*test_c_routed.py: position 3*",
             "*FAILED test_c_routed.py::test_c2*",
+        ]
+    )
+    # The command's next run knows: one replica, collecting every file from the start.
+    again = run(pytester, "-rA", basetemp=False)
+    again.assert_outcomes(passed=2, skipped=2, failed=1)
+    again.stdout.fnmatch_lines(
+        [
+            "default (*): 1 replica started*",
+            "*replicas collect every file of the run, since an earlier run of this command "
+            "found one that collected only the files of its tests saw them otherwise*",
         ]
     )
 
@@ -276,8 +287,8 @@ def test_a_replica_that_cannot_start_with_its_files_is_replaced_by_one_with_ever
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
-            "*default: a replica that collected only the files of its tests could not start; "
-            "replicas collect every file of the run instead*",
+            "*default: replicas collect every file of the run: one that collected only the "
+            "files of its tests could not start*",
             "*PASSED test_c_routed.py::test_c*",
         ]
     )

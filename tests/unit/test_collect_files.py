@@ -280,9 +280,12 @@ def test_a_replica_with_a_list_that_could_not_start_makes_its_environment_collec
     assert not lists.start_failed(unlisted)  # type: ignore[arg-type]
     assert lists.start_failed(listed)  # type: ignore[arg-type]
     assert lists.notes == [
-        "db: a replica that collected only the files of its tests could not start; replicas "
-        "collect every file of the run instead"
+        "db: replicas collect every file of the run: one that collected only the files of its "
+        "tests could not start"
     ]
+    assert lists.fell_back == {
+        "db": "one that collected only the files of its tests could not start"
+    }
     assert not lists.start_failed(listed)  # type: ignore[arg-type]  # once
     assert len(lists.notes) == 1
     replacement = start_payload("r9")
@@ -294,12 +297,28 @@ def test_after_a_differing_collection_new_replicas_collect_the_whole_run() -> No
     lists = FileLists()
     lists.enabled = True
     lists.known({"db": ["/p/test_db.py"], "other": ["/p/test_o.py"]}, [], 1.0)
-    lists.whole_run("db")
+    lists.fall_back("db", "module helpers ...")
+    lists.fall_back("db", "again")  # once
+    assert lists.fell_back == {"db": "module helpers ..."}
     replacement, other = start_payload("r1"), start_payload("r2")
     lists.tell("db", FakeReplica(), replacement)  # type: ignore[arg-type]
     lists.tell("other", FakeReplica(), other)  # type: ignore[arg-type]
     assert "collect" not in replacement
     assert other.get("collect", {}).get("files") == ["/p/test_o.py"]
+
+
+def test_an_environment_an_earlier_run_fell_back_for_collects_the_whole_run_at_once() -> None:
+    lists = FileLists()
+    lists.enabled = True
+    lists.remembered({"db": "a hook that needs the whole run"})
+    early = start_payload("r0")
+    lists.tell("db", FakeReplica(), early)  # type: ignore[arg-type]
+    assert "collect_later" not in early
+    assert lists.fell_back == {}  # nothing new to remember
+    assert lists.notes == [
+        "db: replicas collect every file of the run, since an earlier run of this command "
+        "found a hook that needs the whole run"
+    ]
 
 
 def test_the_conftests_sent_are_the_loaded_ones_in_registration_order() -> None:

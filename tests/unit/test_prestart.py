@@ -90,3 +90,27 @@ def test_a_hint_that_cannot_be_written_is_no_error(tmp_path: Path) -> None:
 def test_no_hint_file_is_read_as_none(tmp_path: Path) -> None:
     assert prestart.hinted(config(tmp_path)) == 0
     assert not (tmp_path / ".pytest_cache").exists(), "reading creates nothing"
+
+
+def test_environments_that_fell_back_to_the_whole_run_are_kept_per_command(
+    tmp_path: Path,
+) -> None:
+    assert prestart.whole_run(config(tmp_path)) == {}
+    prestart.remember_whole_run(config(tmp_path), {"db": "module helpers differs"})
+    prestart.remember_whole_run(config(tmp_path), {"other": "could not start"})
+    assert prestart.whole_run(config(tmp_path)) == {
+        "db": "module helpers differs",
+        "other": "could not start",
+    }
+    assert prestart.whole_run(config(tmp_path, "tests", "-k", "x")) == {}, "another command"
+    # The spares' hint is a file of its own: neither reads the other's.
+    assert prestart.hinted(config(tmp_path)) == 0
+
+
+def test_a_broken_whole_run_file_is_no_environment(tmp_path: Path) -> None:
+    directory = tmp_path / ".pytest_cache" / "reuse"
+    directory.mkdir(parents=True)
+    (directory / prestart.WHOLE_RUN_FILE).write_text("[not, json")
+    assert prestart.whole_run(config(tmp_path)) == {}
+    prestart.remember_whole_run(config(tmp_path), {"db": "why"})
+    assert prestart.whole_run(config(tmp_path)) == {"db": "why"}

@@ -23,8 +23,8 @@ beside other test files still runs its session-wide hooks (``pytest_configure``,
 Seeing fewer files can change a test (a hook that marks by position, a same-named module
 another file imported first): with the lists go what this process collected for those tests,
 and the replica says in READY how its own collection differs (``collection_check.py``). Its
-environment then collects the run's arguments (``whole_run``), as it does after a replica that
-could not start with its list.
+environment then collects the run's arguments (``fall_back``), as it does after a replica that
+could not start with its list, and so do the command's later runs (``prestart.py`` keeps it).
 
 Runs in the controller; imports the standard library, pytest and the package's ``protocol``.
 """
@@ -96,8 +96,10 @@ class FileLists:
         #: Environments whose replicas collect the run's arguments from now on: a test there
         #: has no file node, or a replica's collection of only its files differed.
         self._whole_run: set[str] = set()
-        #: For the run's summary: environments that fell back to the whole run, and why.
+        #: For the run's summary: environments that collect the whole run, and why.
         self.notes: list[str] = []
+        #: Environments that fell back to the whole run in this run -> why.
+        self.fell_back: dict[str, str] = {}
         #: Replicas (ids) told to collect a list of files, not the run's arguments.
         self._listed: set[str] = set()
         #: ``collection_check``: each environment's tests' digests, and the project modules.
@@ -107,9 +109,26 @@ class FileLists:
     def every_test(self, name: str) -> None:
         self._every_test.add(name)
 
-    def whole_run(self, name: str) -> None:
-        """Replicas of ``name`` started from now on collect the run's arguments."""
+    def fall_back(self, name: str, reason: str) -> None:
+        """Replicas of ``name`` started from now on collect the run's arguments: ``reason`` says
+        why, in the run's notes, and this command's later runs do the same (``fell_back``,
+        kept by ``prestart.py``)."""
+        if name in self._whole_run:
+            return
         self._whole_run.add(name)
+        self.fell_back[name] = reason
+        self.notes.append(f"{name}: replicas collect every file of the run: {reason}")
+
+    def remembered(self, reasons: dict[str, str]) -> None:
+        """Environments whose replicas collected every file since an earlier run of this
+        command found that a replica with a list could not serve (``fall_back`` then)."""
+        for name, reason in reasons.items():
+            if name not in self._whole_run:
+                self._whole_run.add(name)
+                self.notes.append(
+                    f"{name}: replicas collect every file of the run, since an earlier run of "
+                    f"this command found {reason}"
+                )
 
     @property
     def wants_lists(self) -> bool:
@@ -132,16 +151,12 @@ class FileLists:
 
     def start_failed(self, replica: Replica) -> bool:
         """A replica that could not start: if it was collecting a list of files, its
-        environment's replicas collect the run's arguments from now on (a hook may need the
-        whole run), with a note for the run's summary; whether it was."""
+        environment falls back to the run's arguments (a hook may need the whole run);
+        whether it was."""
         name = replica.environment_name
         if replica.id not in self._listed or name in self._whole_run:
             return False
-        self._whole_run.add(name)
-        self.notes.append(
-            f"{name}: a replica that collected only the files of its tests could not start; "
-            "replicas collect every file of the run instead"
-        )
+        self.fall_back(name, "one that collected only the files of its tests could not start")
         return True
 
     def known(
