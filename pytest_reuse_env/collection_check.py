@@ -119,7 +119,13 @@ def difference(
     here = project_modules(root)
     for name, path in modules.items():
         other = here.get(name)
-        if other is not None and other != path:
+        # The same file by another name (a symlinked directory on one sys.path entry) is
+        # the same module.
+        if (
+            other is not None
+            and other != path
+            and os.path.realpath(other) != os.path.realpath(path)
+        ):
             return (
                 f"module {name} is {os.path.relpath(other, root)} in the replica, "
                 f"{os.path.relpath(path, root)} in the pytest process"

@@ -115,3 +115,11 @@ def test_a_module_imported_from_another_file_is_a_difference(
     )
     assert difference({}, {"helpers_under_test": str(project_module)}, {}, str(tmp_path)) is None
     assert difference({}, {"not_imported_here": other}, {}, str(tmp_path)) is None
+
+
+def test_the_same_file_by_another_name_is_the_same_module(
+    tmp_path: Path, project_module: Path
+) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    linked = str(tmp_path / "link" / "helpers.py")
+    assert difference({}, {"helpers_under_test": linked}, {}, str(tmp_path)) is None
