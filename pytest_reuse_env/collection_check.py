@@ -94,6 +94,7 @@ def project_modules(root: str) -> dict[str, str]:
             or name == "__main__"
             or name.rpartition(".")[2] == "conftest"
             or "site-packages" in path
+            or "dist-packages" in path
         ):
             continue
         found[name] = os.path.normpath(path)

@@ -209,9 +209,8 @@ class ReuseController:
         differs = ready.get("collection_differs")
         if differs is None:
             return stale_reason(replica, ready, wanted)
-        environment = next(e for e in self.environments.values() if replica in e.replicas)
         self.launcher.files.fall_back(
-            environment.name,
+            replica.environment_name,
             f"one that collected only the files of its tests saw them otherwise ({differs})",
         )
         return f"its collection of only its tests' files differs: {differs}"

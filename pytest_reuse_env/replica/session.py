@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import json
 import os
 import queue
 import threading
@@ -293,7 +294,7 @@ class ReplicaSession:
         differs = None
         if not self.ready_sent and self._collected_by_file is not None:
             differs = collection_check.difference(
-                self._collected_by_file.get("expect", {}),
+                json.loads(self._collected_by_file.get("expect") or "{}"),
                 self._collected_by_file.get("modules", {}),
                 self.items,
                 str(self._config().rootpath),

@@ -191,8 +191,8 @@ def test_a_hook_that_marks_by_position_sees_the_same_run(pytester: pytest.Pytest
     again.stdout.fnmatch_lines(
         [
             "default (*): 1 replica started*",
-            "*replicas collect every file of the run, since an earlier run of this command "
-            "found one that collected only the files of its tests saw them otherwise*",
+            "*replicas collect every file of the run, as an earlier run of this command "
+            "chose: one that collected only the files of its tests saw them otherwise*",
         ]
     )
 

@@ -4,6 +4,7 @@ COLLECT, and the run's arguments where a list could change what is collected."""
 
 from __future__ import annotations
 
+import json
 import queue
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,7 +98,7 @@ def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
                 {
                     "files": ["/p/test_db.py"],
                     "conftests": conftests,
-                    "expect": expect,
+                    "expect": json.dumps(expect),
                     "modules": modules,
                 }
             ),
@@ -108,7 +109,7 @@ def test_a_replica_started_while_collecting_gets_its_list_in_collect() -> None:
     assert other.collected == [
         (
             protocol.collect(
-                {"files": [], "conftests": conftests, "expect": {}, "modules": modules}
+                {"files": [], "conftests": conftests, "expect": "{}", "modules": modules}
             ),
             5.0,
         )
@@ -128,7 +129,7 @@ def test_a_replica_started_after_collection_gets_its_list_in_start() -> None:
     assert payload.get("collect") == {
         "files": ["/p/test_db.py"],
         "conftests": ["/p/conftest.py"],
-        "expect": {},
+        "expect": "{}",
         "modules": {},
     }
     assert "collect_later" not in payload
@@ -249,7 +250,7 @@ def test_with_reuse_all_replicas_started_while_collecting_collect_the_arguments_
     assert later.get("collect") == {
         "files": ["/p/a.py"],
         "conftests": [],
-        "expect": {},
+        "expect": "{}",
         "modules": {},
     }
 
@@ -316,8 +317,8 @@ def test_an_environment_an_earlier_run_fell_back_for_collects_the_whole_run_at_o
     assert "collect_later" not in early
     assert lists.fell_back == {}  # nothing new to remember
     assert lists.notes == [
-        "db: replicas collect every file of the run, since an earlier run of this command "
-        "found a hook that needs the whole run"
+        "db: replicas collect every file of the run, as an earlier run of this command "
+        "chose: a hook that needs the whole run"
     ]
 
 

@@ -31,6 +31,7 @@ Runs in the controller; imports the standard library, pytest and the package's `
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, final
 
@@ -102,8 +103,8 @@ class FileLists:
         self.fell_back: dict[str, str] = {}
         #: Replicas (ids) told to collect a list of files, not the run's arguments.
         self._listed: set[str] = set()
-        #: ``collection_check``: each environment's tests' digests, and the project modules.
-        self._expect: dict[str, dict[str, str]] = {}
+        #: ``collection_check``: each environment's tests' digests (JSON), the project modules.
+        self._expect: dict[str, str] = {}
         self._modules: dict[str, str] = {}
 
     def every_test(self, name: str) -> None:
@@ -126,8 +127,8 @@ class FileLists:
             if name not in self._whole_run:
                 self._whole_run.add(name)
                 self.notes.append(
-                    f"{name}: replicas collect every file of the run, since an earlier run of "
-                    f"this command found {reason}"
+                    f"{name}: replicas collect every file of the run, as an earlier run of "
+                    f"this command chose: {reason}"
                 )
 
     @property
@@ -181,7 +182,9 @@ class FileLists:
             else:
                 self._files[name] = listed
         self._conftests = conftests
-        self._expect, self._modules = expect or {}, modules or {}
+        # Encoded once for every replica of an environment (``CollectPayload.expect``).
+        self._expect = {name: json.dumps(digests) for name, digests in (expect or {}).items()}
+        self._modules = modules or {}
         waiting, self._waiting = self._waiting, []
         for name, replica in waiting:
             if name in self._whole_run:
@@ -197,6 +200,6 @@ class FileLists:
         return {
             "files": files,
             "conftests": self._conftests,
-            "expect": self._expect.get(name, {}),
+            "expect": self._expect.get(name, "{}"),
             "modules": self._modules,
         }
