@@ -19,6 +19,12 @@ own collection (``difference``) and says what differs in READY; the controller t
 it with one that collects every file. What this cannot see: a hook or fixture that counts the
 run's tests and acts on the number without marking them.
 
+A warm replica (``scope="global"``, or watch mode's next round) kept the tests an earlier run
+collected: a collection hook that reads a file, or a ``skipif`` condition evaluated at import
+(``os.path.exists``), may decide otherwise this run with no project file edited. Its READY
+carries its tests' digests, and the controller compares them with its own collection's
+(``marked_otherwise``); a difference makes the replica stale.
+
 Shared by both sides; imports the standard library and pytest.
 """
 
@@ -33,7 +39,7 @@ from typing import Any, Final
 
 import pytest
 
-__all__ = ["difference", "digests", "project_modules"]
+__all__ = ["difference", "digests", "marked_otherwise", "project_modules"]
 
 #: An object's address in its default repr: the same object differs from process to process.
 _ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -101,6 +107,20 @@ def project_modules(root: str) -> dict[str, str]:
     return found
 
 
+def marked_otherwise(expected: Mapping[str, str], found: Mapping[str, str]) -> str | None:
+    """The first of the ``expected`` tests (nodeid -> ``digests``) missing from ``found`` or
+    marked otherwise there, said from the pytest process's side; None if none."""
+    for nodeid, digest in expected.items():
+        if nodeid not in found:
+            return f"it did not collect {nodeid}"
+        if found[nodeid] != digest:
+            return (
+                f"{nodeid} has other markers in the replica (a collection hook or a skipif "
+                "condition decided otherwise)"
+            )
+    return None
+
+
 def difference(
     expected: Mapping[str, str],
     modules: Mapping[str, str],
@@ -109,14 +129,9 @@ def difference(
 ) -> str | None:
     """How this collection differs from the pytest process's for its tests (``expected``:
     their ``digests`` there; ``modules``: its ``project_modules``), or None."""
-    mine = digests(items[n] for n in expected if n in items)
-    for nodeid, digest in expected.items():
-        if nodeid not in mine:
-            return f"it did not collect {nodeid}"
-        if mine[nodeid] != digest:
-            return (
-                f"{nodeid} has other markers in the replica (a collection hook marked it otherwise)"
-            )
+    differs = marked_otherwise(expected, digests(items[n] for n in expected if n in items))
+    if differs is not None:
+        return differs
     here = project_modules(root)
     for name, path in modules.items():
         other = here.get(name)

@@ -290,6 +290,9 @@ class ReadyPayload(TypedDict):
     #: How its collection of only some files differs from the controller's
     #: (``collection_check.py``): it must not serve; absent when it does not.
     collection_differs: NotRequired[str]
+    #: A warm replica's tests' marker digests (``collection_check.digests``), as JSON text:
+    #: the controller compares them with its own collection's (``launcher.stale_reason``).
+    digests: NotRequired[str]
 
 
 class ReloadPayload(TypedDict):
@@ -437,6 +440,7 @@ def ready(
     lease: str = "",
     reload: ReloadPayload | None = None,
     collection_differs: str | None = None,
+    digests: str | None = None,
 ) -> Message:
     payload: ReadyPayload = {
         "pid": pid,
@@ -452,6 +456,8 @@ def ready(
         payload["reload"] = reload
     if collection_differs is not None:
         payload["collection_differs"] = collection_differs
+    if digests is not None:
+        payload["digests"] = digests
     return (READY, payload)
 
 

@@ -15,6 +15,7 @@ Two ways to drive it:
 
 from __future__ import annotations
 
+import json
 import queue
 from typing import Final, final
 
@@ -208,7 +209,13 @@ class ReuseController:
         environment's replicas collect the run's arguments from now on."""
         differs = ready.get("collection_differs")
         if differs is None:
-            return stale_reason(replica, ready, wanted)
+            stale = stale_reason(replica, ready, wanted)
+            if stale is None and "digests" in ready:  # a warm replica: marked as collected here?
+                stale = collection_check.marked_otherwise(
+                    collection_check.digests(self.items[n] for n in wanted if n in self.items),
+                    json.loads(ready["digests"]),
+                )
+            return stale
         self.launcher.files.fall_back(
             replica.environment_name,
             f"one that collected only the files of its tests saw them otherwise ({differs})",

@@ -299,6 +299,9 @@ class ReplicaSession:
                 self.items,
                 str(self._config().rootpath),
             )
+        # A warm replica's tests were collected by an earlier run: what a collection hook or a
+        # skipif condition decided then, the controller compares with its own collection.
+        digests = json.dumps(collection_check.digests(self.items.values())) if reload else None
         self.send(
             protocol.ready(
                 pid=os.getpid(),
@@ -311,6 +314,7 @@ class ReplicaSession:
                 lease=self.lease,
                 reload=reload,
                 collection_differs=differs,
+                digests=digests,
             )
         )
 

@@ -17,6 +17,7 @@ from tests.e2e.test_reload import (
     project,
     replica_setups,
     same_as_plain,
+    started_afresh,
     stayed_warm,
     summary,
     write,
@@ -128,3 +129,46 @@ def test_a_data_file_whose_reader_is_not_set_up_again_is_no_longer_watched(
         result, env = same_as_plain(project, "-k", "not level")
         stayed_warm(env, pid)
         assert "tests/test_settings.py::test_level" not in summary(result)
+
+
+# -- collection-time decisions on state no project file holds ------------------------------------
+
+
+def test_a_skipif_condition_that_changed_with_no_edit_makes_the_replica_stale(
+    project: pytest.Pytester,
+) -> None:
+    """``skipif(not os.path.exists(...))`` is evaluated as the test module is imported: the
+    warm replica's test was skipped by it. The flag file appears, no project file changes:
+    plain pytest runs the test (it fails), and so does the run, in a fresh replica, since this
+    run's collection marks it otherwise."""
+    write(
+        project.path / "tests" / "test_flag.py",
+        "import os\n\nimport pytest\n\n\n"
+        "@pytest.mark.skipif(not os.path.exists('feature.flag'), reason='no flag')\n"
+        "def test_flagged():\n    assert False, 'the feature is on'\n",
+    )
+    first_run(project)
+    (project.path / "feature.flag").write_text("")
+    result, env = same_as_plain(project)
+    started_afresh(result, env, "tests/test_flag.py::test_flagged has other markers*")
+
+
+def test_a_collection_hook_that_reads_a_file_decides_again_in_a_warm_replica(
+    project: pytest.Pytester,
+) -> None:
+    """A conftest hook skips the tests named in skip.txt, read as it runs (at collection, not
+    at import): which test it skips changes with the file, no project module with it."""
+    write(
+        project.path / "tests" / "conftest.py",
+        "import pytest\n\n\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    names = open('skip.txt').read().split()\n"
+        "    for item in items:\n"
+        "        if item.name in names:\n"
+        "            item.add_marker(pytest.mark.skip(reason='listed'))\n",
+    )
+    write(project.path / "skip.txt", "test_limit\n")
+    first_run(project)
+    write(project.path / "skip.txt", "test_double\n")
+    result, env = same_as_plain(project)
+    started_afresh(result, env, "tests/test_core.py::test_* has other markers*")
