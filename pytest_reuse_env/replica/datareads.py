@@ -11,16 +11,18 @@ module: the graph names it ``<data>/its/real/path`` and gives it edges and recor
 edit (or its creation, when it was missing) invalidates what read it.
 
 Reads are heard by wrapping ``open`` (``builtins.open`` and ``io.open``, the same function:
-``pathlib``'s readers, ``json.load(open(...))``, ``numpy.load``, ``shutil``'s copies) and
-``os.open``, as ``modgraph`` wraps ``__import__``. Python's audit hook would hear more, but it is
-called for every audited event (a frame's ``f_code`` is one), and cannot be removed. Only opens
-for reading count; source and bytecode files (the graph watches those as modules), the
+``pathlib``'s readers, ``json.load(open(...))``, ``numpy.load``, ``shutil``'s copies),
+``os.open`` and ``io.open_code`` (a source loader's ``get_data``: ``pkgutil.get_data``), as
+``modgraph`` wraps ``__import__``. Python's audit hook would hear more, but it is called for
+every audited event (a frame's ``f_code`` is one), and cannot be removed. Only opens for
+reading count; source and bytecode files (the graph watches those as modules), the
 interpreter's and installed distributions' files and ``/proc``, ``/sys``, ``/dev`` are left
 out. A C library that opens a file itself (SQLite, a compiled reader) is not heard.
 """
 
 from __future__ import annotations
 
+import _io
 import builtins
 import functools
 import io
@@ -74,12 +76,14 @@ class DataReads:
         self._busy = False
         self._original_open: Callable[..., Any] | None = None
         self._original_os_open: Callable[..., int] | None = None
+        self._original_open_code: Callable[[str], Any] | None = None
 
     def install(self) -> None:
         if self._original_open is not None:
             return
         self._original_open = original_open = builtins.open
         self._original_os_open = original_os_open = os.open
+        self._original_open_code = original_open_code = _io.open_code
         # Compiled so that warnings see through their frames (seethrough.py), as open's own
         # EncodingWarning (stacklevel) names the caller's line.
         wrappers = seethrough.compiled(
@@ -93,10 +97,15 @@ class DataReads:
                 if isinstance(flags, int) and not flags & writing and "dir_fd" not in kwargs:
                     heard(path)
                 return original_os_open(path, flags, *args, **kwargs)
+
+            def reading_open_code(path):
+                heard(path)
+                return original_open_code(path)
             """,
             {
                 "original_open": original_open,
                 "original_os_open": original_os_open,
+                "original_open_code": original_open_code,
                 "heard": self._heard,
                 "writing_modes": _WRITING_MODES,
                 "writing": _WRITING,
@@ -106,13 +115,20 @@ class DataReads:
         reading_os_open = functools.wraps(original_os_open)(wrappers["reading_os_open"])
         builtins.open = io.open = reading_open
         os.open = reading_os_open
+        # A source loader's get_data (``pkgutil.get_data``, a package's data file) reads with
+        # open_code, looked up on _io at every call; source files it reads are not data.
+        _io.open_code = io.open_code = functools.wraps(original_open_code)(
+            wrappers["reading_open_code"]
+        )
 
     def uninstall(self) -> None:
         if self._original_open is None:
             return
         builtins.open = io.open = self._original_open
         os.open = self._original_os_open  # type: ignore[assignment]
-        self._original_open = self._original_os_open = None
+        if self._original_open_code is not None:
+            _io.open_code = io.open_code = self._original_open_code  # type: ignore[assignment]
+        self._original_open = self._original_os_open = self._original_open_code = None
 
     def _heard(self, path: object) -> None:
         if self._busy:

@@ -115,6 +115,17 @@ def test_a_module_that_reads_a_file_at_import_depends_on_it(
     assert graph.edges == before
 
 
+def test_a_package_data_file_read_with_pkgutil_at_import_is_a_dependency(
+    package: Path, graph: ModuleGraph
+) -> None:
+    """pkgutil.get_data reads through the package loader's get_data, with io.open_code."""
+    write(package / "__init__.py", "")
+    (package / "v.txt").write_text("1")
+    write(package / "data.py", "import pkgutil\n\nV = pkgutil.get_data('pkgx', 'v.txt')\n")
+    importlib.import_module("pkgx.data")
+    assert data_name(os.path.realpath(package / "v.txt")) in graph.edges["pkgx.data"]
+
+
 def test_an_unhooked_graph_hears_nothing(tmp_path: Path) -> None:
     graph = ModuleGraph()
     graph.install()
