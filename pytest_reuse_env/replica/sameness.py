@@ -14,7 +14,9 @@ name their code (and the code nested in it) reads is bound alike in both modules
 - to functions of the two modules that are the same by this very rule.
 
 Anything else (a class or a mutable object made by the module, a closure, a wrapped function)
-is not proven: the fixture is rebuilt. When in doubt, rebuild.
+is not proven: the fixture is rebuilt. So is code that may read globals by a computed name
+(``globals()["h"]``, ``vars()``, ``getattr(sys.modules[__name__], "h")``, ``eval``): the
+names it reads are not among its code's. When in doubt, rebuild.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from pytest_reuse_env.replica.modgraph import referenced_modules
 __all__ = ["same_function"]
 
 _IMMUTABLE: Final = (int, float, complex, str, bytes, bool, type(None), range, PurePath)
+#: Names through which code may reach a module's globals by a computed name.
+_DYNAMIC: Final = frozenset(
+    {"globals", "vars", "eval", "exec", "__import__", "import_module", "__dict__", "modules"}
+)
 #: Code attributes compared as they are (line numbers and positions deliberately left out).
 _CODE_FIELDS: Final = (
     "co_code",
@@ -72,11 +78,14 @@ class _Proof:
             return False
         if not same_code(old.__code__, new.__code__):
             return False
+        names = global_names(old.__code__)
+        if names & _DYNAMIC:
+            return False
         if not self.values(old.__defaults__, new.__defaults__):
             return False
         if not self.values(old.__kwdefaults__, new.__kwdefaults__):
             return False
-        for name in sorted(global_names(old.__code__)):
+        for name in sorted(names):
             in_old, in_new = name in self.old_globals, name in self.new_globals
             if in_old != in_new:
                 return False

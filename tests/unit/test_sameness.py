@@ -115,6 +115,26 @@ def test_what_cannot_be_compared_is_not_the_same(source: str) -> None:
     assert not same(source, source)
 
 
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        'globals()["helper"]()',
+        'eval("helper")()',
+        'getattr(sys.modules[__name__], "helper")()',
+        'importlib.import_module(__name__).__dict__["helper"]()',
+    ],
+)
+def test_a_global_read_by_a_computed_name_is_not_proven(lookup: str) -> None:
+    """The helper it calls is named by a string: an edit of the helper is not seen in the
+    fixture's code, so the fixture is rebuilt even when nothing it names changed."""
+    source = (
+        "import importlib\nimport sys\n\n\ndef helper():\n    return 1\n\n\n"
+        f"def fixture():\n    return {lookup}\n"
+    )
+    assert not same(source, source.replace("return 1", "return 2"))
+    assert not same(source, source)
+
+
 def test_mutually_recursive_helpers_are_compared() -> None:
     source = """
     def even(n):
