@@ -164,6 +164,16 @@ class DataReads:
             # and hashed again at every check while it is racy.
             self.states[real] = file_state(real, self._clock_ns(), digest_limit=DIGEST_LIMIT)
 
+    def missing(self, path: str) -> None:
+        """A file whose absence something warm relied on (a module an import did not find,
+        ``modgraph``): its appearance invalidates what looked for it, as a data file's
+        would. Not a read: no suffix or size test, only where it would be."""
+        real = os.path.realpath(path)
+        if os.path.exists(real) or self._unwatched(real):
+            return
+        if self._record(data_name(real)):
+            self.states.setdefault(real, None)
+
     def changed(self) -> list[str]:
         """Files that differ from what was read (or appeared since they were missing)."""
         return [

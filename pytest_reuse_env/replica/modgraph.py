@@ -193,7 +193,15 @@ class ModuleGraph:
         wrappers = seethrough.compiled(
             """
             def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
-                module = original(name, globals, locals, fromlist, level)
+                try:
+                    module = original(name, globals, locals, fromlist, level)
+                except ModuleNotFoundError as error:
+                    if not level:
+                        try:
+                            not_found(error.name)
+                        except Exception:
+                            pass
+                    raise
                 if not level and kinds.get(name) in unwatched:
                     return module  # the common lazy import (json, numpy): nothing to record
                 try:
@@ -214,6 +222,7 @@ class ModuleGraph:
                 "original": original,
                 "original_module": original_module,
                 "record": self._record,
+                "not_found": self._not_found,
                 "kinds": self.kinds,
                 "unwatched": _UNWATCHED_KINDS,
             },
@@ -257,6 +266,20 @@ class ModuleGraph:
         importer = _executing_module(sys._getframe(2), self.floors)
         if importer is not None and importer != target and self.is_project(importer):
             self.edges.setdefault(importer, set()).update(t for t in targets if t != importer)
+
+    def _not_found(self, name: str | None) -> None:
+        """An import found no module ``name`` (``try: import optional_mod`` ... ``except
+        ImportError``): where a top-level module of that name would be in the project's
+        directories on ``sys.path`` is watched as a missing data file, so a module created
+        there later re-imports the importer, which now finds it."""
+        if not name or "." in name or self.kind(name) is not None:
+            return
+        for entry in list(sys.path):
+            directory = os.path.abspath(entry or os.curdir)
+            if self.outside_project(os.path.join(directory, "x.py")):
+                continue
+            for candidate in (f"{name}.py", os.path.join(name, "__init__.py")):
+                self.data.missing(os.path.join(directory, candidate))
 
     def record_import(self, importer: str, imported: str) -> None:
         self.edges.setdefault(importer, set()).add(imported)

@@ -172,3 +172,22 @@ def test_a_collection_hook_that_reads_a_file_decides_again_in_a_warm_replica(
     write(project.path / "skip.txt", "test_double\n")
     result, env = same_as_plain(project)
     started_afresh(result, env, "tests/test_core.py::test_* has other markers*")
+
+
+def test_a_module_an_optional_import_did_not_find_is_imported_once_it_exists(
+    project: pytest.Pytester,
+) -> None:
+    """``try: import optional_mod`` found nothing: the test skipped itself. The module is
+    created next to the test (on sys.path there): plain pytest imports it and the test fails;
+    the warm replica re-imports the test module, which finds it."""
+    write(
+        project.path / "tests" / "test_optional.py",
+        "import pytest\n\ntry:\n    import optional_mod\nexcept ImportError:\n"
+        "    optional_mod = None\n\n\n"
+        "def test_optional():\n"
+        "    if optional_mod is None:\n        pytest.skip('no optional_mod')\n"
+        "    assert optional_mod.OK\n",
+    )
+    first_run(project)
+    write(project.path / "tests" / "optional_mod.py", "OK = False\n")
+    same_as_plain(project)

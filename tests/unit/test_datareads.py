@@ -195,3 +195,26 @@ def test_the_open_wrappers_are_seen_through_by_warnings(graph: ModuleGraph) -> N
     assert os.open.__code__.co_filename == seethrough.FILENAME
     assert builtins.open.__name__ == "open", "still wrapped with functools.wraps"
     assert io.open is builtins.open
+
+
+def test_a_module_an_import_did_not_find_is_watched_where_it_would_be(
+    package: Path, graph: ModuleGraph
+) -> None:
+    """``try: import optional_thing`` at import, not found: once a module of that name appears
+    in a project directory on sys.path, the importer depends on a changed file."""
+    write(package / "__init__.py", "")
+    write(
+        package / "feature.py",
+        """
+        try:
+            import pkgx_optional_thing
+        except ImportError:
+            pkgx_optional_thing = None
+        """,
+    )
+    importlib.import_module("pkgx.feature")
+    assert graph.changed_files() == []
+    created = package.parent / "pkgx_optional_thing.py"
+    created.write_text("OK = True\n")
+    assert graph.changed_files() == [os.path.realpath(created)]
+    assert "pkgx.feature" in graph.dependents([data_name(os.path.realpath(created))])
