@@ -13,7 +13,12 @@ package's ``fingerprint``, never pytest nor ``controller/``.
   however deep in the call stack (recorded by wrapping ``builtins.__import__``); a submodule
   depends on its package; and, found by scanning A's globals when an edit is checked, an
   object of B's that A holds (a function, a class, an instance, a module, also inside dicts,
-  lists and instances up to a small depth: registries filled by B at import time).
+  lists and instances up to a small depth: registries filled by B at import time). And
+  ``A -> B`` when B's top level grew one of A's containers (a list, dict or set among A's
+  globals or its classes' attributes, a ``singledispatch`` function's registry, a class's
+  subclasses): B registered something in A, maybe a plain value the scan cannot trace
+  (``HANDLERS.append("x")``). Sizes are taken as B imports A and compared once B's top level
+  has run (``_grew``).
   Imports executed by functions after import time bind nothing at module level and make no
   edge; while a *recording* is active (a fixture's setup) they are added to it instead.
 - **Files.** The state of each watched file is taken when the module is first seen, at an
@@ -129,6 +134,11 @@ class ModuleGraph:
         self._observed_ns = clock_ns()
         self._original_import: Callable[..., ModuleType] | None = None
         self._original_import_module: Callable[..., ModuleType] | None = None
+        #: (importer, imported) -> the imported module's container sizes as the importer's
+        #: top level imported it; compared once that top level has run (``_settle``).
+        self._sizes: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {}
+        #: Pairs already compared: sizes are taken once per pair.
+        self._sized: set[tuple[str, str]] = set()
         #: Data files read while something warm was built (see the module docstring).
         self.data = DataReads(self._record_data, self.outside_project, clock_ns)
 
@@ -264,8 +274,18 @@ class ModuleGraph:
         for recording in self.recordings:
             recording.update(targets)
         importer = _executing_module(sys._getframe(2), self.floors)
+        if self._sizes:
+            for done in targets:  # its import returned: its top level has run
+                if done != importer:
+                    self._settle(done)
         if importer is not None and importer != target and self.is_project(importer):
-            self.edges.setdefault(importer, set()).update(t for t in targets if t != importer)
+            imported = [t for t in targets if t != importer]
+            self.edges.setdefault(importer, set()).update(imported)
+            for name in imported:
+                pair = (importer, name)
+                if pair not in self._sized:
+                    self._sized.add(pair)
+                    self._sizes[pair] = _container_sizes(sys.modules.get(name))
 
     def _not_found(self, name: str | None) -> None:
         """An import found no module ``name`` (``try: import optional_mod`` ... ``except
@@ -280,6 +300,15 @@ class ModuleGraph:
                 continue
             for candidate in (f"{name}.py", os.path.join(name, "__init__.py")):
                 self.data.missing(os.path.join(directory, candidate))
+
+    def _settle(self, importer: str | None = None) -> None:
+        """Compare the sizes taken while ``importer``'s top level ran (None: every pending
+        pair's) with now: a container it grew makes the module that holds it depend on it."""
+        for pair in [p for p in self._sizes if importer is None or p[0] == importer]:
+            before = self._sizes.pop(pair)
+            holder = sys.modules.get(pair[1])
+            if holder is not None and _container_sizes(holder) != before:
+                self.edges.setdefault(pair[1], set()).add(pair[0])
 
     def record_import(self, importer: str, imported: str) -> None:
         self.edges.setdefault(importer, set()).add(imported)
@@ -357,6 +386,7 @@ class ModuleGraph:
 
     def scan_references(self) -> None:
         """Add edges for objects each project module holds of another's (see docstring)."""
+        self._settle()  # imports whose end no wrapper saw (pytest's importlib mode)
         for name, module in list(sys.modules.items()):
             if not self.is_project(name) or not isinstance(module, ModuleType):
                 continue
@@ -404,6 +434,32 @@ class ModuleGraph:
                     except (AttributeError, TypeError):
                         pass
         importlib.invalidate_caches()
+
+
+def _container_sizes(module: object) -> tuple[tuple[str, int], ...]:
+    """The sizes of what another module's top level may register into: a module's list, dict
+    and set globals, the same among its own classes' attributes, a class's subclasses, and a
+    ``singledispatch`` function's registry."""
+    if not isinstance(module, ModuleType):
+        return ()
+    name = module.__name__
+    sizes: list[tuple[str, int]] = []
+    for key, value in list(vars(module).items()):
+        if isinstance(value, (list, dict, set)):
+            sizes.append((key, len(value)))
+        elif isinstance(value, FunctionType):
+            registry = getattr(value, "registry", None)
+            if isinstance(registry, Mapping):
+                sizes.append((key, len(registry)))
+        elif isinstance(value, type) and getattr(value, "__module__", None) == name:
+            try:
+                sizes.append((key, len(type.__subclasses__(value))))
+            except TypeError:
+                continue
+            for attribute, held in list(vars(value).items()):
+                if isinstance(held, (list, dict, set)):
+                    sizes.append((f"{key}.{attribute}", len(held)))
+    return tuple(sizes)
 
 
 def _executing_module(frame: Any, floors: frozenset[CodeType] = frozenset()) -> str | None:

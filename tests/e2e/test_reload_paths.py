@@ -129,3 +129,26 @@ def test_a_package_set_up_again_after_an_edit_is_not_a_leak_of_its_first_test(
     result, env = same_as_plain(project)
     stayed_warm(env, pid)
     assert "ReuseLeakWarning" not in result.stdout.str(), result.stdout.str()
+
+
+def test_a_registry_another_module_filled_with_a_plain_value_is_imported_anew(
+    project: pytest.Pytester,
+) -> None:
+    """app/plugin.py appends a string to app/registry.py's list at import: no object of the
+    plugin's for a scan to trace. Edited, the plugin is re-imported, and so is the registry
+    (its list grew while the plugin's top level ran), not left holding the old entry."""
+    write(project.path / "app" / "registry.py", "HANDLERS = []\n")
+    write(
+        project.path / "app" / "plugin.py",
+        "from app import registry\n\nregistry.HANDLERS.append('x')\n",
+    )
+    write(
+        project.path / "tests" / "test_registry.py",
+        "from app import plugin, registry\n\n\n"
+        "def test_handlers():\n    assert registry.HANDLERS == ['x']\n",
+    )
+    pid = first_run(project)
+    edit(project.path / "app" / "plugin.py", "'x'", "'y'")
+    result, env = same_as_plain(project)
+    stayed_warm(env, pid)
+    result.stdout.fnmatch_lines(["*FAILED tests/test_registry.py::test_handlers*"])

@@ -114,9 +114,56 @@ def test_a_registry_filled_at_import_time_depends_on_who_filled_it(
         """,
     )
     importlib.import_module("pkgx.plugin")
-    assert graph.dependents({"pkgx.plugin"}) == {"pkgx.plugin"}  # imports alone miss it
+    # The dict grew while plugin's top level ran: known at import already.
+    assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
     graph.scan_references()
     assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
+
+
+@pytest.mark.parametrize(
+    ("registry", "plugin"),
+    [
+        # A plain value: no object of plugin's for the scan to find.
+        ("HANDLERS = []\n", "from pkgx import registry\n\nregistry.HANDLERS.append('x')\n"),
+        # singledispatch keeps its registry in a closure.
+        (
+            "from functools import singledispatch\n\n\n@singledispatch\n"
+            "def render(x):\n    return 'default'\n",
+            "from pkgx.registry import render\n\n\n@render.register(int)\n"
+            "def _(x):\n    return 'int'\n",
+        ),
+        # A base class its subclasses register with by existing.
+        (
+            "class Base:\n    pass\n",
+            "from pkgx.registry import Base\n\n\nclass Mine(Base):\n    pass\n",
+        ),
+        # Past the scan's budget: a large table first.
+        (
+            "TABLE = [[i] for i in range(6000)]\nREG = {}\n",
+            "from pkgx import registry\n\n\ndef h():\n    pass\n\n\nregistry.REG['h'] = h\n",
+        ),
+    ],
+    ids=["plain value", "singledispatch", "subclass", "past the scan budget"],
+)
+def test_a_module_whose_import_grew_anothers_container_is_depended_on(
+    package: Path, graph: ModuleGraph, registry: str, plugin: str
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "registry.py", registry)
+    write(package / "plugin.py", plugin)
+    importlib.import_module("pkgx.plugin")
+    assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
+
+
+def test_importing_a_module_without_registering_anything_makes_no_reverse_edge(
+    package: Path, graph: ModuleGraph
+) -> None:
+    write(package / "__init__.py", "")
+    write(package / "registry.py", "HANDLERS = []\n")
+    write(package / "user.py", "from pkgx import registry\n\nCOUNT = len(registry.HANDLERS)\n")
+    importlib.import_module("pkgx.user")
+    graph.scan_references()
+    assert graph.dependents({"pkgx.user"}) == {"pkgx.user"}
 
 
 def test_a_package_does_not_depend_on_its_submodules_by_holding_them(
