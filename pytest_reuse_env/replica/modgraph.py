@@ -134,9 +134,9 @@ class ModuleGraph:
         self._observed_ns = clock_ns()
         self._original_import: Callable[..., ModuleType] | None = None
         self._original_import_module: Callable[..., ModuleType] | None = None
-        #: (importer, imported) -> the imported module's container sizes as the importer's
-        #: top level imported it; compared once that top level has run (``_settle``).
-        self._sizes: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {}
+        #: importer -> imported -> the imported module's container sizes as the importer's top
+        #: level imported it; compared once that top level has run (``_settle``).
+        self._sizes: dict[str, dict[str, tuple[tuple[str, int], ...]]] = {}
         #: Pairs already compared: sizes are taken once per pair.
         self._sized: set[tuple[str, str]] = set()
         #: Data files read while something warm was built (see the module docstring).
@@ -274,10 +274,9 @@ class ModuleGraph:
         for recording in self.recordings:
             recording.update(targets)
         importer = _executing_module(sys._getframe(2), self.floors)
-        if self._sizes:
-            for done in targets:  # its import returned: its top level has run
-                if done != importer:
-                    self._settle(done)
+        for done in targets:  # its import returned: its top level has run
+            if done != importer and done in self._sizes:
+                self._settle(done)
         if importer is not None and importer != target and self.is_project(importer):
             imported = [t for t in targets if t != importer]
             self.edges.setdefault(importer, set()).update(imported)
@@ -285,7 +284,8 @@ class ModuleGraph:
                 pair = (importer, name)
                 if pair not in self._sized:
                     self._sized.add(pair)
-                    self._sizes[pair] = _container_sizes(sys.modules.get(name))
+                    sizes = _container_sizes(sys.modules.get(name))
+                    self._sizes.setdefault(importer, {})[name] = sizes
 
     def _not_found(self, name: str | None) -> None:
         """An import found no module ``name`` (``try: import optional_mod`` ... ``except
@@ -304,11 +304,12 @@ class ModuleGraph:
     def _settle(self, importer: str | None = None) -> None:
         """Compare the sizes taken while ``importer``'s top level ran (None: every pending
         pair's) with now: a container it grew makes the module that holds it depend on it."""
-        for pair in [p for p in self._sizes if importer is None or p[0] == importer]:
-            before = self._sizes.pop(pair)
-            holder = sys.modules.get(pair[1])
-            if holder is not None and _container_sizes(holder) != before:
-                self.edges.setdefault(pair[1], set()).add(pair[0])
+        importers = list(self._sizes) if importer is None else [importer]
+        for name in importers:
+            for held, before in self._sizes.pop(name, {}).items():
+                holder = sys.modules.get(held)
+                if holder is not None and _container_sizes(holder) != before:
+                    self.edges.setdefault(held, set()).add(name)
 
     def record_import(self, importer: str, imported: str) -> None:
         self.edges.setdefault(importer, set()).add(imported)
@@ -419,7 +420,12 @@ class ModuleGraph:
 
     def drop(self, names: Iterable[str]) -> None:
         """Remove modules from ``sys.modules`` (and from their parents' attributes)."""
+        names = list(names)
+        dropped = set(names)
+        # Imported anew, they take sizes anew (``_container_sizes``).
+        self._sized = {p for p in self._sized if p[0] not in dropped and p[1] not in dropped}
         for name in names:
+            self._sizes.pop(name, None)
             module = sys.modules.pop(name, None)
             self.edges.pop(name, None)
             self.kinds.pop(name, None)

@@ -152,3 +152,6 @@ def test_a_registry_another_module_filled_with_a_plain_value_is_imported_anew(
     result, env = same_as_plain(project)
     stayed_warm(env, pid)
     result.stdout.fnmatch_lines(["*FAILED tests/test_registry.py::test_handlers*"])
+    edit(project.path / "app" / "plugin.py", "'y'", "'x'")  # and again: linked anew
+    result, env = same_as_plain(project)
+    stayed_warm(env, pid)

@@ -155,6 +155,21 @@ def test_a_module_whose_import_grew_anothers_container_is_depended_on(
     assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
 
 
+def test_a_registry_imported_anew_is_linked_to_its_filler_again(
+    package: Path, graph: ModuleGraph
+) -> None:
+    """The first edit of the filler re-imports both; the second must too."""
+    write(package / "__init__.py", "")
+    write(package / "registry.py", "HANDLERS = []\n")
+    write(package / "plugin.py", "from pkgx import registry\n\nregistry.HANDLERS.append('x')\n")
+    importlib.import_module("pkgx.plugin")
+    dropped = graph.dependents({"pkgx.plugin"})
+    assert "pkgx.registry" in dropped
+    graph.drop(dropped)
+    importlib.import_module("pkgx.plugin")
+    assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
+
+
 def test_importing_a_module_without_registering_anything_makes_no_reverse_edge(
     package: Path, graph: ModuleGraph
 ) -> None:
