@@ -148,21 +148,25 @@ def test_a_registry_filled_at_import_time_depends_on_who_filled_it(
 def test_a_module_whose_import_grew_anothers_container_is_depended_on(
     package: Path, graph: ModuleGraph, registry: str, plugin: str
 ) -> None:
+    import_filler(package, registry, plugin)
+    assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
+
+
+def import_filler(package: Path, registry: str, plugin: str, name: str = "plugin") -> None:
+    """``pkgx.registry`` and ``pkgx.<name>`` written, the latter imported."""
     write(package / "__init__.py", "")
     write(package / "registry.py", registry)
-    write(package / "plugin.py", plugin)
-    importlib.import_module("pkgx.plugin")
-    assert "pkgx.registry" in graph.dependents({"pkgx.plugin"})
+    write(package / f"{name}.py", plugin)
+    importlib.import_module(f"pkgx.{name}")
 
 
 def test_a_registry_imported_anew_is_linked_to_its_filler_again(
     package: Path, graph: ModuleGraph
 ) -> None:
     """The first edit of the filler re-imports both; the second must too."""
-    write(package / "__init__.py", "")
-    write(package / "registry.py", "HANDLERS = []\n")
-    write(package / "plugin.py", "from pkgx import registry\n\nregistry.HANDLERS.append('x')\n")
-    importlib.import_module("pkgx.plugin")
+    import_filler(
+        package, "HANDLERS = []\n", "from pkgx import registry\n\nregistry.HANDLERS.append('x')\n"
+    )
     dropped = graph.dependents({"pkgx.plugin"})
     assert "pkgx.registry" in dropped
     graph.drop(dropped)
@@ -173,10 +177,12 @@ def test_a_registry_imported_anew_is_linked_to_its_filler_again(
 def test_importing_a_module_without_registering_anything_makes_no_reverse_edge(
     package: Path, graph: ModuleGraph
 ) -> None:
-    write(package / "__init__.py", "")
-    write(package / "registry.py", "HANDLERS = []\n")
-    write(package / "user.py", "from pkgx import registry\n\nCOUNT = len(registry.HANDLERS)\n")
-    importlib.import_module("pkgx.user")
+    import_filler(
+        package,
+        "HANDLERS = []\n",
+        "from pkgx import registry\n\nCOUNT = len(registry.HANDLERS)\n",
+        name="user",
+    )
     graph.scan_references()
     assert graph.dependents({"pkgx.user"}) == {"pkgx.user"}
 
