@@ -62,14 +62,18 @@ def _limit() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _read(config: pytest.Config) -> dict[str, int]:
+def _load(config: pytest.Config, name: str) -> dict[str, Any]:
+    """One hints file's commands (empty when it is missing, unreadable or not an object)."""
     try:
-        with open(registry_directory(config) / HINTS_FILE, encoding="utf-8") as file:
+        with open(registry_directory(config) / name, encoding="utf-8") as file:
             data = json.load(file)
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict):
-        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read(config: pytest.Config) -> dict[str, int]:
+    data = _load(config, HINTS_FILE)
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int)}
 
 
@@ -116,12 +120,7 @@ def whole_run(config: pytest.Config) -> dict[str, str]:
     """Environments whose run-scoped replicas collect every file of this command's runs (a
     replica that collected only its tests' files could not serve one of them: see
     ``controller/launch/collect.py``) -> why."""
-    try:
-        with open(registry_directory(config) / WHOLE_RUN_FILE, encoding="utf-8") as file:
-            data = json.load(file)
-    except (OSError, ValueError):
-        return {}
-    reasons = data.get(command_key(config)) if isinstance(data, dict) else None
+    reasons = _load(config, WHOLE_RUN_FILE).get(command_key(config))
     if not isinstance(reasons, dict):
         return {}
     return {k: v for k, v in reasons.items() if isinstance(k, str) and isinstance(v, str)}
@@ -129,14 +128,7 @@ def whole_run(config: pytest.Config) -> dict[str, str]:
 
 def remember_whole_run(config: pytest.Config, reasons: dict[str, str]) -> None:
     """Add environments that fell back to every file in this run (``whole_run``)."""
-    path = registry_directory(config) / WHOLE_RUN_FILE
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except (OSError, ValueError):
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
+    data = _load(config, WHOLE_RUN_FILE)
     key = command_key(config)
     known = data.pop(key, None)
     data[key] = {**(known if isinstance(known, dict) else {}), **reasons}  # last: the newest
