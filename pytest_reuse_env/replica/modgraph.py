@@ -17,8 +17,8 @@ package's ``fingerprint``, never pytest nor ``controller/``.
   ``A -> B`` when B's top level grew one of A's containers (a list, dict or set among A's
   globals or its classes' attributes, a ``singledispatch`` function's registry, a class's
   subclasses): B registered something in A, maybe a plain value the scan cannot trace
-  (``HANDLERS.append("x")``). Sizes are taken as B imports A and compared once B's top level
-  has run (``_grew``).
+  (``HANDLERS.append("x")``). Sizes are taken as B imports A (``_container_sizes``) and
+  compared once B's top level has run (``_settle``).
   Imports executed by functions after import time bind nothing at module level and make no
   edge; while a *recording* is active (a fixture's setup) they are added to it instead.
 - **Files.** The state of each watched file is taken when the module is first seen, at an
@@ -296,9 +296,9 @@ class ModuleGraph:
             return
         for entry in list(sys.path):
             directory = os.path.abspath(entry or os.curdir)
-            if self.outside_project(os.path.join(directory, "x.py")):
-                continue
             for candidate in (f"{name}.py", os.path.join(name, "__init__.py")):
+                # Not the interpreter's or an installed distribution's directory: ``missing``
+                # leaves those out, as it does their data files.
                 self.data.missing(os.path.join(directory, candidate))
 
     def _settle(self, importer: str | None = None) -> None:
