@@ -24,6 +24,9 @@ Replica to controller::
                                   reports and LOGFINISH come together when it finishes)
     TEST           TestPayload    a whole test, once it ended: its reports and warnings in
                                   order (the common case: one message a test; JSON text)
+    TESTS          list[str]      several TESTs of tests that passed quietly, held back and
+                                  sent together (``replica/held.py``); the controller handles
+                                  each as its own TEST, in order
     LOGSTART       LogPayload     a test still running after ANNOUNCE_SECONDS: from then on
                                   its REPORT, WARNING and LOGFINISH messages stream one by one
     REPORT         str: JSON of the serialized TestReport (pytest_report_to_serializable,
@@ -77,6 +80,7 @@ READY: Final = "ready"
 START_FAILED: Final = "start_failed"
 STARTED: Final = "started"
 TEST: Final = "test"
+TESTS: Final = "tests"
 LOGSTART: Final = "logstart"
 REPORT: Final = "report"
 LOGFINISH: Final = "logfinish"
@@ -148,6 +152,7 @@ REPLICA_MESSAGES: Final = frozenset(
         START_FAILED,
         STARTED,
         TEST,
+        TESTS,
         LOGSTART,
         REPORT,
         LOGFINISH,
@@ -256,6 +261,9 @@ class StartPayload(TypedDict):
     collect: NotRequired[CollectPayload]
     #: Started while the controller still collects: the files come in COLLECT, later.
     collect_later: NotRequired[bool]
+    #: A replica on this machine: where it writes the TESTs it holds back (``held_path``,
+    #: ``replica/held.py``), for the controller to read should it die. Absent: none held.
+    held: NotRequired[str]
 
 
 class CollectPayload(TypedDict):
@@ -510,6 +518,34 @@ def test_payload(raw: str | TestPayload) -> TestPayload:
     if rest and isinstance(rest[0], list) and len(rest[0]) == 3:
         payload["location"] = (rest[0][0], rest[0][1], rest[0][2])
     return payload
+
+
+def tests(texts: list[str]) -> Message:
+    """TESTS: held TEST payloads (``test_done``'s JSON texts), sent together."""
+    return (TESTS, texts)
+
+
+def held_path(log_path: str) -> str:
+    """The file beside a replica's log where it writes the TESTs it holds back."""
+    return f"{log_path}.held"
+
+
+def read_held(path: str) -> list[str]:
+    """The TEST payloads a replica wrote to its held file and may not have sent (one JSON
+    text a line; a last line cut short by its death is left out); none when it is missing."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, ValueError):
+        return []
+    texts = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        texts.append(line)
+    return texts
 
 
 def compact_report(event: list[Any], nodeid: str, warm: bool, lease: str) -> Message:

@@ -71,6 +71,7 @@ class ReplicaEvents:
             protocol.START_FAILED: self.start_failed,
             protocol.STARTED: self.batch_test_started,
             protocol.TEST: self.test_done,
+            protocol.TESTS: self.tests_done,
             protocol.LOGSTART: self.test_started,
             protocol.REPORT: self.test_reported,
             protocol.LOGFINISH: self.test_finished,
@@ -168,6 +169,24 @@ class ReplicaEvents:
                 self.warning_recorded(replica, event[1])
         self.test_finished(replica, payload)
 
+    def tests_done(self, replica: Replica, texts: list[str]) -> None:
+        """TESTS: quiet passes a replica held back (``replica/held.py``), each a TEST."""
+        for text in texts:
+            self.test_done(replica, text)
+
+    def _take_held(self, replica: Replica) -> None:
+        """The quiet passes a replica that ended had held back and may not have sent
+        (``replica/held.py``): each still in flight is reported as its TEST would have been,
+        so the test it died running is the first one left."""
+        if replica.held_path is None:
+            return
+        for text in protocol.read_held(replica.held_path):
+            payload = protocol.test_payload(text)
+            if payload["nodeid"] in replica.in_flight and not replica.was_cancelled(
+                payload["nodeid"]
+            ):
+                self.test_done(replica, payload)
+
     def test_started(self, replica: Replica, payload: protocol.LogPayload) -> None:
         nodeid = payload["nodeid"]
         if replica.was_cancelled(nodeid):
@@ -261,6 +280,7 @@ class ReplicaEvents:
 
     def replica_closed(self, replica: Replica, payload: None) -> None:
         environment = self.environment_of(replica)
+        self._take_held(replica)
         if self.closing:
             if replica.state is ReplicaState.ENDED:  # let exit at the end (only_exiting)
                 return

@@ -337,6 +337,8 @@ class ReplicaLauncher:
         payload = self._start_payload(replica_id, policy, basetemp, log_path)
         if host is not None:
             payload["host"] = host
+        elif not persistent:  # on this machine and ending with the run: it may hold passes
+            payload["held"] = protocol.held_path(log_path)
         if by_file:
             self.files.tell(name, replica, payload)
         replica.start(payload)

@@ -160,6 +160,8 @@ class Replica:
         self.state = ReplicaState.STARTING
         self.pid: int | None = None
         self.log_path: str | None = None
+        #: Where it writes the quiet passes it holds back (``replica/held.py``), if it does.
+        self.held_path: str | None = None
         #: When its environment asked for it (the controller's clock): scale-up time from here.
         self.started_at = 0.0
         #: When it was last asked to start or to attach (a watch round re-attaches it): the
@@ -216,6 +218,7 @@ class Replica:
     def start(self, payload: protocol.StartPayload) -> None:
         """Start the process (or connect to a new daemon) and send it START; returns at once."""
         self.log_path = payload["log_path"]
+        self.held_path = payload.get("held")
         payload["lease"] = self.lease
         self.link.open(protocol.start(payload), self._enqueue)
         self.pid = self.link.pid

@@ -170,6 +170,7 @@ def _teardown_watchdog(replica: ReplicaSession) -> None:
         time.sleep(min(0.25, limit / 4))
         # A test still running is announced: the controller shows it and times it.
         with contextlib.suppress(Exception):  # a closed channel: the serve loop ends anyway
+            replica.flush_held(stale_only=True)
             replica.outbox.announce(after=protocol.ANNOUNCE_SECONDS)
         started = replica.teardown_started
         if started is None or started == dumped_for:

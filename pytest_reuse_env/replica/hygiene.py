@@ -11,7 +11,8 @@ or memory for later tests, so the baseline is then the state after setup, and on
 test body and its own function fixtures left behind counts.
 
 Costs are a few dozen microseconds a reading: ``/proc/self`` reads (``procfs.py``, kept-open
-files) and an ``os.environ`` copy, nothing that scans the whole process table. Linux only for
+files), and a copy of ``os.environ`` only when something set or unset a variable since the
+last one (``EnvironWatch``); nothing that scans the whole process table. Linux only for
 fds, children and memory (elsewhere those checks are skipped).
 
 ``LeakWatch`` is the replica's pytest plugin that runs the checks around each test, acts on
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import os
 import random
 import sys
@@ -88,11 +90,70 @@ def _cwd() -> str:
         return "(a removed directory)"
 
 
+_RAW_IGNORED_ENV: Final = frozenset(
+    {*_ALWAYS_IGNORED_ENV, *(os.fsencode(name) for name in _ALWAYS_IGNORED_ENV)}
+)
+
+
+@final
+class EnvironWatch:
+    """``os.environ`` as the leak checks read it, copied again only when a variable was set or
+    unset since the last copy.
+
+    Copying it is the costliest part of a reading right after a test (each key and value is
+    touched, out of the processor's caches). Every change ``os.environ`` makes goes through
+    ``os.putenv`` or ``os.unsetenv``, looked up in the ``os`` module when called: ``install``
+    wraps them to count the changes, pytest's own ``PYTEST_CURRENT_TEST`` (set and unset
+    around every phase, never compared) left out. A new ``os.environ`` object (a test that
+    replaced it) is copied too. Not seen, as before: a C library's ``setenv``, which
+    ``os.environ`` does not show either."""
+
+    def __init__(self) -> None:
+        self.changes = 0
+        self._copied_at = -1
+        self._mapping: object = None
+        self._copy: dict[Any, Any] = {}
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        self._installed = True
+        for name in ("putenv", "unsetenv"):
+            real = getattr(os, name, None)
+            if real is not None:
+                setattr(os, name, self._counting(real))
+
+    def _counting(self, real: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(real)
+        def counted(key: Any, *args: Any) -> None:
+            if key not in _RAW_IGNORED_ENV:
+                self.changes += 1
+            real(key, *args)
+
+        return counted
+
+    def read(self) -> dict[Any, Any]:
+        """The raw mapping's copy (bytes keys on POSIX), without ``PYTEST_CURRENT_TEST``: the
+        same object as last time while nothing changed."""
+        mapping = getattr(os.environ, "_data", os.environ)
+        if not self._installed or self.changes != self._copied_at or mapping is not self._mapping:
+            self._copied_at, self._mapping = self.changes, mapping
+            copy = dict(mapping)
+            for key in _RAW_IGNORED_ENV.intersection(copy):
+                del copy[key]
+            self._copy = copy
+        return self._copy
+
+
+ENVIRON: Final = EnvironWatch()
+
+
 def read_state() -> ProcessState:
     """The process's state now, as the leak checks compare it."""
     threads = threading.enumerate()
     return ProcessState(
-        environ=dict(getattr(os.environ, "_data", os.environ)),
+        environ=ENVIRON.read(),
         cwd=_cwd(),
         sys_path=tuple(sys.path),
         threads=frozenset((t.ident or 0, t.name) for t in threads),
@@ -206,7 +267,7 @@ def leaks(
 def _unchanged(before: ProcessState, after: ProcessState, rules: LeakRules) -> bool:
     """Nothing to report against ``before`` alone: nothing added, nothing changed."""
     return (
-        after.environ == before.environ
+        (after.environ is before.environ or after.environ == before.environ)
         and after.cwd == before.cwd
         and after.sys_path == before.sys_path
         and after.threads <= before.threads
@@ -318,6 +379,8 @@ class LeakWatch:
     ) -> None:
         self.replica_id = replica_id
         self.mode = settings["leaks"]
+        if self.mode != "off":
+            ENVIRON.install()
         self.rules = LeakRules(tuple(settings["ignore"]), settings["memory_mib"])
         self.limits = RecycleLimits(
             policy["max_tests_per_replica"], policy["max_memory_per_replica"]

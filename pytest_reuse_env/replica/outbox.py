@@ -2,7 +2,8 @@
 test runs long enough to be announced.
 
 A quick test (nearly all of them) costs one message: its reports (compact when it passed
-quietly, see ``protocol.PASSED``) and warnings travel together once it ends. A test still
+quietly, see ``protocol.PASSED``) and warnings travel together once it ends; a quiet pass may
+be held back and sent with the next ones (``held.py``). A test still
 running after ``protocol.ANNOUNCE_SECONDS`` is announced by the replica's watchdog thread
 (LOGSTART with how long it has run, then what it has said so far), and the rest of it streams
 message by message as before, so the controller can show it as running, enforce its timeout
@@ -30,8 +31,14 @@ class TestOutbox:
 
     __test__ = False  # not a pytest test class, whatever its name
 
-    def __init__(self, send: Callable[[protocol.Message], None]) -> None:
+    def __init__(
+        self,
+        send: Callable[[protocol.Message], None],
+        send_quiet_pass: Callable[[protocol.Message], None] | None = None,
+    ) -> None:
         self._send = send
+        #: For a test whose events are all compact passes (``held.py`` may hold it back).
+        self._send_quiet_pass = send_quiet_pass or send
         self._lock = threading.Lock()
         self._nodeid: str | None = None
         self._location: tuple[str, int | None, str] = ("", None, "")
@@ -68,11 +75,13 @@ class TestOutbox:
         """The test ended: everything it said, in one TEST, or its LOGFINISH once announced."""
         with self._lock:
             if self._nodeid == nodeid and not self._announced:
-                self._send(
-                    protocol.test_done(
-                        nodeid, self._lease, self._warm, self._events, self._location
-                    )
+                message = protocol.test_done(
+                    nodeid, self._lease, self._warm, self._events, self._location
                 )
+                if all(event[0] == protocol.PASSED for event in self._events):
+                    self._send_quiet_pass(message)
+                else:
+                    self._send(message)
             else:
                 self._send(protocol.logfinish(nodeid, self._location, self._lease))
             self._nodeid = None

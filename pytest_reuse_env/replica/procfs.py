@@ -20,8 +20,10 @@ import errno
 import fcntl
 import os
 import resource
-from collections.abc import Iterable
-from typing import Final, final
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar, final
+
+_T = TypeVar("_T")
 
 PROC: Final = "/proc/self"
 #: Bound at import, before a replica's module graph wraps ``os.open`` to hear data files
@@ -59,16 +61,27 @@ class ProcFiles:
     def own(self) -> frozenset[int]:
         return frozenset(self._fds.values())
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, size: int = 65536) -> bytes:
+        """Up to ``size`` bytes of the file at ``path``, kept open."""
+        return self._use(path, os.O_RDONLY, lambda fd: os.pread(fd, size, 0))
+
+    def size(self, path: str) -> int:
+        """The size the kernel gives the directory at ``path``, kept open: ``fstat`` on it, no
+        path to resolve."""
+        return self._use(path, os.O_RDONLY | os.O_DIRECTORY, lambda fd: os.fstat(fd).st_size)
+
+    def _use(self, path: str, flags: int, use: Callable[[int], _T]) -> _T:
+        """``use`` on the kept descriptor of ``path``, opened (again) when there is none or it
+        failed (a test closed it; a thread that ended)."""
         fd = self._fds.get(path)
         if fd is not None:
             try:
-                return os.pread(fd, 65536, 0)
+                return use(fd)
             except OSError as exc:
                 del self._fds[path]
-                if exc.errno != errno.EBADF:  # still ours (a thread that ended): close it
+                if exc.errno != errno.EBADF:  # still ours: close it
                     os.close(fd)
-        fd = _os_open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _os_open(path, flags | os.O_CLOEXEC)
         try:
             high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self._from)
         except OSError:  # no number that high: keep it where it is
@@ -77,7 +90,7 @@ class ProcFiles:
             os.close(fd)
         self._fds[path] = high
         try:
-            return os.pread(high, 65536, 0)
+            return use(high)
         except OSError:
             del self._fds[path]
             os.close(high)
@@ -99,17 +112,19 @@ def open_fds(files: ProcFiles) -> frozenset[int]:
     kernel gives the number; elsewhere always listed). A test that closes a descriptor it did
     not open and leaves one of its own open, at the same number of them, is not seen: the
     listing's numbers could not tell a replaced descriptor either."""
-    count = _fd_count()
+    count = _fd_count(files)
     if count is None or count != files.fd_count:
         files.fds = _list_fds()
         files.fd_count = count
     return files.fds
 
 
-def _fd_count() -> int | None:
+def _fd_count(files: ProcFiles | None = None) -> int | None:
     """How many descriptors are open, from the size of ``/proc/self/fd`` (None before Linux
-    6.2, where the size is 0)."""
+    6.2, where the size is 0); with ``files``, ``fstat`` on the directory kept open there."""
     try:
+        if files is not None:
+            return files.size(f"{PROC}/fd") or None
         return os.stat(f"{PROC}/fd").st_size or None
     except OSError:
         return None
@@ -203,6 +218,6 @@ def _thread_count(files: ProcFiles) -> int | None:
 def resident_bytes(files: ProcFiles) -> int:
     """From ``statm``, far cheaper for the kernel to write than ``stat``."""
     try:
-        return int(files.read(f"{PROC}/statm").split()[1]) * _PAGE
+        return int(files.read(f"{PROC}/statm", 256).split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0

@@ -38,6 +38,7 @@ from pytest_reuse_env import collection_check, protocol
 from pytest_reuse_env.replica import hygiene, perrun
 from pytest_reuse_env.replica.abort import ClientGone, not_running
 from pytest_reuse_env.replica.asyncbatch import serve as serve_batch
+from pytest_reuse_env.replica.held import HeldResults
 from pytest_reuse_env.replica.logfile import _log_fd, _log_line
 from pytest_reuse_env.replica.outbox import TestOutbox
 from pytest_reuse_env.replica.prewarm import prewarm
@@ -137,7 +138,9 @@ class ReplicaSession:
         self._one_at_a_time = False
         self._held_finish: str | None = None
         #: The running test's messages: one TEST when it ends, unless it runs long.
-        self.outbox = TestOutbox(self.send)
+        self.outbox = TestOutbox(self.send, self.send_quiet_pass)
+        #: Quiet passes held back and sent together (a local run-scoped replica only).
+        self.held = HeldResults(start.get("held"), lambda message: self.channel.send(message))
         #: Channel sends come from the main thread and the watchdog's announcements.
         self._send_lock = threading.Lock()
         #: Reports may travel compact: nothing but pytest serializes them here (set at ready).
@@ -327,10 +330,34 @@ class ReplicaSession:
         return self.ready_at + self.first_setup_seconds
 
     def send(self, message: protocol.Message) -> None:
+        """Send ``message`` after the quiet passes held before it (the order they happened)."""
+        with self._sending():
+            self.held.flush()
+            self.channel.send(message)
+
+    def send_quiet_pass(self, message: protocol.Message) -> None:
+        """A test that passed quietly: held back (``held.py``) while enough tests are queued
+        behind it, else sent."""
+        with self._sending():
+            if not self.held.hold(message[1], len(self.pending)):
+                self.held.flush()
+                self.channel.send(message)
+
+    def flush_held(self, *, stale_only: bool = False) -> None:
+        """Send the passes held back: before waiting for work, and from the watchdog
+        (``stale_only``: only once the oldest has waited ``held.FLUSH_SECONDS``)."""
+        with self._sending():
+            if stale_only:
+                self.held.flush_stale()
+            else:
+                self.held.flush()
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
         self.exit_if_forked()
         try:
             with self._send_lock:
-                self.channel.send(message)
+                yield
         except (OSError, EOFError, ValueError):
             if not self.persistent:
                 raise
@@ -444,6 +471,8 @@ class ReplicaSession:
     def _take_messages(self, *, block: bool) -> bool:
         """Handle waiting messages (waiting up to POLL_SECONDS for one if ``block``);
         False when there were none."""
+        if block:
+            self.flush_held()  # nothing to run until a message comes: the controller waits too
         try:
             message = self.inbox.get(timeout=POLL_SECONDS) if block else self.inbox.get_nowait()
         except queue.Empty:

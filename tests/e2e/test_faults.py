@@ -152,6 +152,64 @@ def test_crashing_tests_are_reported_and_fresh_replicas_run_the_rest(
     assert ran["test_local"][0] == "-"
 
 
+HELD_CRASH_SUITE = """
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+@pytest.mark.parametrize("n", range(40))
+def test_quick(n):
+    pass
+
+
+def test_crash():
+    # What the replica held back unsent (replica/held.py): its file, at a high descriptor.
+    held = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(".held"):
+            held = len(Path(target).read_text().splitlines())
+    Path(__file__).with_name("held.txt").write_text(str(held))
+    os._exit(5)
+
+
+@pytest.mark.parametrize("n", range(30))
+def test_after(n):
+    pass
+"""
+
+
+def test_a_crash_loses_none_of_the_passes_held_back_and_blames_only_its_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # Quiet passes are held back and sent in batches (replica/held.py); the replica dies with
+    # some held: each is still reported passed, from the file it wrote them to, and the crash
+    # is blamed on the test that caused it, not on the first pass held.
+    pytester.makeini(ini("reuse_replicas = 1"))
+    pytester.makepyfile(test_held=HELD_CRASH_SUITE)
+
+    result = run(pytester, "-rA", "-p", "no:randomly")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert result.parseoutcomes() == {"failed": 1, "passed": 70}, out
+    assert int((pytester.path / "held.txt").read_text()) > 0, "nothing was held: not tested"
+    for n in range(40):
+        assert re.search(rf"^PASSED test_held.py::test_quick\[{n}\]$", out, re.M), out
+    result.stdout.re_match_lines(
+        [
+            r"^FAILED test_held.py::test_crash - replica r\d+ \(pid \d+\) crashed while running "
+            r"test_held.py::test_crash: exit code 5"
+        ]
+    )
+
+
 CRASH_LOOP_SUITE = """
 import os
 

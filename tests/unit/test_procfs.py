@@ -134,7 +134,7 @@ def test_descriptors_are_not_listed_again_at_the_same_number(
 
 def test_without_the_number_every_reading_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     """Linux before 6.2 gives /proc/self/fd a size of 0."""
-    monkeypatch.setattr(procfs, "_fd_count", lambda: None)
+    monkeypatch.setattr(procfs, "_fd_count", lambda files=None: None)
     files = procfs.ProcFiles()
     procfs.open_fds(files)
     read, write = os.pipe()

@@ -1,0 +1,96 @@
+"""Quiet passes held back and sent together (replica/held.py), and read back after a crash."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytest_reuse_env import protocol
+from pytest_reuse_env.replica import held
+from pytest_reuse_env.replica.held import BATCH, FLUSH_SECONDS, MIN_QUEUED, HeldResults
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def payload(n: int) -> str:
+    text: str = protocol.test_done(f"test_a.py::test[{n}]", "", False, [[protocol.PASSED]])[1]
+    return text
+
+
+def make(tmp_path: Path) -> tuple[HeldResults, list[protocol.Message], Clock, Path]:
+    sent: list[protocol.Message] = []
+    clock = Clock()
+    path = tmp_path / "replica-r0.log.held"
+    return HeldResults(str(path), sent.append, clock), sent, clock, path
+
+
+def test_held_passes_go_out_together_in_order_and_leave_the_file_empty(tmp_path: Path) -> None:
+    results, sent, _, path = make(tmp_path)
+    for n in range(3):
+        assert results.hold(payload(n), queued=MIN_QUEUED)
+    assert sent == []
+    assert protocol.read_held(str(path)) == [payload(n) for n in range(3)]
+    results.flush()
+    assert sent == [protocol.tests([payload(n) for n in range(3)])]
+    assert protocol.read_held(str(path)) == []
+    results.flush()
+    assert len(sent) == 1, "nothing held: nothing sent"
+
+
+def test_a_full_batch_is_sent_at_once(tmp_path: Path) -> None:
+    results, sent, _, path = make(tmp_path)
+    for n in range(BATCH):
+        assert results.hold(payload(n), queued=100)
+    assert sent == [protocol.tests([payload(n) for n in range(BATCH)])]
+    assert path.read_text() == ""
+
+
+def test_the_oldest_waits_no_longer_than_flush_seconds(tmp_path: Path) -> None:
+    results, sent, clock, _ = make(tmp_path)
+    start = clock.now
+    results.hold(payload(0), queued=100)
+    clock.now = start + FLUSH_SECONDS * 0.5
+    results.flush_stale()
+    assert sent == []
+    results.hold(payload(1), queued=100)
+    assert sent == []
+    clock.now = start + FLUSH_SECONDS * 1.01
+    results.flush_stale()  # the watchdog, while a long test runs
+    assert sent == [protocol.tests([payload(0), payload(1)])]
+    results.hold(payload(2), queued=100)
+    clock.now += FLUSH_SECONDS * 1.01
+    results.hold(payload(3), queued=100)  # the next pass sends them when the first is old
+    assert sent[-1] == protocol.tests([payload(2), payload(3)])
+
+
+def test_nothing_is_held_without_a_file_or_with_a_short_queue(tmp_path: Path) -> None:
+    sent: list[protocol.Message] = []
+    assert not HeldResults(None, sent.append).hold(payload(0), queued=100)
+    results, sent, _, path = make(tmp_path)
+    assert not results.hold(payload(0), queued=MIN_QUEUED - 1), "the controller waits for it"
+    assert sent == []
+    assert path.read_text() == ""
+
+
+def test_a_file_that_cannot_be_written_holds_nothing_more(tmp_path: Path) -> None:
+    results, sent, _, _ = make(tmp_path)
+    fd = results._fd
+    assert fd is not None
+    assert fd >= held._HIGH_FD or fd < 3, "kept above what tests open"
+    os.close(fd)  # a test closed it
+    assert not results.hold(payload(0), queued=100)
+    assert not results.hold(payload(1), queued=100)
+    assert sent == []
+
+
+def test_reading_back_leaves_out_a_line_cut_short_and_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.held"
+    assert protocol.read_held(str(path)) == []
+    path.write_text(payload(0) + "\n" + payload(1)[:10])
+    assert protocol.read_held(str(path)) == [payload(0)]
