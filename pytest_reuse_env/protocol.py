@@ -24,9 +24,10 @@ Replica to controller::
                                   reports and LOGFINISH come together when it finishes)
     TEST           TestPayload    a whole test, once it ended: its reports and warnings in
                                   order (the common case: one message a test; JSON text)
-    TESTS          list[str]      several TESTs of tests that passed quietly, held back and
-                                  sent together (``replica/held.py``); the controller handles
-                                  each as its own TEST, in order
+    TESTS          list[[str, float]] several TESTs of tests that passed quietly, held back
+                                  and sent together (``replica/held.py``): each payload and
+                                  when its test ended (``time.monotonic``, on this machine);
+                                  the controller handles each as its own TEST, in order
     LOGSTART       LogPayload     a test still running after ANNOUNCE_SECONDS: from then on
                                   its REPORT, WARNING and LOGFINISH messages stream one by one
     REPORT         str: JSON of the serialized TestReport (pytest_report_to_serializable,
@@ -520,9 +521,9 @@ def test_payload(raw: str | TestPayload) -> TestPayload:
     return payload
 
 
-def tests(texts: list[str]) -> Message:
-    """TESTS: held TEST payloads (``test_done``'s JSON texts), sent together."""
-    return (TESTS, texts)
+def tests(entries: list[list[Any]]) -> Message:
+    """TESTS: held TEST payloads (``test_done``'s JSON texts), each with when its test ended."""
+    return (TESTS, entries)
 
 
 def held_path(log_path: str) -> str:

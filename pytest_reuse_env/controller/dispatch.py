@@ -145,8 +145,11 @@ class ReplicaEvents:
     def batch_test_started(self, replica: Replica, payload: protocol.NodeidPayload) -> None:
         self.environment_of(replica).test_started(replica, payload["nodeid"], logged=False)
 
-    def test_done(self, replica: Replica, raw: str | protocol.TestPayload) -> None:
-        """TEST: a whole test at once (it ended before it was announced)."""
+    def test_done(
+        self, replica: Replica, raw: str | protocol.TestPayload, ended: float | None = None
+    ) -> None:
+        """TEST: a whole test at once (it ended before it was announced, at ``ended`` when it
+        was held back)."""
         payload = protocol.test_payload(raw)
         nodeid = payload["nodeid"]
         if replica.was_cancelled(nodeid):
@@ -167,12 +170,15 @@ class ReplicaEvents:
                 self.test_started(replica, {"nodeid": nodeid, "location": ("", None, "")})
             else:
                 self.warning_recorded(replica, event[1])
-        self.test_finished(replica, payload)
+        self.test_finished(replica, payload, ended)
 
-    def tests_done(self, replica: Replica, texts: list[str]) -> None:
-        """TESTS: quiet passes a replica held back (``replica/held.py``), each a TEST."""
-        for text in texts:
-            self.test_done(replica, text)
+    def tests_done(self, replica: Replica, entries: list[list[Any]]) -> None:
+        """TESTS: quiet passes a replica held back (``replica/held.py``), each a TEST that
+        ended when the replica says (its pace, its next test's start, as if each had come
+        alone)."""
+        now = self._clock.monotonic()
+        for text, ended in entries:
+            self.test_done(replica, text, ended=min(float(ended), now))
 
     def _take_held(self, replica: Replica) -> None:
         """The quiet passes a replica that ended had held back and may not have sent
@@ -180,12 +186,14 @@ class ReplicaEvents:
         so the test it died running is the first one left."""
         if replica.held_path is None:
             return
+        recovered = set()
         for text in protocol.read_held(replica.held_path):
             payload = protocol.test_payload(text)
-            if payload["nodeid"] in replica.in_flight and not replica.was_cancelled(
-                payload["nodeid"]
-            ):
+            nodeid = payload["nodeid"]
+            if nodeid in replica.in_flight and not replica.was_cancelled(nodeid):
                 self.test_done(replica, payload)
+                recovered.add(nodeid)
+        replica.held_reported(recovered)
 
     def test_started(self, replica: Replica, payload: protocol.LogPayload) -> None:
         nodeid = payload["nodeid"]
@@ -219,13 +227,16 @@ class ReplicaEvents:
         self.reports.replay(report, replica)
 
     def test_finished(
-        self, replica: Replica, payload: protocol.LogPayload | protocol.TestPayload
+        self,
+        replica: Replica,
+        payload: protocol.LogPayload | protocol.TestPayload,
+        ended: float | None = None,
     ) -> None:
         nodeid = payload["nodeid"]
         if replica.was_cancelled(nodeid):
             return
         warm = replica.current_warm
-        self.environment_of(replica).test_finished(replica, nodeid, warm=warm)
+        self.environment_of(replica).test_finished(replica, nodeid, warm=warm, ended=ended)
         self.reports.logfinish(nodeid)
 
     def warning_recorded(self, replica: Replica, payload: protocol.WarningPayload) -> None:

@@ -405,9 +405,12 @@ class Environment:
         at_once = sum(max(len(r.running), 1 if r.in_flight else 0) for r in serving)
         self.stats.peak_tests = max(self.stats.peak_tests, at_once)
 
-    def test_finished(self, replica: Replica, nodeid: str, warm: bool) -> None:
+    def test_finished(
+        self, replica: Replica, nodeid: str, warm: bool, ended: float | None = None
+    ) -> None:
+        """A test's reports are all in; it ended at ``ended`` if it was held back."""
         self.last_activity = self.stats.last_finish = self._clock.monotonic()
-        replica.finished(nodeid, self.last_activity)
+        replica.finished(nodeid, self.last_activity if ended is None else ended)
         if warm:
             self.stats.tests_warm += 1
         else:

@@ -19,6 +19,7 @@ handles it on the main thread.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import queue
@@ -440,6 +441,15 @@ class Replica:
         self.current_warm = warm
         if when == "setup" and not warm and self.setup_seconds:
             self.setup_seconds += duration  # a cold replica's first fixture setup
+
+    def held_reported(self, nodeids: set[str]) -> None:
+        """After it ended, the controller reported passes it had held back and not sent
+        (``replica/held.py``): a timeout the controller named by the first test it held, one
+        of those, names the first test left instead, the one that ran too long."""
+        cause = self.cause
+        if cause is not None and cause.test in nodeids:
+            test = self.in_flight[0] if self.in_flight else None
+            self.cause = dataclasses.replace(cause, test=test)
 
     def finished(self, nodeid: str, now: float) -> None:
         """LOGFINISH: the test's reports are all in."""

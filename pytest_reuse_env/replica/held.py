@@ -30,7 +30,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable
-from typing import Final, final
+from typing import Any, Final, final
 
 from pytest_reuse_env import protocol
 
@@ -62,7 +62,9 @@ class HeldResults:
         every call here)."""
         self._send = send
         self._clock = clock
-        self._held: list[str] = []
+        #: Each held TEST's payload and when the test ended (this machine's monotonic clock,
+        #: the controller's too: it times the replica's tests by when each ended).
+        self._held: list[list[Any]] = []
         self._since = 0.0
         self._fd = _open(path) if path else None
 
@@ -79,7 +81,7 @@ class HeldResults:
         now = self._clock()
         if not self._held:
             self._since = now
-        self._held.append(text)
+        self._held.append([text, now])
         if len(self._held) >= BATCH or now - self._since >= FLUSH_SECONDS:
             self.flush()
         return True
@@ -88,8 +90,8 @@ class HeldResults:
         """Send what is held, as one TESTS, and empty the file."""
         if not self._held:
             return
-        texts, self._held = self._held, []
-        self._send(protocol.tests(texts))
+        entries, self._held = self._held, []
+        self._send(protocol.tests(entries))
         if self._fd is not None:
             try:
                 os.ftruncate(self._fd, 0)

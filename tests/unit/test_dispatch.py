@@ -4,6 +4,8 @@ error that fails the test in flight once, with the reason, and hands the rest ba
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.replica import EndKind, ReplicaState
 from tests.unit.fakes import Run, phase, ready, started_run
@@ -158,3 +160,37 @@ def test_a_replica_still_holding_tests_is_not_let_go() -> None:
     assert not r0.only_exiting
     assert run.environment.let_served_exit() == []
     assert r0.state is not ReplicaState.ENDED
+
+
+def quiet_pass(nodeid: str) -> str:
+    """A TEST payload of a test that passed quietly, as a replica holds it back."""
+    events = [[protocol.PASSED, when, 0.001, 1.0, 1.001] for when in ("setup", "call", "teardown")]
+    text: str = protocol.test_done(nodeid, "", False, events, LOCATION)[1]
+    return text
+
+
+def test_held_passes_are_each_timed_by_when_they_ended() -> None:
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    now = run.clock.monotonic()
+    run.say(
+        r0, protocol.tests([[quiet_pass(TESTS[0]), now - 0.3], [quiet_pass(TESTS[1]), now - 0.1]])
+    )
+    assert [r.outcome for n in TESTS[:2] for r in run.reports_of(n)] == ["passed"] * 6
+    assert r0.tests_run == 2
+    # The test it runs now began when the last held one ended, not when they arrived.
+    assert r0.head_since == now - 0.1
+
+
+def test_a_dead_replicas_held_passes_are_reported_and_its_own_test_blamed(tmp_path: Path) -> None:
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    r0.held_path = str(tmp_path / "replica-r0.log.held")
+    Path(r0.held_path).write_text(quiet_pass(TESTS[0]) + "\n" + quiet_pass(TESTS[1])[:20])
+    run.say(r0, protocol.END)
+    assert [r.outcome for r in run.reports_of(TESTS[0])] == ["passed"] * 3
+    (failure,) = run.failed(TESTS[1])
+    assert f"crashed while running {TESTS[1]}" in str(failure.longrepr)
+    assert not run.reports_of(TESTS[2]), "not started: it runs on the next replica"
+    run.say(run.replicas[1], ready(TESTS))
+    assert run.sent_runs(run.replicas[1]) == [TESTS[2]]

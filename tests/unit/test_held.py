@@ -23,6 +23,12 @@ def payload(n: int) -> str:
     return text
 
 
+def texts(message: protocol.Message) -> list[str]:
+    """A TESTS message's payloads, in order."""
+    assert message[0] == protocol.TESTS
+    return [text for text, _ in message[1]]
+
+
 def make(tmp_path: Path) -> tuple[HeldResults, list[protocol.Message], Clock, Path]:
     sent: list[protocol.Message] = []
     clock = Clock()
@@ -37,7 +43,7 @@ def test_held_passes_go_out_together_in_order_and_leave_the_file_empty(tmp_path:
     assert sent == []
     assert protocol.read_held(str(path)) == [payload(n) for n in range(3)]
     results.flush()
-    assert sent == [protocol.tests([payload(n) for n in range(3)])]
+    assert [texts(m) for m in sent] == [[payload(n) for n in range(3)]]
     assert protocol.read_held(str(path)) == []
     results.flush()
     assert len(sent) == 1, "nothing held: nothing sent"
@@ -47,7 +53,7 @@ def test_a_full_batch_is_sent_at_once(tmp_path: Path) -> None:
     results, sent, _, path = make(tmp_path)
     for n in range(BATCH):
         assert results.hold(payload(n), queued=100)
-    assert sent == [protocol.tests([payload(n) for n in range(BATCH)])]
+    assert [texts(m) for m in sent] == [[payload(n) for n in range(BATCH)]]
     assert path.read_text() == ""
 
 
@@ -62,11 +68,14 @@ def test_the_oldest_waits_no_longer_than_flush_seconds(tmp_path: Path) -> None:
     assert sent == []
     clock.now = start + FLUSH_SECONDS * 1.01
     results.flush_stale()  # the watchdog, while a long test runs
-    assert sent == [protocol.tests([payload(0), payload(1)])]
+    assert [texts(m) for m in sent] == [[payload(0), payload(1)]]
+    assert [ended for _, ended in sent[0][1]] == [start, start + FLUSH_SECONDS * 0.5], (
+        "each with when its test ended"
+    )
     results.hold(payload(2), queued=100)
     clock.now += FLUSH_SECONDS * 1.01
     results.hold(payload(3), queued=100)  # the next pass sends them when the first is old
-    assert sent[-1] == protocol.tests([payload(2), payload(3)])
+    assert texts(sent[-1]) == [payload(2), payload(3)]
 
 
 def test_nothing_is_held_without_a_file_or_with_a_short_queue(tmp_path: Path) -> None:
