@@ -235,7 +235,7 @@ pytestmark = pytest.mark.reuse
 @pytest.mark.parametrize("i", range(120))
 def test_uneven(i):
     # Replica r0 is slow, r1 quick: r1 runs dry first and takes what r0 has not started.
-    time.sleep(0.03 if os.environ.get("PYTEST_REUSE_REPLICA") == "r0" else 0.001)
+    time.sleep(0.1 if os.environ.get("PYTEST_REUSE_REPLICA") == "r0" else 0.001)
 """
 
 
