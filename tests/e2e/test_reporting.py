@@ -280,6 +280,38 @@ def test_exitfirst_and_maxfail_stop_the_run(pytester: pytest.Pytester) -> None:
     two.stdout.fnmatch_lines(["*! stopping after 2 failures !*"])
 
 
+LONG_STOP_SUITE = """
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+@pytest.mark.parametrize("n", range(80))
+def test_n(n):
+    assert n not in (41, 57)
+"""
+
+
+@pytest.mark.parametrize("stop", ["-x", "--maxfail=2"])
+def test_a_failure_after_held_passes_stops_the_run_where_plain_pytest_stops(
+    pytester: pytest.Pytester, stop: str
+) -> None:
+    # Enough quick passes for the replica to hold them back and send them together
+    # (replica/held.py): the failure still comes right after them, and -x and --maxfail stop
+    # exactly where plain pytest does.
+    pytester.makeini("[pytest]\nreuse_replicas = 1\nreuse_scope = run\n")
+    pytester.makepyfile(test_stop=LONG_STOP_SUITE)
+    plain = run(pytester, stop, "-rA", "--reuse=off")
+    reused = run(pytester, stop, "-rA")
+    assert reused.ret == plain.ret == pytest.ExitCode.TESTS_FAILED, reused.stdout.str()
+    assert reused.parseoutcomes() == plain.parseoutcomes(), reused.stdout.str()
+
+    def summary(result: pytest.RunResult) -> list[str]:
+        return [line for line in result.outlines if line.startswith(("PASSED ", "FAILED "))]
+
+    assert summary(reused) == summary(plain)
+
+
 SELECT_SUITE = """
 import pytest
 
