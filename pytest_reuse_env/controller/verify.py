@@ -62,6 +62,7 @@ class ColdVerifier:
             {
                 protocol.REPORT: self.cold_report,
                 protocol.TEST: self.cold_test,
+                protocol.TESTS: self.cold_tests,
                 protocol.UNKNOWN_NODEID: self.not_collected,
                 protocol.START_FAILED: self.start_failed,
                 protocol.CHANNEL_CLOSED: self.replica_closed,
@@ -140,6 +141,11 @@ class ColdVerifier:
         for event in protocol.test_payload(raw)["events"]:
             if event[0] in (protocol.FULL_REPORT, protocol.PASSED):
                 self.cold_report(replica, failure, event[1] if len(event) == 2 else event)
+
+    def cold_tests(self, replica: Replica, failure: WarmFailure, entries: list[list[Any]]) -> None:
+        """Quiet passes sent together (``replica/held.py``), each a TEST."""
+        for text, _ended in entries:
+            self.cold_test(replica, failure, text)
 
     def cold_report(self, replica: Replica, failure: WarmFailure, payload: str | list[Any]) -> None:
         if isinstance(payload, list):  # compact: a phase that passed quietly
