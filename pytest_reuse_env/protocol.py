@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any, Final, NotRequired, TypedDict
+from typing import IO, Any, Final, NotRequired, TypedDict
 
 # controller -> replica
 START: Final = "start"
@@ -531,22 +531,24 @@ def held_path(log_path: str) -> str:
     return f"{log_path}.held"
 
 
-def read_held(path: str) -> list[str]:
-    """The TEST payloads a replica wrote to its held file and may not have sent (one JSON
-    text a line; a last line cut short by its death is left out); none when it is missing."""
+def read_held(file: IO[bytes]) -> list[tuple[float, str]]:
+    """The TEST payloads a replica wrote to its held file and may not have sent, each with
+    when its test ended: a line each, ``<time.monotonic()> <JSON text>`` (a last line cut
+    short by its death is left out); ``file`` is read from its start."""
     try:
-        with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines()
+        file.seek(0)
+        lines = file.read().decode("utf-8", "replace").splitlines()
     except (OSError, ValueError):
         return []
-    texts = []
+    entries = []
     for line in lines:
+        ended, _, text = line.partition(" ")
         try:
-            json.loads(line)
+            json.loads(text)
+            entries.append((float(ended), text))
         except ValueError:
             continue
-        texts.append(line)
-    return texts
+    return entries
 
 
 def compact_report(event: list[Any], nodeid: str, warm: bool, lease: str) -> Message:

@@ -152,7 +152,7 @@ class ReplicaEvents:
         was held back)."""
         payload = protocol.test_payload(raw)
         nodeid = payload["nodeid"]
-        if replica.was_cancelled(nodeid):
+        if replica.was_cancelled(nodeid) and not replica.ended_before_cancel(nodeid, ended):
             return  # it ran before CANCEL arrived (-x): plain pytest would not have run it
         if nodeid not in replica.in_flight:
             raise ReplicaProtocolError(f"ran {nodeid}, which it was not sent")
@@ -184,14 +184,16 @@ class ReplicaEvents:
         """The quiet passes a replica that ended had held back and may not have sent
         (``replica/held.py``): each still in flight is reported as its TEST would have been,
         so the test it died running is the first one left."""
-        if replica.held_path is None:
+        if replica.held_file is None:
             return
         recovered = set()
-        for text in protocol.read_held(replica.held_path):
+        for ended, text in protocol.read_held(replica.held_file):
             payload = protocol.test_payload(text)
             nodeid = payload["nodeid"]
-            if nodeid in replica.in_flight and not replica.was_cancelled(nodeid):
-                self.test_done(replica, payload)
+            if replica.was_cancelled(nodeid) and not replica.ended_before_cancel(nodeid, ended):
+                continue
+            if nodeid in replica.in_flight:
+                self.test_done(replica, payload, ended=ended)
                 recovered.add(nodeid)
         replica.held_reported(recovered)
 

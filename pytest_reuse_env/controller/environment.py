@@ -374,7 +374,7 @@ class Environment:
         for replica in self.replicas:
             # Stopping ones too: asked to finish at the end of the run, they still hold tests.
             if replica.state is not ReplicaState.ENDED:
-                dropped.extend(replica.cancel())
+                dropped.extend(replica.cancel(self._clock.monotonic()))
         return dropped
 
     # -- events ------------------------------------------------------------------------------

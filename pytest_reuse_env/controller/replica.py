@@ -27,7 +27,7 @@ import secrets
 import sys
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, final
+from typing import IO, Any, final
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.launch.base import Link
@@ -161,8 +161,14 @@ class Replica:
         self.state = ReplicaState.STARTING
         self.pid: int | None = None
         self.log_path: str | None = None
-        #: Where it writes the quiet passes it holds back (``replica/held.py``), if it does.
+        #: Where it writes the quiet passes it holds back (``replica/held.py``), if it does,
+        #: and that file, opened once it is READY: a test that removes the run's directory
+        #: leaves the file readable for as long as this stays open.
         self.held_path: str | None = None
+        self.held_file: IO[bytes] | None = None
+        #: When the controller dropped what it had not started (``cancel``): a held pass that
+        #: ended before then had run, and is reported.
+        self.cancelled_at: float | None = None
         #: When its environment asked for it (the controller's clock): scale-up time from here.
         self.started_at = 0.0
         #: When it was last asked to start or to attach (a watch round re-attaches it): the
@@ -275,6 +281,7 @@ class Replica:
         if self.state is ReplicaState.STARTING:
             self.state = ReplicaState.READY
         self.pid = payload["pid"]
+        self.open_held()
         self.node_cold.describe(self.pid)
         self.node_warm.describe(self.pid)
         self.ready_at = self.idle_since = now
@@ -346,17 +353,43 @@ class Replica:
             self._drained = True
             self.send(protocol.drain())
 
-    def cancel(self) -> list[str]:
+    def cancel(self, now: float) -> list[str]:
         """Ask the replica to drop what it has not started; returns those nodeids. A test it
         has not announced may have begun already: it is dropped too, and what the replica
-        says of it later is not shown (as if it had not run, as in plain pytest)."""
+        says of it later is not shown (as if it had not run, as in plain pytest), unless it
+        is a pass it held back that had ended before ``now`` (``ended_before_cancel``)."""
         dropped = self._take_held()
         self.cancelled.update(dropped)
+        if self.cancelled_at is None:
+            self.cancelled_at = now
         self.send(protocol.cancel())
         return dropped
 
     def was_cancelled(self, nodeid: str) -> bool:
         return nodeid in self.cancelled and nodeid not in self.in_flight
+
+    def ended_before_cancel(self, nodeid: str, ended: float | None) -> bool:
+        """A cancelled test whose pass it held back (``replica/held.py``) had ended before the
+        cancel: it ran, and would have been reported had it come alone. It is in flight again,
+        to be reported; False for any other cancelled test."""
+        if (
+            ended is None
+            or self.cancelled_at is None
+            or ended > self.cancelled_at
+            or not self.was_cancelled(nodeid)
+        ):
+            return False
+        self.cancelled.discard(nodeid)
+        self.in_flight.appendleft(nodeid)
+        return True
+
+    def open_held(self) -> None:
+        """READY: the held file exists (the replica made it before collecting); keep it open."""
+        if self.held_path is not None and self.held_file is None:
+            try:
+                self.held_file = open(self.held_path, "rb")
+            except OSError:
+                self.held_file = None
 
     def presume_running(self) -> None:
         """It ended without announcing a test: tests run in the order sent, so the first one
@@ -516,6 +549,9 @@ class Replica:
             )
         self.ending = ending
         self.state = ReplicaState.ENDED
+        if self.held_file is not None:
+            self.held_file.close()
+            self.held_file = None
         # A test it was running runs no more: only live replicas' tests count as running.
         self.running.clear()
         self.current = None

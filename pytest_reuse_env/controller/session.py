@@ -511,6 +511,15 @@ class ReuseController:
         else:
             self.shutdown(self.settings.teardown_timeout)
         self.nodes.finish()
+        if self.reports.teardown_errors and session.exitstatus == pytest.ExitCode.OK:
+            # A finalizer that failed between tests (run one at a time, -x, a test's module
+            # torn down when the next came): plain pytest reports it as an error of the test
+            # it ran after, so its run is never green. The warning says which.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self._note(
+                "exit status 1: a fixture's teardown failed in a replica between tests (see the "
+                "warnings summary), which plain pytest reports as an error"
+            )
         ran = [r for env in self.environments.values() for r in env.history]
         self.run_outputs.merge(ran, self.reports.warn)
         figures = [

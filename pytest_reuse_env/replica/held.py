@@ -73,12 +73,12 @@ class HeldResults:
         queued, the file could not be written): the caller sends it itself, after ``flush``."""
         if self._fd is None or queued < MIN_QUEUED:
             return False
+        now = self._clock()
         try:
-            os.write(self._fd, text.encode() + b"\n")
+            os.write(self._fd, f"{now!r} {text}\n".encode())
         except OSError:  # closed or full: hold nothing more
             self._fd = None
             return False
-        now = self._clock()
         if not self._held:
             self._since = now
         self._held.append([text, now])

@@ -76,6 +76,107 @@ def test_keyboard_interrupt_in_a_test_interrupts_the_run_as_plain_pytest(
     )
 
 
+INTERRUPTED_AMONG_HELD_SUITE = """
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.reuse
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def ended():
+    yield
+    with open(HERE / "ended.log", "a") as log:
+        log.write(f"{os.environ['PYTEST_CURRENT_TEST'].split()[0]} {time.monotonic()}\\n")
+
+
+def others_held(request):
+    # The other replica's held file (replica/held.py), beside this one's log.
+    root = Path(request.config._tmp_path_factory.getbasetemp()).parent
+    me = os.environ["PYTEST_REUSE_REPLICA"]
+    return sum(
+        len(path.read_text().splitlines())
+        for path in root.glob("replica-*.log.held")
+        if path.name != f"replica-{me}.log.held"
+    )
+
+
+@pytest.mark.parametrize("n", range(400))
+def test_n(n, request):
+    if n == 30:
+        deadline = time.monotonic() + 10
+        while others_held(request) < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        (HERE / "interrupted").write_text(str(time.monotonic()))
+        raise KeyboardInterrupt
+    time.sleep(0.001)
+"""
+
+
+def test_an_interrupt_in_one_replica_loses_no_pass_another_held_back(
+    pytester: pytest.Pytester,
+) -> None:
+    # Another replica's passes held back (replica/held.py) that ended before the interrupt
+    # had run: they are reported, as they were when each test sent its own message.
+    pytester.makeini(ini("reuse_scope = run", "reuse_replicas = 2"))
+    pytester.makepyfile(test_suite=INTERRUPTED_AMONG_HELD_SUITE)
+    result = run(pytester, "-p", "no:randomly", "--junitxml=r.xml")
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    interrupted = float((pytester.path / "interrupted").read_text())
+    ended_before = {
+        nodeid
+        for nodeid, at in (
+            line.split() for line in (pytester.path / "ended.log").read_text().splitlines()
+        )
+        if float(at) < interrupted - 0.005
+    }
+    assert len(ended_before) > 3, ended_before
+    passed = {
+        f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+        for case in ET.parse(pytester.path / "r.xml").getroot().iter("testcase")
+        if not list(case)
+    }
+    assert ended_before <= passed, sorted(ended_before - passed)
+
+
+MODULE_TEARDOWN_SUITE = """
+import pytest
+
+pytestmark = pytest.mark.reuse
+
+
+@pytest.fixture(scope="module")
+def module_resource():
+    yield
+    raise RuntimeError("module teardown boom")
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_n(n, module_resource):
+    pass
+"""
+
+
+@pytest.mark.parametrize("stop", ["-x", "--maxfail=2"])
+def test_a_module_fixture_that_fails_its_teardown_never_makes_a_green_run(
+    pytester: pytest.Pytester, stop: str
+) -> None:
+    # Run one test at a time (-x), a replica tears the module down between tests or at its
+    # end, where no test's teardown report can carry the error: it was a warning and exit 0
+    # where plain pytest reports an error and exits 1 (found by a sweep).
+    pytester.makeini(RUN_SCOPE)
+    pytester.makepyfile(test_suite=MODULE_TEARDOWN_SUITE)
+    plain = run(pytester, "-p", "no:randomly", "--reuse=off", stop)
+    assert plain.ret == pytest.ExitCode.TESTS_FAILED, plain.stdout.str()
+    result = run(pytester, "-p", "no:randomly", stop)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*module teardown boom*"])
+
+
 def test_pytest_exit_in_a_test_ends_the_run_with_its_returncode(
     pytester: pytest.Pytester,
 ) -> None:

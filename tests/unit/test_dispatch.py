@@ -185,8 +185,11 @@ def test_held_passes_are_each_timed_by_when_they_ended() -> None:
 def test_a_dead_replicas_held_passes_are_reported_and_its_own_test_blamed(tmp_path: Path) -> None:
     run = started_run(TESTS)
     r0 = run.replicas[0]
-    r0.held_path = str(tmp_path / "replica-r0.log.held")
-    Path(r0.held_path).write_text(quiet_pass(TESTS[0]) + "\n" + quiet_pass(TESTS[1])[:20])
+    path = tmp_path / "replica-r0.log.held"
+    path.write_text(f"1.0 {quiet_pass(TESTS[0])}\n1.1 {quiet_pass(TESTS[1])[:20]}")
+    r0.held_path = str(path)
+    r0.open_held()
+    path.unlink()  # a test removed the run's directory: the open file still reads
     run.say(r0, protocol.END)
     assert [r.outcome for r in run.reports_of(TESTS[0])] == ["passed"] * 3
     (failure,) = run.failed(TESTS[1])
@@ -194,3 +197,24 @@ def test_a_dead_replicas_held_passes_are_reported_and_its_own_test_blamed(tmp_pa
     assert not run.reports_of(TESTS[2]), "not started: it runs on the next replica"
     run.say(run.replicas[1], ready(TESTS))
     assert run.sent_runs(run.replicas[1]) == [TESTS[2]]
+    assert r0.held_file is None, "closed once it ended"
+
+
+def test_a_pass_held_back_that_ended_before_a_cancel_is_reported_the_others_not() -> None:
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    cancelled_at = run.clock.monotonic()
+    run.environment.cancel()  # another replica's KeyboardInterrupt, -x
+    run.clock.advance(1.0)
+    run.say(
+        r0,
+        protocol.tests(
+            [
+                [quiet_pass(TESTS[0]), cancelled_at - 0.01],
+                [quiet_pass(TESTS[1]), cancelled_at + 0.5],
+            ]
+        ),
+    )
+    assert [r.outcome for r in run.reports_of(TESTS[0])] == ["passed"] * 3, "it ran before"
+    assert not run.reports_of(TESTS[1]), "it began after the cancel: not shown, as before"
+    assert not run.warnings, "no protocol error"

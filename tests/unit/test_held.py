@@ -29,6 +29,12 @@ def texts(message: protocol.Message) -> list[str]:
     return [text for text, _ in message[1]]
 
 
+def held_texts(path: Path) -> list[str]:
+    """The payloads in a held file (``protocol.read_held``), without their end times."""
+    with path.open("rb") as file:
+        return [text for _, text in protocol.read_held(file)]
+
+
 def make(tmp_path: Path) -> tuple[HeldResults, list[protocol.Message], Clock, Path]:
     sent: list[protocol.Message] = []
     clock = Clock()
@@ -41,10 +47,12 @@ def test_held_passes_go_out_together_in_order_and_leave_the_file_empty(tmp_path:
     for n in range(3):
         assert results.hold(payload(n), queued=MIN_QUEUED)
     assert sent == []
-    assert protocol.read_held(str(path)) == [payload(n) for n in range(3)]
+    assert held_texts(path) == [payload(n) for n in range(3)]
+    with path.open("rb") as file:
+        assert [ended for ended, _ in protocol.read_held(file)] == [100.0] * 3
     results.flush()
     assert [texts(m) for m in sent] == [[payload(n) for n in range(3)]]
-    assert protocol.read_held(str(path)) == []
+    assert held_texts(path) == []
     results.flush()
     assert len(sent) == 1, "nothing held: nothing sent"
 
@@ -98,8 +106,8 @@ def test_a_file_that_cannot_be_written_holds_nothing_more(tmp_path: Path) -> Non
     assert sent == []
 
 
-def test_reading_back_leaves_out_a_line_cut_short_and_a_missing_file(tmp_path: Path) -> None:
+def test_reading_back_leaves_out_a_line_cut_short(tmp_path: Path) -> None:
     path = tmp_path / "x.held"
-    assert protocol.read_held(str(path)) == []
-    path.write_text(payload(0) + "\n" + payload(1)[:10])
-    assert protocol.read_held(str(path)) == [payload(0)]
+    path.write_text(f"1.5 {payload(0)}\n2.5 {payload(1)[:10]}")
+    with path.open("rb") as file:
+        assert protocol.read_held(file) == [(1.5, payload(0))]
