@@ -21,8 +21,10 @@ when they are loaded.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import os
+import socket
 import sys
 import traceback
 import types
@@ -59,6 +61,7 @@ class WorkerSide:
     def pytest_configure(self, config: pytest.Config) -> None:
         self.config = config
         _rerunfailures_without_xdist(config)
+        _rerunfailures_nodelay(config)
 
     @pytest.hookimpl(trylast=True)  # after pytest-cov started its worker-side measurement
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -359,6 +362,19 @@ def _rerunfailures_lease(config: pytest.Config, workerinput: dict[str, Any]) -> 
     if old_socket is not None:
         old_socket.close()
     config.failures_db = fresh  # type: ignore[attr-defined]
+    _rerunfailures_nodelay(config)
+
+
+def _rerunfailures_nodelay(config: pytest.Config) -> None:
+    """pytest-rerunfailures' worker side sends a "set" its server does not answer, then a
+    "get": with Nagle's algorithm the second waits for the first's acknowledgement, which the
+    server's kernel delays, 40 ms a test (measured: 60 quick tests with ``--reruns 2`` took
+    3.5 s in one replica, against 0.5 s in plain pytest; ``pytest -n 2`` pays it too). The
+    messages are a few bytes each: sent at once, with ``TCP_NODELAY``."""
+    sock = getattr(getattr(config, "failures_db", None), "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _rerunfailures_without_xdist(config: pytest.Config) -> None:
