@@ -29,7 +29,8 @@ from pytest_reuse_env.controller.reporting import ReportReplayer, not_collected_
 from pytest_reuse_env.controller.summary import describe_reload
 from pytest_reuse_env.policy import ReusePolicy
 
-Handler = Callable[[Replica, Any], None]
+#: A message handler; what it returns is not read (``test_done`` says whether it reported).
+Handler = Callable[[Replica, Any], object]
 #: Why a replica that answered READY cannot serve this run (stale code, missing tests), or None.
 StaleCheck = Callable[[Replica, protocol.ReadyPayload, list[str]], "str | None"]
 #: Called with every replayed report (``--reuse-verify-cold`` records warm failures).
@@ -147,13 +148,13 @@ class ReplicaEvents:
 
     def test_done(
         self, replica: Replica, raw: str | protocol.TestPayload, ended: float | None = None
-    ) -> None:
+    ) -> bool:
         """TEST: a whole test at once (it ended before it was announced, at ``ended`` when it
-        was held back)."""
+        was held back); False when it is not shown (cancelled)."""
         payload = protocol.test_payload(raw)
         nodeid = payload["nodeid"]
         if replica.was_cancelled(nodeid) and not replica.ended_before_cancel(nodeid, ended):
-            return  # it ran before CANCEL arrived (-x): plain pytest would not have run it
+            return False  # it ran before CANCEL arrived (-x): plain pytest would not have run it
         if nodeid not in replica.in_flight:
             raise ReplicaProtocolError(f"ran {nodeid}, which it was not sent")
         self.environment_of(replica).test_started(replica, nodeid, logged=True)
@@ -171,6 +172,7 @@ class ReplicaEvents:
             else:
                 self.warning_recorded(replica, event[1])
         self.test_finished(replica, payload, ended)
+        return True
 
     def tests_done(self, replica: Replica, entries: list[list[Any]]) -> None:
         """TESTS: quiet passes a replica held back (``replica/held.py``), each a TEST that
@@ -190,10 +192,9 @@ class ReplicaEvents:
         for ended, text in protocol.read_held(replica.held_file):
             payload = protocol.test_payload(text)
             nodeid = payload["nodeid"]
-            if replica.was_cancelled(nodeid) and not replica.ended_before_cancel(nodeid, ended):
-                continue
-            if nodeid in replica.in_flight:
-                self.test_done(replica, payload, ended=ended)
+            # One it sent before it died is neither in flight nor cancelled: reported already.
+            unreported = nodeid in replica.in_flight or replica.was_cancelled(nodeid)
+            if unreported and self.test_done(replica, payload, ended=ended):
                 recovered.add(nodeid)
         replica.held_reported(recovered)
 

@@ -21,18 +21,19 @@ send. The controller takes from it only tests it still counts in flight, so one 
 before the crash is not counted twice. Replicas on other hosts and detached ones get no file
 and hold nothing.
 
-Runs inside a replica; imports the standard library and the package's ``protocol`` only.
+Runs inside a replica; imports the standard library, the package's ``protocol`` and the
+replica's ``procfs`` (its descriptor kept high, as the leak checks' files are).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
 from pytest_reuse_env import protocol
+from pytest_reuse_env.replica.procfs import keep_high
 
 #: The most quiet passes one TESTS carries.
 BATCH: Final = 16
@@ -40,9 +41,6 @@ BATCH: Final = 16
 FLUSH_SECONDS: Final = 0.05
 #: Tests queued behind the one that ended for it to be held.
 MIN_QUEUED: Final = 8
-#: Above what tests open (a test that closes descriptors by range spares it), like the leak
-#: checks' kept files.
-_HIGH_FD: Final = 1000
 _FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
 #: Bound at import, before a reloading replica wraps ``os.open`` to hear data files.
 _os_open: Final = os.open
@@ -107,12 +105,6 @@ class HeldResults:
 def _open(path: str) -> int | None:
     """The held file, emptied, written only by this process, at a high descriptor number."""
     try:
-        fd = _os_open(path, _FLAGS, 0o600)
+        return keep_high(_os_open(path, _FLAGS, 0o600))
     except OSError:
         return None
-    try:
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
-    except OSError:
-        return fd
-    os.close(fd)
-    return high

@@ -44,6 +44,18 @@ def _kept_from() -> int:
     return min(_KEPT_FROM_MAX, max(soft // 2, 3)) if soft > 0 else _KEPT_FROM_MAX
 
 
+def keep_high(fd: int, lowest: int | None = None) -> int:
+    """``fd`` moved to the lowest free number from ``lowest`` up (by default far above what
+    tests open, ``_kept_from``), close-on-exec; ``fd`` itself when no number that high is free.
+    A descriptor the replica keeps for itself (these ``/proc`` files, ``held.py``'s file)."""
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _kept_from() if lowest is None else lowest)
+    except OSError:  # no number that high: keep it where it is
+        return fd
+    os.close(fd)
+    return high
+
+
 @final
 class ProcFiles:
     """``/proc`` files kept open and read with ``pread``."""
@@ -81,13 +93,7 @@ class ProcFiles:
                 del self._fds[path]
                 if exc.errno != errno.EBADF:  # still ours: close it
                     os.close(fd)
-        fd = _os_open(path, flags | os.O_CLOEXEC)
-        try:
-            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self._from)
-        except OSError:  # no number that high: keep it where it is
-            high = fd
-        else:
-            os.close(fd)
+        high = keep_high(_os_open(path, flags | os.O_CLOEXEC), self._from)
         self._fds[path] = high
         try:
             return use(high)
@@ -119,13 +125,11 @@ def open_fds(files: ProcFiles) -> frozenset[int]:
     return files.fds
 
 
-def _fd_count(files: ProcFiles | None = None) -> int | None:
+def _fd_count(files: ProcFiles) -> int | None:
     """How many descriptors are open, from the size of ``/proc/self/fd`` (None before Linux
-    6.2, where the size is 0); with ``files``, ``fstat`` on the directory kept open there."""
+    6.2, where the size is 0): ``fstat`` on that directory, kept open in ``files``."""
     try:
-        if files is not None:
-            return files.size(f"{PROC}/fd") or None
-        return os.stat(f"{PROC}/fd").st_size or None
+        return files.size(f"{PROC}/fd") or None
     except OSError:
         return None
 

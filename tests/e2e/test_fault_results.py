@@ -143,40 +143,6 @@ def test_an_interrupt_in_one_replica_loses_no_pass_another_held_back(
     assert ended_before <= passed, sorted(ended_before - passed)
 
 
-MODULE_TEARDOWN_SUITE = """
-import pytest
-
-pytestmark = pytest.mark.reuse
-
-
-@pytest.fixture(scope="module")
-def module_resource():
-    yield
-    raise RuntimeError("module teardown boom")
-
-
-@pytest.mark.parametrize("n", range(5))
-def test_n(n, module_resource):
-    pass
-"""
-
-
-@pytest.mark.parametrize("stop", ["-x", "--maxfail=2"])
-def test_a_module_fixture_that_fails_its_teardown_never_makes_a_green_run(
-    pytester: pytest.Pytester, stop: str
-) -> None:
-    # Run one test at a time (-x), a replica tears the module down between tests or at its
-    # end, where no test's teardown report can carry the error: it was a warning and exit 0
-    # where plain pytest reports an error and exits 1 (found by a sweep).
-    pytester.makeini(RUN_SCOPE)
-    pytester.makepyfile(test_suite=MODULE_TEARDOWN_SUITE)
-    plain = run(pytester, "-p", "no:randomly", "--reuse=off", stop)
-    assert plain.ret == pytest.ExitCode.TESTS_FAILED, plain.stdout.str()
-    result = run(pytester, "-p", "no:randomly", stop)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
-    result.stdout.fnmatch_lines(["*module teardown boom*"])
-
-
 def test_pytest_exit_in_a_test_ends_the_run_with_its_returncode(
     pytester: pytest.Pytester,
 ) -> None:

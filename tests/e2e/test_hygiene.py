@@ -745,3 +745,19 @@ def test_module_fixture_teardown_error_between_tests_is_reported(
         assert re.search(r"^_+ ERROR at teardown of test_two _+$", out, re.M), out
     for name in ("test_one", "test_two", "test_three", "test_four"):
         assert re.search(rf"^PASSED test_\w_mod.py::{name}$", out, re.M), out
+
+
+@pytest.mark.parametrize("stop", ["-x", "--maxfail=2"])
+def test_module_fixture_teardown_error_one_test_at_a_time_never_makes_a_green_run(
+    pytester: pytest.Pytester, stop: str
+) -> None:
+    # Run one test at a time (-x), a replica tears the module down between tests or at its
+    # end, where no test's teardown report can carry the error: it was a warning and exit 0
+    # where plain pytest reports an error and exits 1 (found by a sweep).
+    pytester.makeini(ini("reuse_replicas = 1"))
+    pytester.makepyfile(test_a_mod=TEARDOWN_ERROR_SUITE)
+    plain = run(pytester, "-p", "no:randomly", "--reuse=off", stop)
+    assert plain.ret == pytest.ExitCode.TESTS_FAILED, plain.stdout.str()
+    result = run(pytester, "-p", "no:randomly", stop)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*module-fixture-teardown-boom*"])

@@ -127,14 +127,14 @@ def test_descriptors_are_not_listed_again_at_the_same_number(
 
     monkeypatch.setattr(procfs, "_list_fds", listing)
     procfs.open_fds(files)
-    assert listings == ([1] if procfs._fd_count() is None else []), (
+    assert listings == ([1] if procfs._fd_count(procfs.ProcFiles()) is None else []), (
         "one stat when the kernel gives the number; a listing where it does not"
     )
 
 
 def test_without_the_number_every_reading_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     """Linux before 6.2 gives /proc/self/fd a size of 0."""
-    monkeypatch.setattr(procfs, "_fd_count", lambda files=None: None)
+    monkeypatch.setattr(procfs, "_fd_count", lambda files: None)
     files = procfs.ProcFiles()
     procfs.open_fds(files)
     read, write = os.pipe()
