@@ -10,6 +10,7 @@ and ``warm`` only: never ``controller/`` nor ``replica/`` (unless a spare was st
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, final
 
 import pytest
@@ -50,16 +51,20 @@ def pytest_plugin_registered(plugin: object) -> None:
         prestart.start_spares(plugin)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """``--reuse-watch``: record imports from before the first conftest is loaded, so a later
-    edit can be traced to the tests (and conftests) it affects."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, object, object]:
+    """Before pytest captures output or loads a conftest (outermost of this hook's wrappers):
+    the spares this command's hint asks for are forked (``prestart.fork_spares``), and
+    ``--reuse-watch`` starts recording imports, so a later edit can be traced to the tests
+    (and conftests) it affects."""
+    prestart.fork_spares(early_config)
     if getattr(early_config.known_args_namespace, "reuse_watch", False) and not os.environ.get(
         protocol.REPLICA_ENV_VAR
     ):
         from pytest_reuse_env.controller.watch import record_imports
 
         record_imports(early_config)
+    return (yield)
 
 
 def _may_start_early(options: Any) -> bool:
@@ -72,6 +77,7 @@ def _may_start_early(options: Any) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    prestart.start_pending(config)
     config.addinivalue_line("markers", MARKER_HELP)
     role = role_of(config)
     if role is Role.REPLICA:

@@ -47,6 +47,8 @@ WHOLE_RUN_FILE: Final = "whole-run.json"
 MAX_COMMANDS: Final = 32
 #: The spares started this run (``controller/launch/spare.py``), for the launcher to take.
 SPARES: Final[pytest.StashKey[Spares]] = pytest.StashKey()
+#: Spares to fork once pytest has loaded its plugins (``fork_spares``).
+FORK_PENDING: Final[pytest.StashKey[int]] = pytest.StashKey()
 
 
 def command_key(config: pytest.Config) -> str:
@@ -89,18 +91,49 @@ def start_spares(config: pytest.Config) -> None:
     in a replica's or an xdist worker's own pytest (their commands are never hinted; this
     saves the read).
     A command that starts no replica (``--reuse=off``, ``--collect-only``, ``--reuse-status``)
-    has no hint: its runs never start spares."""
+    has no hint: its runs never start spares.
+    Where spares may be forked from this process (``controller/launch/fork.py``), they are
+    forked a little later, once pytest has loaded every plugin and before it loads a
+    conftest (``fork_spares``): a forked spare needs none of those imports again."""
     if os.environ.get(REPLICA_ENV_VAR) or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     count = hinted(config)
-    if count:
-        from pytest_reuse_env.controller.launch.spare import Spares
+    if not count:
+        return
+    from pytest_reuse_env.controller.launch.fork import why_not_fork
 
-        spares = config.stash[SPARES] = Spares(count)
-        config.add_cleanup(spares.end)
-        # A start that fails before pytest would run the config's cleanups (a conftest that
-        # cannot be imported): still ended, by pid, before this process exits.
-        atexit.register(spares.end)
+    if why_not_fork() is None:
+        config.stash[FORK_PENDING] = count
+    else:
+        _start(config, count, fork=False)
+
+
+def fork_spares(config: pytest.Config) -> None:
+    """The spares ``start_spares`` left to fork: forked now (pytest has loaded its plugins
+    and not yet its conftests), or popen ones where forking is no longer safe."""
+    count = config.stash.get(FORK_PENDING, 0)
+    if count:
+        del config.stash[FORK_PENDING]
+        _start(config, count, fork=True)
+
+
+def start_pending(config: pytest.Config) -> None:
+    """Spares still waiting to be forked at configure time (the plugin was registered too late
+    for ``fork_spares``, from a conftest): popen ones now."""
+    count = config.stash.get(FORK_PENDING, 0)
+    if count:
+        del config.stash[FORK_PENDING]
+        _start(config, count, fork=False)
+
+
+def _start(config: pytest.Config, count: int, *, fork: bool) -> None:
+    from pytest_reuse_env.controller.launch.spare import Spares
+
+    spares = config.stash[SPARES] = Spares(count, fork=fork)
+    config.add_cleanup(spares.end)
+    # A start that fails before pytest would run the config's cleanups (a conftest that
+    # cannot be imported): still ended, by pid, before this process exits.
+    atexit.register(spares.end)
 
 
 def remember(config: pytest.Config, started: int) -> None:

@@ -12,6 +12,7 @@ on every run, so no two would be the same command.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -112,3 +113,61 @@ def test_a_command_that_routes_nothing_any_more_ends_its_spare_and_forgets(
     result.stdout.no_fnmatch_line("*= reuse =*")
     assert data.get("environments", []) == []
     assert hints(pytester) == {}, "forgotten: the next run starts no spare"
+
+
+#: A plugin loaded before the spares fork: it registers an exit handler, and the tests say
+#: which process they ran in.
+FORK_PROBE_PLUGIN = """
+import atexit
+import os
+
+atexit.register(lambda: open("exits.txt", "a").write(f"{os.getpid()}\\n"))
+"""
+
+FORK_PROBE_TESTS = """
+import os
+import pytest
+
+@pytest.mark.reuse
+def test_where():
+    with open("/proc/self/cmdline", "rb") as mine:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as parent:
+            forked = mine.read() == parent.read()
+    with open("where.txt", "a") as f:
+        f.write(f"{os.getppid()} {forked}\\n")
+"""
+
+
+def fork_probe(pytester: pytest.Pytester, **env: str) -> list[tuple[int, str]]:
+    """Two runs of one command with the probe plugin; the second's (controller pid, forked)
+    as its test saw it, and the exit handler's lines of both runs."""
+    pytester.makeini(INI)
+    pytester.makepyfile(fork_probe=FORK_PROBE_PLUGIN, test_where=FORK_PROBE_TESTS)
+    for name, value in env.items():
+        pytester._monkeypatch.setenv(name, value)
+    for _ in range(2):
+        result = run(pytester, "-p", "fork_probe", basetemp=False)
+        result.assert_outcomes(passed=1)
+        assert wait_for(lambda: not processes_under(pytester.path))
+    lines = (pytester.path / "where.txt").read_text().split()
+    return [(int(lines[n]), lines[n + 1]) for n in range(0, len(lines), 2)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="spares fork on Linux only")
+def test_a_spare_is_forked_from_the_pytest_process_and_runs_none_of_its_exit_handlers(
+    pytester: pytest.Pytester,
+) -> None:
+    seen = fork_probe(pytester)
+    assert [forked for _, forked in seen] == ["False", "True"], "a popen replica, then a fork"
+    exits = (pytester.path / "exits.txt").read_text().split()
+    # The controllers' only (the plugin is imported in each replica too, which registers
+    # its own handler there: a popen replica's, or the forked one's after the fork).
+    assert str(seen[1][0]) in exits
+    assert len(exits) == len(set(exits)), f"an exit handler ran twice in one pid: {exits}"
+
+
+def test_spares_are_popen_interpreters_with_pytest_reuse_fork_0(
+    pytester: pytest.Pytester,
+) -> None:
+    seen = fork_probe(pytester, PYTEST_REUSE_FORK="0")
+    assert [forked for _, forked in seen] == ["False", "False"]

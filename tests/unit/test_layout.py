@@ -111,8 +111,10 @@ def test_only_the_replica_handle_writes_its_state() -> None:
 
 
 #: What the controller may import from the replica side: watch mode's controller catches up
-#: with edits with a replica's reloader, and the summary asks which tests could run at once.
+#: with edits with a replica's reloader, and the summary asks which tests could run at once;
+#: a forked spare's child runs the replica side's start.
 CONTROLLER_USES_OF_THE_REPLICA_SIDE = {
+    "controller/launch/fork.py": {"pytest_reuse_env.replica.forked"},
     "controller/watch.py": {"pytest_reuse_env.replica.reload"},
     "controller/summary.py": {"pytest_reuse_env.replica.asyncbatch.eligible"},
 }

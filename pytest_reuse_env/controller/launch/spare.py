@@ -38,7 +38,9 @@ TAKE_WAIT_SECONDS: Final = 5.0
 class Spare:
     """One interpreter running the replica's bootstrap, waiting for START."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, forked: tuple[Any, Any] | None = None) -> None:
+        """A popen gateway started on a thread, or one already ``forked`` (its gateway and
+        channel, ``fork.py``)."""
         # Plain popen, as PopenLink's: with python= execnet would send and compile its whole
         # gateway source instead of importing it.
         self._spec = f"popen//id=spare{number}"
@@ -48,8 +50,12 @@ class Spare:
         self._gateway: Any = None
         self._channel: Any = None
         self.taken = False
-        self._thread = threading.Thread(target=self._start, daemon=True, name="reuse-spare")
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if forked is not None:
+            self._gateway, self._channel = forked
+        else:
+            self._thread = threading.Thread(target=self._start, daemon=True, name="reuse-spare")
+            self._thread.start()
 
     def _start(self) -> None:
         try:
@@ -71,13 +77,25 @@ class Spare:
         """Its gateway and channel for a new replica (waiting up to ``wait`` seconds for it to
         start), or None, and then it is ended: it failed, is still starting, or is not what a
         replica started now would be."""
-        self._thread.join(wait)
+        if self._thread is not None:
+            self._thread.join(wait)
         channel = self._channel
-        if self._thread.is_alive() or channel is None or channel.isclosed() or not self.usable():
+        if (
+            (self._thread is not None and self._thread.is_alive())
+            or channel is None
+            or channel.isclosed()
+            or not self.usable()
+        ):
             self.discard()
             return None
         self.taken = True
         return self._gateway, channel
+
+    def _join(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for a popen spare's start; whether it is still starting."""
+        assert self._thread is not None
+        self._thread.join(wait)
+        return self._thread.is_alive()
 
     def discard(self) -> None:
         """Kill it now if it has started (``end`` reaps it): not taken, it is of no use."""
@@ -93,10 +111,20 @@ class Spare:
         standard input, this process's pipe, closes.)"""
         if self.taken:
             return  # its replica's link ends it
-        self._thread.join(KILL_WAIT_SECONDS)
+        if self._thread is not None:
+            self._join(KILL_WAIT_SECONDS)
         popen = gateway_popen(self._gateway)
         if popen is not None:
             wait_or_kill(popen, 0.0)
+
+
+def _fork(count: int) -> list[tuple[Any, Any]] | None:
+    """``count`` forked spares' gateways and channels, or None where forking is not safe."""
+    from pytest_reuse_env.controller.launch.fork import fork_spares, why_not_fork
+
+    if why_not_fork() is not None:
+        return None
+    return fork_spares(count, execnet.Group()) or None
 
 
 @final
@@ -104,9 +132,17 @@ class Spares:
     """The spares of this run, each offered to one launch, in the order they were started
     (launches happen on the controller's main thread)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, *, fork: bool = False) -> None:
+        """``count`` spares: forked from this process when ``fork`` and ``fork.py`` says it
+        may now, else popen ones."""
         self.count = count
-        self._spares = [Spare(number) for number in range(count)]
+        self.forked = False
+        forked = _fork(count) if fork else None
+        if forked is not None:
+            self.forked = True
+            self._spares = [Spare(number, started) for number, started in enumerate(forked)]
+        else:
+            self._spares = [Spare(number) for number in range(count)]
         self._waiting = deque(self._spares)
 
     def take(self) -> tuple[Any, Any] | None:
