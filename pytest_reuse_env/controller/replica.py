@@ -183,6 +183,9 @@ class Replica:
         self.in_flight: deque[str] = deque()
         #: Tests started and not finished, with when they started (several in async batches).
         self.running: dict[str, float] = {}
+        #: The last test it finished this run: a fixture torn down after it, between tests,
+        #: failed in that test's teardown in plain pytest.
+        self.last_finished: str | None = None
         #: Since when the first test it holds has (at the latest) been running: it starts each
         #: test as soon as the previous one ends, and quick tests are not announced.
         self.head_since: float | None = None
@@ -489,6 +492,7 @@ class Replica:
         if nodeid not in self.running:
             raise ReplicaProtocolError(f"finished {nodeid}, which it never started")
         self._done_with(nodeid, now)
+        self.last_finished = nodeid
 
     def not_collected(self, nodeid: str, now: float) -> None:
         """UNKNOWN_NODEID: it holds no such test; the controller fails it."""

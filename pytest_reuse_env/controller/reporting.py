@@ -113,9 +113,21 @@ class ReportReplayer:
     """Replays reports into the controller's pytest session and makes up the ones no replica
     could send (a crash, a test no replica could run)."""
 
-    def __init__(self, config: pytest.Config, items: dict[str, pytest.Item], *, labels: bool):
+    def __init__(
+        self,
+        config: pytest.Config,
+        items: dict[str, pytest.Item],
+        *,
+        labels: bool,
+        current_test_only: bool = False,
+    ):
         self.config = config
         self.items = items
+        #: An xdist worker: every report must be of the test it is running.
+        self.current_test_only = current_test_only
+        #: Teardown errors from between tests waiting for the replica's next teardown report
+        #: (``current_test_only``), by replica id.
+        self._pending_teardown: dict[str, list[str]] = {}
         #: Give reports the xdist-style ``node`` (the "[r0 warm]" prefix); not inside an xdist
         #: worker, where xdist sets its own and serializes it.
         self.labels = labels
@@ -193,6 +205,8 @@ class ReportReplayer:
 
     def replay(self, report: pytest.TestReport, replica: Replica) -> None:
         self.label(report, replica)
+        if self._pending_teardown:
+            self._carry_teardown_error(report, replica)
         extras = report.__dict__
         terminal = extras.pop(protocol.REPORT_TERMINAL, None)
         self._record_xml(
@@ -344,8 +358,46 @@ class ReportReplayer:
         self.completed.add(nodeid)
 
     def teardown_error(self, replica: Replica, text: str) -> None:
+        """A fixture's finalizer failed in ``replica`` between tests (its next test came, or
+        the run ended): plain pytest reports it at the teardown of the test it ran after, so
+        that test gets a teardown error now, after its own reports (a second teardown report:
+        junitxml lists the test twice). In an xdist worker, which reports only the test it
+        runs, the error goes with the next test's teardown from that replica instead (the
+        message names the test it came after). With no such test of this run (a warm
+        replica's module left from the last run it served, the end of the run in an xdist
+        worker), a warning. Either way the run exits 1 (``teardown_errors``)."""
         self.teardown_errors.append((replica.id, text))
-        self.warn(f"fixture teardown failed in replica {replica.id} between tests:\n{text}")
+        after = replica.last_finished
+        item = self.items.get(after or "")
+        if item is None or item.nodeid not in self.completed:
+            self.warn(f"fixture teardown failed in replica {replica.id} between tests:\n{text}")
+            return
+        message = (
+            f"fixture teardown failed in replica {replica.id} after {item.nodeid}, when its "
+            f"module or class was torn down (between tests):\n{text}"
+        )
+        if self.current_test_only:
+            self._pending_teardown.setdefault(replica.id, []).append(message)
+            return
+        report = synthetic_report(item, "teardown", "failed", message)
+        self.label(report, replica)
+        item.ihook.pytest_runtest_logreport(report=report)
+
+    def _carry_teardown_error(self, report: pytest.TestReport, replica: Replica) -> None:
+        """In an xdist worker: a teardown error from between tests becomes the error of this
+        passed teardown (the next test the replica ran)."""
+        pending = self._pending_teardown.get(replica.id)
+        if pending and report.when == "teardown" and report.passed:
+            report.outcome = "failed"
+            report.longrepr = "\n\n".join(pending)
+            del self._pending_teardown[replica.id]
+
+    def warn_pending(self) -> None:
+        """End of the run: teardown errors no later test could carry are warnings."""
+        for replica_id, messages in self._pending_teardown.items():
+            for message in messages:
+                self.warn(message.replace(f"replica {replica_id} after", f"replica {replica_id}"))
+        self._pending_teardown.clear()
 
     def warn(self, message: str) -> None:
         """A warning in pytest's warnings summary, about replicas rather than one test."""

@@ -76,7 +76,12 @@ class ReuseController:
         self.routes: dict[str, Environment] = {}
         self.items: dict[str, pytest.Item] = {}
         # Labels ([r0 warm]) ride on report.node, which xdist sets and serializes itself.
-        self.reports = ReportReplayer(config, self.items, labels=role_of(config) is Role.CONTROLLER)
+        self.reports = ReportReplayer(
+            config,
+            self.items,
+            labels=role_of(config) is Role.CONTROLLER,
+            current_test_only=role_of(config) is Role.XDIST_WORKER,
+        )
         self.completed = self.reports.completed
         self._cancelled = False
         self.session: pytest.Session | None = None
@@ -511,14 +516,15 @@ class ReuseController:
         else:
             self.shutdown(self.settings.teardown_timeout)
         self.nodes.finish()
+        self.reports.warn_pending()
         if self.reports.teardown_errors and session.exitstatus == pytest.ExitCode.OK:
             # A finalizer that failed between tests (run one at a time, -x, a test's module
-            # torn down when the next came): plain pytest reports it as an error of the test
-            # it ran after, so its run is never green. The warning says which.
+            # torn down when the next came, or at the end): plain pytest reports it as an
+            # error of the test it ran after, so its run is never green.
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             self._note(
-                "exit status 1: a fixture's teardown failed in a replica between tests (see the "
-                "warnings summary), which plain pytest reports as an error"
+                "exit status 1: a fixture's teardown failed in a replica between tests (see "
+                "above), which plain pytest reports as an error"
             )
         ran = [r for env in self.environments.values() for r in env.history]
         self.run_outputs.merge(ran, self.reports.warn)

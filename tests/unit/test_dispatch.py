@@ -62,6 +62,52 @@ def test_warnings_and_teardown_errors_reach_the_warnings_summary() -> None:
     assert "fixture teardown failed in replica r0" in str(teardown["warning_message"].message)
 
 
+def test_a_teardown_error_between_tests_is_an_error_of_the_test_it_ran_after() -> None:
+    # Plain pytest tears a module down in its last test's teardown and reports the error
+    # there; a replica that did not know the next test tears it down between tests.
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run.run_test(r0, TESTS[1], warm=True)
+    (error,) = run.failed(TESTS[0])
+    assert error.when == "teardown"
+    assert "Traceback: finalizer failed" in str(error.longrepr)
+    assert f"after {TESTS[0]}" in str(error.longrepr)
+    assert run.failed(TESTS[1]) == []
+    assert run.warnings == []
+
+
+def test_in_an_xdist_worker_a_teardown_error_between_tests_goes_with_the_next_teardown() -> None:
+    # xdist's worker takes reports of the test it runs only: the error is the next test's.
+    run = started_run(TESTS)
+    run.reports.current_test_only = True
+    r0 = run.replicas[0]
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    assert run.failed(TESTS[0]) == []
+    run.run_test(r0, TESTS[1], warm=True)
+    (error,) = run.failed(TESTS[1])
+    assert (error.when, error.nodeid) == ("teardown", TESTS[1])
+    assert f"after {TESTS[0]}" in str(error.longrepr)
+    assert "Traceback: finalizer failed" in str(error.longrepr)
+    run.run_test(r0, TESTS[2], warm=True)
+    assert run.failed(TESTS[2]) == [], "carried once"
+    assert run.warnings == []
+
+
+def test_a_teardown_error_no_later_test_carries_is_a_warning_at_the_end() -> None:
+    run = started_run(TESTS)
+    run.reports.current_test_only = True
+    r0 = run.replicas[0]
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run.reports.warn_pending()
+    (warning,) = run.warnings
+    assert "fixture teardown failed in replica r0" in str(warning["warning_message"].message)
+    assert run.reports.teardown_errors, "the run exits 1"
+
+
 def test_an_unknown_message_fails_the_test_in_flight_once_and_hands_the_rest_back() -> None:
     run = started_run(TESTS)
     r0 = run.replicas[0]
