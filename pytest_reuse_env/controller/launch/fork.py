@@ -20,6 +20,7 @@ ending it (ask, wait, kill, reap by pid) is the same code as for a popen gateway
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -97,6 +98,27 @@ def fork_spares(count: int, group: execnet.Group) -> list[tuple[Any, Any]]:
     children: list[tuple[int, int, int]] = []  # pid, our write end, our read end
     for stream in (sys.stdout, sys.stderr):  # what is buffered is written once, by us
         stream.flush()
+    # The children's collector then leaves what they inherit alone: it would copy every page
+    # it touches and walk this process's objects at each full collection. We take them back.
+    gc.freeze()
+    try:
+        _fork_children(count, children)
+    finally:
+        gc.unfreeze()
+    started = []
+    for number, (pid, write_end, read_end) in enumerate(children):
+        spec = XSpec(f"popen//id=spare{number}")
+        spec.execmodel = group.remote_execmodel.backend
+        io = _ForkIO(ForkedProcess(pid), write_end, read_end, group.execmodel)
+        gateway = execnet.Gateway(io, spec)
+        group._register(gateway)
+        started.append((gateway, gateway.remote_exec(BOOTSTRAP)))
+    return started
+
+
+def _fork_children(count: int, children: list[tuple[int, int, int]]) -> None:
+    """Fork up to ``count`` children, each serving execnet on its own two pipes; append each
+    one's (pid, our write end, our read end) to ``children``."""
     for number in range(count):
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
@@ -105,7 +127,7 @@ def fork_spares(count: int, group: execnet.Group) -> list[tuple[Any, Any]]:
         except OSError:  # out of processes or memory: the ones forked so far, or popen ones
             for fd in (down_read, down_write, up_read, up_write):
                 os.close(fd)
-            break
+            return
         if pid == 0:  # the child: never returns
             for _, write_end, read_end in children:  # its elder siblings' pipes
                 os.close(write_end)
@@ -118,12 +140,3 @@ def fork_spares(count: int, group: execnet.Group) -> list[tuple[Any, Any]]:
         os.close(down_read)
         os.close(up_write)
         children.append((pid, down_write, up_read))
-    started = []
-    for number, (pid, write_end, read_end) in enumerate(children):
-        spec = XSpec(f"popen//id=spare{number}")
-        spec.execmodel = group.remote_execmodel.backend
-        io = _ForkIO(ForkedProcess(pid), write_end, read_end, group.execmodel)
-        gateway = execnet.Gateway(io, spec)
-        group._register(gateway)
-        started.append((gateway, gateway.remote_exec(BOOTSTRAP)))
-    return started
