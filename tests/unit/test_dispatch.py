@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_reuse_env import protocol
-from pytest_reuse_env.controller.replica import EndKind, ReplicaState
+from pytest_reuse_env.controller.replica import EndKind, Replica, ReplicaState
 from tests.unit.fakes import Run, phase, ready, started_run
 
 TESTS = ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
@@ -62,13 +62,20 @@ def test_warnings_and_teardown_errors_reach_the_warnings_summary() -> None:
     assert "fixture teardown failed in replica r0" in str(teardown["warning_message"].message)
 
 
-def test_a_teardown_error_between_tests_is_an_error_of_the_test_it_ran_after() -> None:
-    # Plain pytest tears a module down in its last test's teardown and reports the error
-    # there; a replica that did not know the next test tears it down between tests.
+def teardown_error_after_first_test(*, xdist_worker: bool) -> tuple[Run, Replica]:
+    """A run whose replica ran TESTS[0], then said a finalizer failed (between tests)."""
     run = started_run(TESTS)
+    run.reports.current_test_only = xdist_worker
     r0 = run.replicas[0]
     run.run_test(r0, TESTS[0])
     run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    return run, r0
+
+
+def test_a_teardown_error_between_tests_is_an_error_of_the_test_it_ran_after() -> None:
+    # Plain pytest tears a module down in its last test's teardown and reports the error
+    # there; a replica that did not know the next test tears it down between tests.
+    run, r0 = teardown_error_after_first_test(xdist_worker=False)
     run.run_test(r0, TESTS[1], warm=True)
     (error,) = run.failed(TESTS[0])
     assert error.when == "teardown"
@@ -80,11 +87,7 @@ def test_a_teardown_error_between_tests_is_an_error_of_the_test_it_ran_after() -
 
 def test_in_an_xdist_worker_a_teardown_error_between_tests_goes_with_the_next_teardown() -> None:
     # xdist's worker takes reports of the test it runs only: the error is the next test's.
-    run = started_run(TESTS)
-    run.reports.current_test_only = True
-    r0 = run.replicas[0]
-    run.run_test(r0, TESTS[0])
-    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run, r0 = teardown_error_after_first_test(xdist_worker=True)
     assert run.failed(TESTS[0]) == []
     run.run_test(r0, TESTS[1], warm=True)
     (error,) = run.failed(TESTS[1])
@@ -97,11 +100,7 @@ def test_in_an_xdist_worker_a_teardown_error_between_tests_goes_with_the_next_te
 
 
 def test_a_teardown_error_no_later_test_carries_is_a_warning_at_the_end() -> None:
-    run = started_run(TESTS)
-    run.reports.current_test_only = True
-    r0 = run.replicas[0]
-    run.run_test(r0, TESTS[0])
-    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run, _ = teardown_error_after_first_test(xdist_worker=True)
     run.reports.warn_pending()
     (warning,) = run.warnings
     assert "fixture teardown failed in replica r0" in str(warning["warning_message"].message)
