@@ -5,18 +5,20 @@ The controller forks before its conftests are loaded and before pytest captures 
 (``controller/launch/fork.py`` says when it may): the child then holds pytest and every plugin
 already imported, and serves the same execnet worker a popen gateway's interpreter would
 (standard input and output on ``/dev/null``, standard error inherited until the replica sends
-it to its log). What it must not keep of its parent is cleared first: the parent's exit
-handlers and its assertion-rewriting import hook (the replica's own pytest installs its own).
+it to its log). What it must not keep of its parent is cleared first: the parent's
+assertion-rewriting import hook (the replica's own pytest installs its own).
 
 It never returns into the stack it was forked from (pytest's, with its ``finally`` blocks and
-cleanups, which are the parent's to run): it ends with ``os._exit``, after its own exit
-handlers, as an interpreter would.
+cleanups, which are the parent's to run): it ends with ``os._exit``, after the exit handlers
+(those registered before the fork, as a popen replica would have registered them too, and its
+own), as an interpreter would.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -25,12 +27,16 @@ from typing import NoReturn
 FAILED_EXIT = 70
 
 
-def serve_forked(read_fd: int, write_fd: int, gateway_id: str) -> NoReturn:
+def serve_forked(
+    read_fd: int, write_fd: int, gateway_id: str, signal_mask: set[int | signal.Signals]
+) -> NoReturn:
     """The forked child's whole life: serve execnet on ``read_fd``/``write_fd`` until the
-    controller's gateway exits, then end the process."""
+    controller's gateway exits, then end the process. ``signal_mask``: the parent's, restored
+    once the child is set up (the fork blocks SIGINT)."""
     status = FAILED_EXIT
     try:
         _forget_parent()
+        signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
         from execnet.gateway_base import Popen2IO, get_execmodel, serve
 
         execmodel = get_execmodel("thread")
@@ -49,8 +55,9 @@ def serve_forked(read_fd: int, write_fd: int, gateway_id: str) -> NoReturn:
 
 
 def _forget_parent() -> None:
-    """What the child must not keep of the pytest process it was forked from."""
-    atexit._clear()  # the parent's handlers are the parent's to run
+    """What the child must not keep of the pytest process it was forked from. Its exit
+    handlers stay: a popen replica would have registered the same ones as it imported the
+    same modules (``logging.shutdown``, a plugin's), and they flush what this process wrote."""
     # The parent's config installed its import hook; the replica's own pytest installs one.
     sys.meta_path[:] = [
         finder for finder in sys.meta_path if type(finder).__name__ != "AssertionRewritingHook"

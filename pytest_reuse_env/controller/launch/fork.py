@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -101,10 +102,14 @@ def fork_spares(count: int, group: execnet.Group) -> list[tuple[Any, Any]]:
     # The children's collector then leaves what they inherit alone: it would copy every page
     # it touches and walk this process's objects at each full collection. We take them back.
     gc.freeze()
+    # A Ctrl-C during the forks would land in an after-fork hook (logging's, random's), which
+    # only prints it and carries on: it waits until they are done, and is then raised here.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        _fork_children(count, children)
+        _fork_children(count, children, blocked)
     finally:
         gc.unfreeze()
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     started = []
     for number, (pid, write_end, read_end) in enumerate(children):
         spec = XSpec(f"popen//id=spare{number}")
@@ -116,9 +121,12 @@ def fork_spares(count: int, group: execnet.Group) -> list[tuple[Any, Any]]:
     return started
 
 
-def _fork_children(count: int, children: list[tuple[int, int, int]]) -> None:
+def _fork_children(
+    count: int, children: list[tuple[int, int, int]], signal_mask: set[int | signal.Signals]
+) -> None:
     """Fork up to ``count`` children, each serving execnet on its own two pipes; append each
-    one's (pid, our write end, our read end) to ``children``."""
+    one's (pid, our write end, our read end) to ``children``. A child restores
+    ``signal_mask`` once it is set up."""
     for number in range(count):
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
@@ -136,7 +144,7 @@ def _fork_children(count: int, children: list[tuple[int, int, int]]) -> None:
             os.close(up_read)
             from pytest_reuse_env.replica.forked import serve_forked
 
-            serve_forked(down_read, up_write, f"spare{number}")
+            serve_forked(down_read, up_write, f"spare{number}", signal_mask)
         os.close(down_read)
         os.close(up_write)
         children.append((pid, down_write, up_read))
