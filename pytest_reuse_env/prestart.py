@@ -111,19 +111,20 @@ def start_spares(config: pytest.Config) -> None:
 def fork_spares(config: pytest.Config) -> None:
     """The spares ``start_spares`` left to fork: forked now (pytest has loaded its plugins
     and not yet its conftests), or popen ones where forking is no longer safe."""
-    count = config.stash.get(FORK_PENDING, 0)
-    if count:
-        del config.stash[FORK_PENDING]
-        _start(config, count, fork=True)
+    _start_pending(config, fork=True)
 
 
 def start_pending(config: pytest.Config) -> None:
     """Spares still waiting to be forked at configure time (the plugin was registered too late
     for ``fork_spares``, from a conftest): popen ones now."""
+    _start_pending(config, fork=False)
+
+
+def _start_pending(config: pytest.Config, *, fork: bool) -> None:
     count = config.stash.get(FORK_PENDING, 0)
     if count:
         del config.stash[FORK_PENDING]
-        _start(config, count, fork=False)
+        _start(config, count, fork=fork)
 
 
 def _start(config: pytest.Config, count: int, *, fork: bool) -> None:

@@ -41,6 +41,14 @@ def synthetic_report(
     )
 
 
+def _teardown_message(replica_id: str, after: str, text: str) -> str:
+    """A finalizer's failure in a replica between tests, after the test ``after``."""
+    return (
+        f"fixture teardown failed in replica {replica_id} after {after}, when its module or "
+        f"class was torn down (between tests):\n{text}"
+    )
+
+
 def warning_from_payload(payload: protocol.WarningPayload) -> warnings.WarningMessage:
     """Rebuild a replica's warning so pytest's warnings summary shows it as its own."""
     category: type[Warning] = UserWarning
@@ -126,8 +134,8 @@ class ReportReplayer:
         #: An xdist worker: every report must be of the test it is running.
         self.current_test_only = current_test_only
         #: Teardown errors from between tests waiting for the replica's next teardown report
-        #: (``current_test_only``), by replica id.
-        self._pending_teardown: dict[str, list[str]] = {}
+        #: (``current_test_only``), by replica id: (the test it came after, the traceback).
+        self._pending_teardown: dict[str, list[tuple[str, str]]] = {}
         #: Give reports the xdist-style ``node`` (the "[r0 warm]" prefix); not inside an xdist
         #: worker, where xdist sets its own and serializes it.
         self.labels = labels
@@ -367,21 +375,17 @@ class ReportReplayer:
         replica's module left from the last run it served, the end of the run in an xdist
         worker), a warning. Either way the run exits 1 (``teardown_errors``)."""
         self.teardown_errors.append((replica.id, text))
-        after = replica.last_finished
-        item = self.items.get(after or "")
+        item = self.items.get(replica.last_finished or "")
         if item is None or item.nodeid not in self.completed:
             self.warn(f"fixture teardown failed in replica {replica.id} between tests:\n{text}")
-            return
-        message = (
-            f"fixture teardown failed in replica {replica.id} after {item.nodeid}, when its "
-            f"module or class was torn down (between tests):\n{text}"
-        )
-        if self.current_test_only:
-            self._pending_teardown.setdefault(replica.id, []).append(message)
-            return
-        report = synthetic_report(item, "teardown", "failed", message)
-        self.label(report, replica)
-        item.ihook.pytest_runtest_logreport(report=report)
+        elif self.current_test_only:
+            self._pending_teardown.setdefault(replica.id, []).append((item.nodeid, text))
+        else:
+            report = synthetic_report(
+                item, "teardown", "failed", _teardown_message(replica.id, item.nodeid, text)
+            )
+            self.label(report, replica)
+            item.ihook.pytest_runtest_logreport(report=report)
 
     def _carry_teardown_error(self, report: pytest.TestReport, replica: Replica) -> None:
         """In an xdist worker: a teardown error from between tests becomes the error of this
@@ -389,14 +393,16 @@ class ReportReplayer:
         pending = self._pending_teardown.get(replica.id)
         if pending and report.when == "teardown" and report.passed:
             report.outcome = "failed"
-            report.longrepr = "\n\n".join(pending)
+            report.longrepr = "\n\n".join(
+                _teardown_message(replica.id, after, text) for after, text in pending
+            )
             del self._pending_teardown[replica.id]
 
     def warn_pending(self) -> None:
         """End of the run: teardown errors no later test could carry are warnings."""
-        for replica_id, messages in self._pending_teardown.items():
-            for message in messages:
-                self.warn(message.replace(f"replica {replica_id} after", f"replica {replica_id}"))
+        for replica_id, pending in self._pending_teardown.items():
+            for after, text in pending:
+                self.warn(_teardown_message(replica_id, after, text))
         self._pending_teardown.clear()
 
     def warn(self, message: str) -> None:

@@ -77,15 +77,9 @@ class Spare:
         """Its gateway and channel for a new replica (waiting up to ``wait`` seconds for it to
         start), or None, and then it is ended: it failed, is still starting, or is not what a
         replica started now would be."""
-        if self._thread is not None:
-            self._thread.join(wait)
+        starting = self._thread is not None and self._join(wait)
         channel = self._channel
-        if (
-            (self._thread is not None and self._thread.is_alive())
-            or channel is None
-            or channel.isclosed()
-            or not self.usable()
-        ):
+        if starting or channel is None or channel.isclosed() or not self.usable():
             self.discard()
             return None
         self.taken = True
@@ -136,10 +130,8 @@ class Spares:
         """``count`` spares: forked from this process when ``fork`` and ``fork.py`` says it
         may now, else popen ones."""
         self.count = count
-        self.forked = False
         forked = _fork(count) if fork else None
         if forked is not None:
-            self.forked = True
             self._spares = [Spare(number, started) for number, started in enumerate(forked)]
         else:
             self._spares = [Spare(number) for number in range(count)]
