@@ -140,9 +140,26 @@ class Router:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self) -> None:
-        """``reuse_all``: every test is routed, so its replica starts now, before collection."""
-        if self._start_early and self.settings.apply_all is not None:
+        """``reuse_all``: every test is routed, so its replica starts now, before collection.
+        So do the environments that had a routed test in every file of this command's last
+        run (``prestart.every_file``): their replicas collect the run's arguments alongside
+        this process, rather than after it, waiting for the list of their files."""
+        if not self._start_early:
+            return
+        if self.settings.apply_all is not None:
             self._early_replica(self.settings.apply_all, every_test=True)
+            return
+        hinted = prestart.every_file(self.config)
+        if hinted and self._loop_owner() is None:
+            from pytest_reuse_env.policy import PolicyError, ReusePolicy
+
+            for described in hinted:
+                try:
+                    policy = ReusePolicy.parse(described)
+                except PolicyError:  # written by another version of the plugin: no hint
+                    continue
+                # The first routed test still starts its own environment, if another.
+                self._controller().start_hinted(policy)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """The first routed test collected: its environment's replica starts now, while the
@@ -162,10 +179,13 @@ class Router:
 
     def _early_replica(self, policy: ReusePolicy, *, every_test: bool) -> None:
         self._start_early = False
+        if self._loop_owner() is None:  # else reuse is off for this run (see below)
+            self._controller().start_early(policy, every_test=every_test)
+
+    def _loop_owner(self) -> str | None:
         from pytest_reuse_env.controller.nodes import loop_owner
 
-        if loop_owner(self.config) is None:  # else reuse is off for this run (see below)
-            self._controller().start_early(policy, every_test=every_test)
+        return loop_owner(self.config)
 
     def _controller(self) -> ReuseController:
         if self.controller is None:
@@ -197,9 +217,7 @@ class Router:
         policies = resolve_policies(session.items, self.settings)
         if not policies and not self.config.getoption("reuse_fresh") and self.controller is None:
             return
-        from pytest_reuse_env.controller.nodes import loop_owner
-
-        owner = loop_owner(self.config)
+        owner = self._loop_owner()
         if owner is not None:
             self._warn(
                 f"reuse is off for this run: plugin {owner!r} runs the tests itself "
@@ -219,9 +237,12 @@ class Router:
         spares = self.config.stash.get(prestart.SPARES, None)
         if spares is not None:
             spares.release()
-        started = self.controller.launcher.popen.launched if self.controller is not None else 0
+        controller = self.controller
+        started = controller.started_for_tests() if controller is not None else 0
         if started != (spares.count if spares is not None else 0):
             prestart.remember(self.config, started)
+        if started:
+            prestart.remember_every_file(self.config, controller.every_file if controller else [])
 
     def _warn(self, message: str) -> None:
         """A line in pytest's warnings summary (a warning raised now would meet the user's

@@ -14,7 +14,16 @@ The hints are one small file in the registry directory (``<cache_dir>/reuse/pres
 a count per command, for the last ``MAX_COMMANDS`` commands. A run of a command with no hint
 reads that file and nothing more; a run that routes nothing and had no hint never touches it.
 
-A second file, ``whole-run.json``, names per command the environments whose run-scoped
+A second file, ``every-file.json``, names per command the environments that had a routed test
+in every file its last run collected (their policies' ini form, ``ReusePolicy.describe``). They
+start their replicas at session start, before this process collects (the plugin's ``Router``),
+and those collect the run's arguments alongside it, as under ``reuse_all``: their list of files
+would have been every file anyway, and waiting for it put the replicas' collection after this
+process's. A hint gone stale costs only time: a policy no longer used starts replicas that get
+no test and end with the run; a test file added since, with no test of that environment, is
+collected by its replicas too, as under ``reuse_all``.
+
+A third file, ``whole-run.json``, names per command the environments whose run-scoped
 replicas collect every file of the run rather than only their tests' (``whole_run``): a
 replica with its list could not serve one of that command's runs, and each later run would
 pay for finding it out again.
@@ -41,6 +50,8 @@ if TYPE_CHECKING:
     from pytest_reuse_env.controller.launch.spare import Spares
 
 HINTS_FILE: Final = "prestart.json"
+#: Environments with a routed test in every file, per command (``every_file``).
+EVERY_FILE_FILE: Final = "every-file.json"
 #: Environments whose replicas collect every file, per command (``whole_run``).
 WHOLE_RUN_FILE: Final = "whole-run.json"
 #: Commands remembered; the oldest hint goes first.
@@ -49,6 +60,8 @@ MAX_COMMANDS: Final = 32
 SPARES: Final[pytest.StashKey[Spares]] = pytest.StashKey()
 #: Spares to fork once pytest has loaded its plugins (``fork_spares``).
 FORK_PENDING: Final[pytest.StashKey[int]] = pytest.StashKey()
+#: This command's ``every_file`` entry, once read.
+EVERY_FILE: Final[pytest.StashKey[list[str]]] = pytest.StashKey()
 
 
 def command_key(config: pytest.Config) -> str:
@@ -148,6 +161,37 @@ def remember(config: pytest.Config, started: int) -> None:
     if started > 0:
         hints[key] = started  # last: the newest
     _write(config, HINTS_FILE, hints)
+
+
+def every_file(config: pytest.Config) -> list[str]:
+    """The environments (policies' ini form) that had a routed test in every file this
+    command's last run collected: their replicas start at session start and collect the run's
+    arguments. Read only for a command with a hint."""
+    return _every_file(config) if hinted(config) else []
+
+
+def _every_file(config: pytest.Config) -> list[str]:
+    """This command's ``every_file`` entry, read once a run."""
+    described = config.stash.get(EVERY_FILE, None)
+    if described is None:
+        entry = _load(config, EVERY_FILE_FILE).get(command_key(config))
+        listed = entry if isinstance(entry, list) else []
+        described = config.stash[EVERY_FILE] = [d for d in listed if isinstance(d, str)]
+    return described
+
+
+def remember_every_file(config: pytest.Config, described: list[str]) -> None:
+    """Record this run's ``every_file`` environments where they changed; none forgets the
+    command's entry. Like ``remember``, no error when it cannot be written."""
+    if described == _every_file(config):
+        return
+    config.stash[EVERY_FILE] = described
+    data = _load(config, EVERY_FILE_FILE)
+    key = command_key(config)
+    data.pop(key, None)
+    if described:
+        data[key] = described  # last: the newest
+    _write(config, EVERY_FILE_FILE, data)
 
 
 def whole_run(config: pytest.Config) -> dict[str, str]:

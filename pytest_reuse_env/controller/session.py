@@ -127,6 +127,12 @@ class ReuseController:
         if self.launcher.files.enabled:
             self.launcher.files.remembered(prestart.whole_run(config))
         self._collections = 0
+        #: ``_every_file``, from the first collection (the plugin writes it in the hint).
+        self.every_file: list[str] = []
+        #: Environments started on the hint (``start_hinted``), and those of them no test was
+        #: routed to (known once collected).
+        self._hinted: list[Environment] = []
+        self.unused: list[Environment] = []
 
     # -- collection --------------------------------------------------------------------------
 
@@ -150,6 +156,8 @@ class ReuseController:
         self.session = session
         if self.config.option.collectonly or not policies:
             self.launcher.files.known({}, [], self.clock.monotonic())
+            if first:
+                self.unused = list(self._hinted)
             return
         routed = (item for item in session.items if item.nodeid in policies)
         placement = ordering.keep_local(self.config, routed, xdist_worker=self.in_xdist_worker)
@@ -168,12 +176,16 @@ class ReuseController:
                 environment = self.routes[item.nodeid] = self._environment(policy)
                 routed_to.setdefault(environment, []).append(item.nodeid)
                 self.items[item.nodeid] = item
+        files = {
+            environment: files_of(self.items[n] for n in nodeids)
+            for environment, nodeids in routed_to.items()
+        }
+        if first and not self.in_xdist_worker:
+            self.every_file = self._every_file(files, session.items)
+            self.unused = [env for env in self._hinted if env not in routed_to]
         if self.launcher.files.wants_lists:
             self.launcher.files.known(
-                {
-                    environment.name: files_of(self.items[n] for n in nodeids)
-                    for environment, nodeids in routed_to.items()
-                },
+                {environment.name: listed for environment, listed in files.items()},
                 loaded_conftests(self.config),
                 self.clock.monotonic(),
                 expect={
@@ -188,6 +200,39 @@ class ReuseController:
                 environment.warm_up(1)
             else:
                 environment.submit(routed_to.get(environment, []))
+
+    def _every_file(
+        self, files: dict[Environment, list[str] | None], items: list[pytest.Item]
+    ) -> list[str]:
+        """The run-scoped environments on this machine with a routed test in every file this
+        run collected (``ReusePolicy.describe``): the command's next run starts them at
+        session start (``prestart.every_file``)."""
+        candidates = [
+            (environment, listed)
+            for environment, listed in files.items()
+            if listed
+            and environment.policy.scope == "run"
+            and not self.launcher.on_hosts(environment.policy)
+        ]
+        if not candidates:
+            return []
+        collected = files_of(items)
+        return [e.policy.describe() for e, listed in candidates if listed == collected]
+
+    def started_for_tests(self) -> int:
+        """Run-scoped replicas started on this machine by the end of collection, but for
+        those of a hinted environment no test was routed to (the command's next hint)."""
+        unused = sum(len(env.history) for env in self.unused)
+        return max(0, self.launcher.popen.launched - unused)
+
+    def start_hinted(self, policy: ReusePolicy) -> None:
+        """``start_early`` for an environment this command's last run had a routed test in
+        every file of (``prestart.every_file``): its replicas collect the run's arguments. If
+        no test is routed to it this time, it is left out of the summary and the next hint,
+        like a spare nothing took (its replicas end as the environment is done)."""
+        environment = self._environment(policy)
+        self.start_early(policy, every_test=True)
+        self._hinted.append(environment)
 
     def start_early(self, policy: ReusePolicy, *, every_test: bool = False) -> None:
         """Start (or, ``scope="global"``, attach) the replicas ``policy`` asks for at least (its
@@ -538,6 +583,7 @@ class ReuseController:
                 )
             )
             for env in self.environments.values()
+            if env not in self.unused
         ]
         for note in self.launcher.files.notes:
             self._note(note)

@@ -173,3 +173,70 @@ def test_spares_are_popen_interpreters_with_pytest_reuse_fork_0(
 ) -> None:
     seen = fork_probe(pytester, PYTEST_REUSE_FORK="0")
     assert [forked for _, _, forked in seen] == ["False", "False"]
+
+
+# -- environments with a test in every file start at session start ---------------------------
+
+#: A test file of the run with no routed test: it says when a replica imports it.
+UNROUTED = """
+import os
+
+if os.environ.get("PYTEST_REUSE_REPLICA"):
+    open("imported-in-a-replica", "w").close()
+
+
+def test_here():
+    assert not os.environ.get("PYTEST_REUSE_REPLICA")
+"""
+
+
+def every_file_hints(pytester: pytest.Pytester) -> list[list[str]]:
+    path = pytester.path / ".pytest_cache" / "reuse" / "every-file.json"
+    return list(json.loads(path.read_text()).values()) if path.exists() else []
+
+
+def test_an_environment_with_a_test_in_every_file_starts_before_collection_next_run(
+    pytester: pytest.Pytester,
+) -> None:
+    """Its replica collects the run's arguments, alongside the pytest process: a file added
+    since, with no routed test, is imported there too (as under reuse_all) and its test still
+    runs here; the hint then no longer names the environment, and the next run's replica
+    collects only its own files again."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_quick=TESTS, test_more=TESTS)
+    first, _ = reuse_run(pytester)
+    first.assert_outcomes(passed=10)
+    assert every_file_hints(pytester) == [
+        ["replicas=1 idle_ttl=30 concurrency=1 scaledown_ttl=30 scope=run"]
+    ]
+    pytester.makepyfile(test_unrouted=UNROUTED)
+    second, data = reuse_run(pytester)
+    second.assert_outcomes(passed=11)
+    assert spares_used(data) == [True]
+    assert (pytester.path / "imported-in-a-replica").exists(), "collected the whole run"
+    assert every_file_hints(pytester) == [], "not every file holds a routed test any more"
+    (pytester.path / "imported-in-a-replica").unlink()
+    third, _ = reuse_run(pytester)
+    third.assert_outcomes(passed=11)
+    assert not (pytester.path / "imported-in-a-replica").exists(), "only its own files"
+
+
+def test_a_hinted_environment_no_test_uses_any_more_ends_with_the_run(
+    pytester: pytest.Pytester,
+) -> None:
+    """The policy changed since the hint (the ini asks for another scaledown_ttl): the hinted
+    environment's replica starts, gets no test and ends; the tests run in the new one."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_quick=TESTS)
+    reuse_run(pytester)[0].assert_outcomes(passed=5)
+    pytester.makeini(INI + "reuse_scaledown_ttl = 45\n")
+    result, data = reuse_run(pytester)  # reuse_run checks no process is left
+    result.assert_outcomes(passed=5)
+    ran = {r["id"] for env in data["environments"] for r in env["replicas"] if r["tests_run"]}
+    assert len(ran) == 1, data
+    assert every_file_hints(pytester) == [
+        ["replicas=1 idle_ttl=30 concurrency=1 scaledown_ttl=45 scope=run"]
+    ]
+    again, data = reuse_run(pytester)
+    again.assert_outcomes(passed=5)
+    assert spares_used(data) == [True], again.stdout.str()

@@ -21,6 +21,7 @@ class FakeConfig:
     def __init__(self, root: Path, args: tuple[str, ...] = ("tests",)) -> None:
         self.rootpath = root
         self.invocation_params = SimpleNamespace(args=args, dir=root)
+        self.stash = pytest.Stash()
 
     def getini(self, name: str) -> Any:
         assert name == "cache_dir"
@@ -114,3 +115,42 @@ def test_a_broken_whole_run_file_is_no_environment(tmp_path: Path) -> None:
     assert prestart.whole_run(config(tmp_path)) == {}
     prestart.remember_whole_run(config(tmp_path), {"db": "why"})
     assert prestart.whole_run(config(tmp_path)) == {"db": "why"}
+
+
+POLICY = "replicas=2 idle_ttl=30 concurrency=1 scaledown_ttl=30 scope=run"
+
+
+def test_environments_in_every_file_are_kept_per_command_and_read_only_with_a_hint(
+    tmp_path: Path,
+) -> None:
+    prestart.remember_every_file(config(tmp_path), [POLICY])
+    assert prestart.every_file(config(tmp_path)) == [], "no spares hinted: nothing starts early"
+    prestart.remember(config(tmp_path), 2)
+    assert prestart.every_file(config(tmp_path)) == [POLICY]
+    prestart.remember(config(tmp_path, "other"), 2)
+    assert prestart.every_file(config(tmp_path, "other")) == [], "another command"
+    prestart.remember_every_file(config(tmp_path), [])
+    assert prestart.every_file(config(tmp_path)) == [], "forgotten"
+    # Counts stay a file of their own, as an older plugin wrote them.
+    counts = json.loads((tmp_path / ".pytest_cache" / "reuse" / prestart.HINTS_FILE).read_text())
+    assert sorted(counts.values()) == [2, 2]
+
+
+def test_every_file_is_written_only_when_it_changed(tmp_path: Path) -> None:
+    same = config(tmp_path)
+    prestart.remember_every_file(same, [POLICY])
+    path = tmp_path / ".pytest_cache" / "reuse" / prestart.EVERY_FILE_FILE
+    path.unlink()
+    prestart.remember_every_file(same, [POLICY])  # what this run read and wrote: no write
+    assert not path.exists()
+    prestart.remember_every_file(config(tmp_path), [POLICY])  # a new run reads none: writes
+    assert path.exists()
+
+
+def test_a_broken_every_file_file_is_no_environment(tmp_path: Path) -> None:
+    prestart.remember(config(tmp_path), 1)
+    directory = tmp_path / ".pytest_cache" / "reuse"
+    (directory / prestart.EVERY_FILE_FILE).write_text('{"x": [1, 2')
+    assert prestart.every_file(config(tmp_path)) == []
+    prestart.remember_every_file(config(tmp_path), [POLICY])
+    assert prestart.every_file(config(tmp_path)) == [POLICY]
