@@ -24,10 +24,12 @@ Replica to controller::
                                   reports and LOGFINISH come together when it finishes)
     TEST           TestPayload    a whole test, once it ended: its reports and warnings in
                                   order (the common case: one message a test; JSON text)
-    TESTS          list[[str, float]] several TESTs of tests that passed quietly, held back
-                                  and sent together (``replica/held.py``): each payload and
-                                  when its test ended (``time.monotonic``, on this machine);
-                                  the controller handles each as its own TEST, in order
+    TESTS          str            several TESTs of tests that passed quietly, held back
+                                  and sent together (``replica/held.py``): a line each, as in
+                                  the held file (``held_line``: when its test ended, on this
+                                  machine's ``time.monotonic``, and its payload); one string,
+                                  which execnet copies where it would walk a list item by
+                                  item; the controller handles each as its own TEST, in order
     LOGSTART       LogPayload     a test still running after ANNOUNCE_SECONDS: from then on
                                   its REPORT, WARNING and LOGFINISH messages stream one by one
     REPORT         str: JSON of the serialized TestReport (pytest_report_to_serializable,
@@ -489,6 +491,10 @@ def logstart(
     return (LOGSTART, payload)
 
 
+#: ``test_done``'s encoder, made once (``json.dumps`` with an argument makes one a call).
+_ENCODE: Final = json.JSONEncoder(default=repr).encode
+
+
 def test_done(
     nodeid: str,
     lease: str,
@@ -503,7 +509,7 @@ def test_done(
     fields: list[Any] = [nodeid, lease, warm, events]
     if location is not None:
         fields.append(location)
-    return (TEST, json.dumps(fields, default=repr))
+    return (TEST, _ENCODE(fields))
 
 
 def test_payload(raw: str | TestPayload) -> TestPayload:
@@ -521,9 +527,24 @@ def test_payload(raw: str | TestPayload) -> TestPayload:
     return payload
 
 
-def tests(entries: list[list[Any]]) -> Message:
-    """TESTS: held TEST payloads (``test_done``'s JSON texts), each with when its test ended."""
-    return (TESTS, entries)
+def tests(lines: str) -> Message:
+    """TESTS: held TEST payloads, ``held_line`` each (what the held file holds)."""
+    return (TESTS, lines)
+
+
+def held_line(ended: float, text: str) -> str:
+    """One held TEST (``test_done``'s JSON text, which has no newline) and when its test
+    ended: a line of the held file and of a TESTS message."""
+    return f"{ended!r} {text}\n"
+
+
+def tests_entries(lines: str) -> list[tuple[float, str]]:
+    """A TESTS message's (ended, TEST payload) pairs, in order."""
+    entries = []
+    for line in lines.splitlines():
+        ended, _, text = line.partition(" ")
+        entries.append((float(ended), text))
+    return entries
 
 
 def held_path(log_path: str) -> str:
@@ -544,7 +565,7 @@ def read_held(file: IO[bytes]) -> list[tuple[float, str]]:
     for line in lines:
         ended, _, text = line.partition(" ")
         try:
-            json.loads(text)
+            json.loads(text)  # a line its death cut short is not a whole payload
             entries.append((float(ended), text))
         except ValueError:
             continue

@@ -11,8 +11,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, final, get_args
 
-import psutil
-
 #: What the registry records of a detached replica's lease (not the controller's
 #: ``ReplicaState`` of its handle, nor ``scaling.ReplicaPhase``).
 RecordState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
@@ -112,6 +110,8 @@ def _check_type(data: dict[str, Any], name: str, kind: type) -> None:
 
 def create_time_of(pid: int) -> float | None:
     """The psutil create time of ``pid``, or None if there is no such process."""
+    import psutil  # where it is used: a run-scoped run never needs it
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -120,6 +120,8 @@ def create_time_of(pid: int) -> float | None:
 
 def process_gone(pid: int, create_time: float | None) -> str | None:
     """Why process ``pid`` (started at ``create_time``) no longer runs, or None if it does."""
+    import psutil  # where it is used: a run-scoped run never needs it
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

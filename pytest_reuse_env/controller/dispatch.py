@@ -174,13 +174,13 @@ class ReplicaEvents:
         self.test_finished(replica, payload, ended)
         return True
 
-    def tests_done(self, replica: Replica, entries: list[list[Any]]) -> None:
+    def tests_done(self, replica: Replica, lines: str) -> None:
         """TESTS: quiet passes a replica held back (``replica/held.py``), each a TEST that
         ended when the replica says (its pace, its next test's start, as if each had come
         alone)."""
         now = self._clock.monotonic()
-        for text, ended in entries:
-            self.test_done(replica, text, ended=min(float(ended), now))
+        for ended, text in protocol.tests_entries(lines):
+            self.test_done(replica, text, ended=min(ended, now))
 
     def _take_held(self, replica: Replica) -> None:
         """The quiet passes a replica that ended had held back and may not have sent

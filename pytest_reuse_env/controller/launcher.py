@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final, final
 
 import execnet
-import psutil
 import pytest
 
 from pytest_reuse_env import fingerprint, protocol
@@ -410,6 +409,8 @@ class ReplicaLauncher:
 
     def others_waiting(self, key: str) -> bool:
         """True if another live pytest process waits for a replica of ``key``."""
+        import psutil  # where it is used (launch/process.py says why)
+
         marker = self._waiting_marker(key, os.getpid())
         if marker is None:
             return False

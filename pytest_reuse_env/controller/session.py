@@ -183,16 +183,23 @@ class ReuseController:
         if first and not self.in_xdist_worker:
             self.every_file = self._every_file(files, session.items)
             self.unused = [env for env in self._hinted if env not in routed_to]
+        by_list = [e for e in routed_to if self.launcher.files.gets_list(e.name)]
         if self.launcher.files.wants_lists:
             self.launcher.files.known(
                 {environment.name: listed for environment, listed in files.items()},
                 loaded_conftests(self.config),
                 self.clock.monotonic(),
+                # Only for replicas that collect a list (not those collecting the whole run):
+                # a digest of every test's markers costs this process before any test runs.
                 expect={
-                    environment.name: collection_check.digests(self.items[n] for n in nodeids)
-                    for environment, nodeids in routed_to.items()
+                    environment.name: collection_check.digests(
+                        self.items[n] for n in routed_to[environment]
+                    )
+                    for environment in by_list
                 },
-                modules=collection_check.project_modules(str(self.config.rootpath)),
+                modules=collection_check.project_modules(str(self.config.rootpath))
+                if by_list
+                else {},
             )
         for environment in self.environments.values():
             if self.feeding_one_at_a_time:

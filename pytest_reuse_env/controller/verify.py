@@ -142,9 +142,9 @@ class ColdVerifier:
             if event[0] in (protocol.FULL_REPORT, protocol.PASSED):
                 self.cold_report(replica, failure, event[1] if len(event) == 2 else event)
 
-    def cold_tests(self, replica: Replica, failure: WarmFailure, entries: list[list[Any]]) -> None:
+    def cold_tests(self, replica: Replica, failure: WarmFailure, lines: str) -> None:
         """Quiet passes sent together (``replica/held.py``), each a TEST."""
-        for text, _ended in entries:
+        for _ended, text in protocol.tests_entries(lines):
             self.cold_test(replica, failure, text)
 
     def cold_report(self, replica: Replica, failure: WarmFailure, payload: str | list[Any]) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Final, final
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.replica.procfs import keep_high
@@ -60,9 +60,10 @@ class HeldResults:
         every call here)."""
         self._send = send
         self._clock = clock
-        #: Each held TEST's payload and when the test ended (this machine's monotonic clock,
-        #: the controller's too: it times the replica's tests by when each ended).
-        self._held: list[list[Any]] = []
+        #: Each held TEST's ``protocol.held_line``: its payload and when the test ended (this
+        #: machine's monotonic clock, the controller's too: it times the replica's tests by
+        #: when each ended).
+        self._held: list[str] = []
         self._since = 0.0
         self._fd = _open(path) if path else None
 
@@ -72,14 +73,15 @@ class HeldResults:
         if self._fd is None or queued < MIN_QUEUED:
             return False
         now = self._clock()
+        line = protocol.held_line(now, text)
         try:
-            os.write(self._fd, f"{now!r} {text}\n".encode())
+            os.write(self._fd, line.encode())
         except OSError:  # closed or full: hold nothing more
             self._fd = None
             return False
         if not self._held:
             self._since = now
-        self._held.append([text, now])
+        self._held.append(line)
         if len(self._held) >= BATCH or now - self._since >= FLUSH_SECONDS:
             self.flush()
         return True
@@ -88,8 +90,8 @@ class HeldResults:
         """Send what is held, as one TESTS, and empty the file."""
         if not self._held:
             return
-        entries, self._held = self._held, []
-        self._send(protocol.tests(entries))
+        lines, self._held = self._held, []
+        self._send(protocol.tests("".join(lines)))
         if self._fd is not None:
             try:
                 os.ftruncate(self._fd, 0)

@@ -90,9 +90,11 @@ class PerRun:
         if config.getoption("setupshow", False):
             self._terminal = io.StringIO()
             _capture_show_test_item(self)
-        if self._xml is not None or self._terminal is not None:
-            # Around every fixture: only when something needs it (a hook a fixture).
-            config.pluginmanager.register(FixtureWatch(self), "reuse_fixture_watch")
+        # Around every fixture: only what something needs (a hook a fixture).
+        if self._xml is not None:
+            config.pluginmanager.register(FixtureScopes(self), "reuse_fixture_scopes")
+        if self._terminal is not None:
+            config.pluginmanager.register(FixtureOutput(self), "reuse_fixture_output")
         benchmark = getattr(config, "_benchmarksession", None)
         if benchmark is not None:
             # Its tests run in the controller; a replica must never write results of its own.
@@ -222,24 +224,35 @@ class PerRun:
 
 
 @final
-class FixtureWatch:
-    """Around each fixture's setup and finalizer, for ``PerRun``: the scope of the fixture
-    being set up (junitxml's ``record_property`` from a wider fixture is sticky) and
-    ``--setup-show``'s lines (``PerRun.terminal``). Registered only with junitxml or
-    ``--setup-show``."""
+class FixtureScopes:
+    """Around each fixture's setup, for ``PerRun``'s junitxml: the scope of the fixture being
+    set up (``record_property`` from a wider fixture is sticky). Registered only with
+    junitxml."""
+
+    def __init__(self, perrun: PerRun) -> None:
+        self.scopes = perrun.fixture_scopes
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        self.scopes.append(str(fixturedef.scope))
+        try:
+            return (yield)
+        finally:
+            self.scopes.pop()
+
+
+@final
+class FixtureOutput:
+    """Around each fixture's setup and finalizer: ``--setup-show``'s lines go to the reports
+    (``PerRun.terminal``). Registered only with ``--setup-show``."""
 
     def __init__(self, perrun: PerRun) -> None:
         self.perrun = perrun
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
-        scopes = self.perrun.fixture_scopes
-        scopes.append(str(fixturedef.scope))
-        try:
-            with self.perrun.terminal():
-                return (yield)
-        finally:
-            scopes.pop()
+    def pytest_fixture_setup(self) -> Generator[None, Any, Any]:
+        with self.perrun.terminal():
+            return (yield)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_fixture_post_finalizer(self) -> Iterator[None]:

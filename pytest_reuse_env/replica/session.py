@@ -579,8 +579,9 @@ class ReplicaSession:
     def teardown_to(self, session: pytest.Session, item: pytest.Item | None) -> None:
         """Tear down collectors the item does not share (kept up by KeepCollectors)."""
         stack = session._setupstate.stack
-        if item is None or list(stack) != item.listchain()[: len(stack)]:
-            self.leaks.forget_baseline()  # finalizers are about to run: not the test's doing
+        if item is not None and list(stack) == item.listchain()[: len(stack)]:
+            return  # the item shares every collector set up: nothing to tear down
+        self.leaks.forget_baseline()  # finalizers are about to run: not the test's doing
         try:
             session._setupstate.teardown_exact(item)
         except Exception:

@@ -67,17 +67,10 @@ class WorkerSide:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.session = session
         self.coverage = LeaseCoverage.take_over(session.config)
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Any:
-        coverage = self.coverage
-        if coverage is not None:
-            coverage.setup_started()
-        try:
-            return (yield)
-        finally:
-            if coverage is not None:
-                coverage.setup_finished()
+        if self.coverage is not None:  # around every setup: only with pytest-cov
+            session.config.pluginmanager.register(
+                CoverageSetups(self.coverage), "reuse_coverage_setups"
+            )
 
     # -- called by the serve loop ------------------------------------------------------------
 
@@ -406,3 +399,19 @@ def _rebuild_fixtures(session: pytest.Session, names: list[str]) -> None:
                     fixturedef.finish(request)
                 except Exception:  # a finalizer's error: its fixture is rebuilt all the same
                     traceback.print_exc()
+
+
+@final
+class CoverageSetups:
+    """Around each test's setup phase, for ``LeaseCoverage``: registered only with pytest-cov."""
+
+    def __init__(self, coverage: LeaseCoverage) -> None:
+        self.coverage = coverage
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self) -> Any:
+        self.coverage.setup_started()
+        try:
+            return (yield)
+        finally:
+            self.coverage.setup_finished()

@@ -219,7 +219,11 @@ def test_held_passes_are_each_timed_by_when_they_ended() -> None:
     r0 = run.replicas[0]
     now = run.clock.monotonic()
     run.say(
-        r0, protocol.tests([[quiet_pass(TESTS[0]), now - 0.3], [quiet_pass(TESTS[1]), now - 0.1]])
+        r0,
+        protocol.tests(
+            protocol.held_line(now - 0.3, quiet_pass(TESTS[0]))
+            + protocol.held_line(now - 0.1, quiet_pass(TESTS[1]))
+        ),
     )
     assert [r.outcome for n in TESTS[:2] for r in run.reports_of(n)] == ["passed"] * 6
     assert r0.tests_run == 2
@@ -254,10 +258,8 @@ def test_a_pass_held_back_that_ended_before_a_cancel_is_reported_the_others_not(
     run.say(
         r0,
         protocol.tests(
-            [
-                [quiet_pass(TESTS[0]), cancelled_at - 0.01],
-                [quiet_pass(TESTS[1]), cancelled_at + 0.5],
-            ]
+            protocol.held_line(cancelled_at - 0.01, quiet_pass(TESTS[0]))
+            + protocol.held_line(cancelled_at + 0.5, quiet_pass(TESTS[1]))
         ),
     )
     assert [r.outcome for r in run.reports_of(TESTS[0])] == ["passed"] * 3, "it ran before"

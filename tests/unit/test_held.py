@@ -26,7 +26,7 @@ def payload(n: int) -> str:
 def texts(message: protocol.Message) -> list[str]:
     """A TESTS message's payloads, in order."""
     assert message[0] == protocol.TESTS
-    return [text for text, _ in message[1]]
+    return [text for _, text in protocol.tests_entries(message[1])]
 
 
 def held_texts(path: Path) -> list[str]:
@@ -77,9 +77,10 @@ def test_the_oldest_waits_no_longer_than_flush_seconds(tmp_path: Path) -> None:
     clock.now = start + FLUSH_SECONDS * 1.01
     results.flush_stale()  # the watchdog, while a long test runs
     assert [texts(m) for m in sent] == [[payload(0), payload(1)]]
-    assert [ended for _, ended in sent[0][1]] == [start, start + FLUSH_SECONDS * 0.5], (
-        "each with when its test ended"
-    )
+    assert [ended for ended, _ in protocol.tests_entries(sent[0][1])] == [
+        start,
+        start + FLUSH_SECONDS * 0.5,
+    ], "each with when its test ended"
     results.hold(payload(2), queued=100)
     clock.now += FLUSH_SECONDS * 1.01
     results.hold(payload(3), queued=100)  # the next pass sends them when the first is old

@@ -27,5 +27,7 @@ def test_a_quiet_pass_sent_together_is_a_cold_pass() -> None:
     replica: Any = None
     alone, together = failure(), failure()
     verifier.table[protocol.TEST](replica, alone, quiet_pass())
-    verifier.table[protocol.TESTS](replica, together, protocol.tests([[quiet_pass(), 1.0]])[1])
+    verifier.table[protocol.TESTS](
+        replica, together, protocol.tests(protocol.held_line(1.0, quiet_pass()))[1]
+    )
     assert alone.cold_outcome == together.cold_outcome == "passed"

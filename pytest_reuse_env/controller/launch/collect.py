@@ -131,6 +131,11 @@ class FileLists:
                     f"this command chose: {reason}"
                 )
 
+    def gets_list(self, name: str) -> bool:
+        """Whether replicas of environment ``name`` collect a list of files (not the run's
+        arguments), as far as known now."""
+        return self.enabled and name not in self._every_test and name not in self._whole_run
+
     @property
     def wants_lists(self) -> bool:
         """Whether ``known`` still has a use: replicas collect by file, and this run's lists

@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
@@ -112,6 +113,8 @@ class DaemonLink:
     def _process(self) -> psutil.Process | None:
         """The replica's process while it runs; None once it exited (a zombie counts) or its
         pid was reused, by the registry's own rule."""
+        import psutil  # where it is used (launch/process.py says why)
+
         if self.pid is None or process_gone(self.pid, self._create_time) is not None:
             return None
         try:
@@ -208,6 +211,8 @@ class DaemonStrategy:
         self._start_timeout = start_timeout
 
     def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
+        import psutil  # where it is used (launch/process.py says why)
+
         assert key is not None, "a global environment has a key"
         registry = self._registry
         record = registry.lease(key, os.getpid())

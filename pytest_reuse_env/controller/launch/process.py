@@ -1,6 +1,9 @@
 """Ending a replica's process, by pid and bounded: "ask, wait, kill" and how it ended.
 
-Shared by the launch strategies and ``commands.py`` (``--reuse-stop``).
+Shared by the launch strategies and ``commands.py`` (``--reuse-stop``). psutil is imported
+where it is used, as in ``launcher.py``, ``launch/daemon.py`` and ``record.py``: a run whose
+replicas all end as asked never needs it, and its import (about 10 ms) came before the first
+replica's START.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 #: Bounded waits of the "ask, wait, kill" teardown, in seconds.
 EXIT_WAIT_SECONDS: Final = 5.0
@@ -27,6 +31,8 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Pr
     A zombie counts as exited: a detached replica is reaped by init, not by us, and init may
     take seconds to get to it.
     """
+    import psutil
+
     deadline = time.monotonic() + timeout
     alive = list(processes)
     while True:
@@ -53,6 +59,8 @@ def gateway_popen(gateway: Any) -> subprocess.Popen[bytes] | None:
 def kill_marked(marker: str) -> list[int]:
     """SIGKILL this process's descendants whose command line holds ``marker`` (a launch that
     hangs before its pid is known: ``-X pytest_reuse_launch=...``); their pids."""
+    import psutil
+
     killed = []
     for child in psutil.Process().children(recursive=True):
         try:
@@ -66,6 +74,8 @@ def kill_marked(marker: str) -> list[int]:
 
 def kill_and_wait(processes: list[psutil.Process]) -> None:
     """SIGKILL what is left, then wait (bounded) for it to go."""
+    import psutil
+
     for process in processes:
         try:
             process.kill()
