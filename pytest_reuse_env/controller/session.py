@@ -170,10 +170,16 @@ class ReuseController:
             self._note(ordering.in_order_note(in_order))
         self.launcher.hosts.set_test_files(sorted({item.path for item in session.items}))
         routed_to: dict[Environment, list[str]] = {}
+        # Tests in a row mostly share one policy object: hashing it (a dataclass) for every
+        # test was most of this loop.
+        last_policy: ReusePolicy | None = None
+        environment: Environment | None = None
         for item in session.items:
             policy = policies.get(item.nodeid)
             if policy is not None:
-                environment = self.routes[item.nodeid] = self._environment(policy)
+                if policy is not last_policy or environment is None:
+                    last_policy, environment = policy, self._environment(policy)
+                self.routes[item.nodeid] = environment
                 routed_to.setdefault(environment, []).append(item.nodeid)
                 self.items[item.nodeid] = item
         files = {

@@ -45,12 +45,20 @@ def test_replicas_collect_by_file_unless_the_arguments_name_test_ids_or_modules(
     assert not by_file_only(["tests"], SimpleNamespace(pyargs=True))
 
 
+#: One node per file path, as pytest collects it.
+FILE_NODES: dict[str, SimpleNamespace] = {}
+
+
 class FakeItem:
     """A test whose file node is ``file`` (None: no file node above it)."""
 
     def __init__(self, file: str | None, path: str = "/p/data.json") -> None:
         self.path = Path(path)  # a test's own path may name another file
-        self._file = None if file is None else SimpleNamespace(path=Path(file))
+        self._file = (
+            None if file is None else FILE_NODES.setdefault(file, SimpleNamespace(path=Path(file)))
+        )
+        # As in pytest, the tests of one file share their parent node.
+        self.parent = self._file if self._file is not None else SimpleNamespace()
 
     def getparent(self, cls: type) -> Any:
         assert cls is pytest.File

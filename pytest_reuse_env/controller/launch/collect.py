@@ -55,7 +55,12 @@ def files_of(items: Iterable[pytest.Item]) -> list[str] | None:
     own ``path`` may name another file, a plugin's data file say). None when a test has no
     file node above it: then only the run's arguments collect it."""
     files: set[str] = set()
+    seen: set[int] = set()  # the parents already looked up: a file's tests are many, in a row
     for item in items:
+        parent = id(item.parent)
+        if parent in seen:
+            continue
+        seen.add(parent)
         node = item.getparent(pytest.File)  # type: ignore[type-abstract]
         if node is None:
             return None
