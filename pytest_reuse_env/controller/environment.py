@@ -142,6 +142,17 @@ class Environment:
         for replica in self.live[1:]:
             self.retire(replica, "one at a time")
 
+    def last_test(self) -> None:
+        """The session's last test is submitted (the last one xdist gives this worker, or the
+        last of a run that goes one test at a time): a run-scoped environment's replicas are
+        told to finish once the queue is empty, so the one running it knows it is its last
+        and tears everything down in its teardown, as plain pytest does, reporting what fails
+        there with it. Persistent replicas keep their state: that is the warm state."""
+        if self.persistent:
+            return
+        self.closing = True
+        self.limits = self._limits()
+
     def __repr__(self) -> str:
         return f"<Environment {self.name} queued={len(self.queue)} replicas={self.replicas}>"
 

@@ -136,6 +136,9 @@ class ReportReplayer:
         #: Teardown errors from between tests waiting for the replica's next teardown report
         #: (``current_test_only``), by replica id: (the test it came after, the traceback).
         self._pending_teardown: dict[str, list[tuple[str, str]]] = {}
+        #: The session's last test, fed one at a time (``ReuseController._before_last_test``):
+        #: its teardown takes every replica's pending teardown errors.
+        self.last_test: str | None = None
         #: Give reports the xdist-style ``node`` (the "[r0 warm]" prefix); not inside an xdist
         #: worker, where xdist sets its own and serializes it.
         self.labels = labels
@@ -389,14 +392,17 @@ class ReportReplayer:
 
     def _carry_teardown_error(self, report: pytest.TestReport, replica: Replica) -> None:
         """In an xdist worker: a teardown error from between tests becomes the error of this
-        passed teardown (the next test the replica ran)."""
-        pending = self._pending_teardown.get(replica.id)
-        if pending and report.when == "teardown" and report.passed:
+        passed teardown (the next test the replica ran; the session's last test takes every
+        replica's, ``last_test``)."""
+        if report.when != "teardown" or not report.passed:
+            return
+        ids = list(self._pending_teardown) if report.nodeid == self.last_test else [replica.id]
+        pending = [(rid, entry) for rid in ids for entry in self._pending_teardown.pop(rid, [])]
+        if pending:
             report.outcome = "failed"
             report.longrepr = "\n\n".join(
-                _teardown_message(replica.id, after, text) for after, text in pending
+                _teardown_message(rid, after, text) for rid, (after, text) in pending
             )
-            del self._pending_teardown[replica.id]
 
     def warn_pending(self) -> None:
         """End of the run: teardown errors no later test could carry are warnings."""

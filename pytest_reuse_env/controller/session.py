@@ -429,6 +429,8 @@ class ReuseController:
         if environment.stop_reason is not None:  # it gave up earlier in this session
             self.reports.fail_unrun(item.nodeid, environment.stop_reason)
             return True
+        if nextitem is None:
+            self._before_last_test(environment, item.nodeid)
         environment.submit([item.nodeid])
         while item.nodeid not in self.completed:
             self._pump(timeout=POLL_SECONDS)
@@ -439,6 +441,29 @@ class ReuseController:
             for replica in environment.hand_back():
                 self.launcher.release(replica)
         return True
+
+    def _before_last_test(self, environment: Environment, nodeid: str) -> None:
+        """The session's last test, fed one at a time (an xdist worker's last, or the last of
+        a run that keeps its order): in plain pytest its teardown tears everything down and
+        reports what fails there. The other run-scoped environments' replicas finish first
+        (bounded by reuse_teardown_timeout), so that a finalizer of theirs that fails goes
+        with this test's teardown; this test's replica runs it as its last
+        (``Environment.last_test``). In an xdist worker such an error had no test to go with
+        and the run could end green."""
+        others = [e for e in self.environments.values() if e is not environment]
+        for other in others:
+            other.last_test()
+            other.pump()  # idle and not persistent: told to finish now
+        deadline = self.clock.monotonic() + self.settings.teardown_timeout
+        # Until each has torn down: its last word (WORKEROUTPUT) comes after any error.
+        while self.clock.monotonic() < deadline and any(
+            r.state is ReplicaState.STOPPING and not r.only_exiting
+            for e in others
+            for r in e.replicas
+        ):
+            self._pump(timeout=POLL_SECONDS)
+        self.reports.last_test = nodeid
+        environment.last_test()
 
     def _stop_if_asked(self, session: pytest.Session) -> None:
         """``-x`` / ``--maxfail``, or a test that interrupted its replica: send nothing more,

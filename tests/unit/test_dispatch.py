@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.replica import EndKind, Replica, ReplicaState
+from pytest_reuse_env.policy import ReusePolicy
 from tests.unit.fakes import Run, phase, ready, started_run
 
 TESTS = ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
@@ -97,6 +98,66 @@ def test_in_an_xdist_worker_a_teardown_error_between_tests_goes_with_the_next_te
     run.run_test(r0, TESTS[2], warm=True)
     assert run.failed(TESTS[2]) == [], "carried once"
     assert run.warnings == []
+
+
+def test_the_sessions_last_test_carries_every_replicas_pending_teardown_error() -> None:
+    # An xdist worker's last test (ReuseController._before_last_test): another replica's
+    # module went down before it, and no later test of that replica would carry the error.
+    run = Run(TESTS, ReusePolicy(replicas=2, scope="run"))
+    run.reports.current_test_only = True
+    run.environment.submit(TESTS[:2])
+    r0, r1 = run.replicas
+    run.say(r0, ready(TESTS))
+    run.say(r1, ready(TESTS))
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run.reports.last_test = TESTS[1]
+    run.run_test(r1, TESTS[1], warm=True)
+    (error,) = run.failed(TESTS[1])
+    assert (error.when, error.nodeid) == ("teardown", TESTS[1])
+    assert f"replica r0 after {TESTS[0]}" in str(error.longrepr)
+    run.reports.warn_pending()
+    assert run.warnings == [], "carried, nothing left to warn of"
+
+
+def test_a_pending_teardown_error_of_another_replica_waits_for_its_own_next_test() -> None:
+    run = Run(TESTS, ReusePolicy(replicas=2, scope="run"))
+    run.reports.current_test_only = True
+    run.environment.submit(TESTS[:2])
+    r0, r1 = run.replicas
+    run.say(r0, ready(TESTS))
+    run.say(r1, ready(TESTS))
+    run.run_test(r0, TESTS[0])
+    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run.run_test(r1, TESTS[1], warm=True)  # not the session's last test
+    assert run.failed(TESTS[1]) == []
+
+
+def test_the_last_test_fed_one_at_a_time_is_its_replicas_last() -> None:
+    # Told to finish once the queue is empty, the replica runs it with no next item: it
+    # tears everything down in that test's teardown, as plain pytest does.
+    run = Run(TESTS, closing=False)
+    run.environment.one_at_a_time()
+    run.environment.submit([TESTS[0]])
+    r0 = run.replicas[0]
+    run.say(r0, ready(TESTS))
+    run.run_test(r0, TESTS[0])
+    assert protocol.SHUTDOWN not in [name for name, _ in run.link(r0).sent]
+    run.environment.last_test()
+    run.environment.submit([TESTS[1]])
+    assert [name for name, _ in run.link(r0).sent][-2:] == [protocol.RUN, protocol.SHUTDOWN]
+
+
+def test_a_persistent_replica_keeps_its_state_after_the_last_test() -> None:
+    run = Run(TESTS, closing=False)
+    run.environment.key = "g-1"  # scope="global": the warm state stays
+    run.environment.one_at_a_time()
+    run.environment.submit([TESTS[0]])
+    r0 = run.replicas[0]
+    run.say(r0, ready(TESTS))
+    run.environment.last_test()
+    run.run_test(r0, TESTS[0])
+    assert protocol.SHUTDOWN not in [name for name, _ in run.link(r0).sent]
 
 
 def test_a_teardown_error_no_later_test_carries_is_a_warning_at_the_end() -> None:
