@@ -429,7 +429,7 @@ class ReuseController:
         if environment.stop_reason is not None:  # it gave up earlier in this session
             self.reports.fail_unrun(item.nodeid, environment.stop_reason)
             return True
-        if nextitem is None:
+        if nextitem is None and not self.watching:  # a watch session's rounds go on
             self._before_last_test(environment, item.nodeid)
         environment.submit([item.nodeid])
         while item.nodeid not in self.completed:

@@ -417,3 +417,28 @@ def test_a_data_file_read_at_import_starts_a_round_for_the_tests_that_read_it(
     watch.quiet_for(r"reuse watch #3", 1.5)
     watch.process.send_signal(signal.SIGINT)
     assert watch.wait_for_exit() == 1  # the last round failed
+
+
+def test_one_test_at_a_time_keeps_its_replica_from_round_to_round(
+    pytester: pytest.Pytester, sessions: list[WatchSession]
+) -> None:
+    """Under ``-x`` a round's last test is not the session's last: its replica must not be
+    told to finish (as a run's last test's is), or each round would start another."""
+    pytester.makeini("[pytest]\nreuse_scope = run\nreuse_replicas = 1\n")
+    test = (
+        "import os\nimport pytest\n\npytestmark = pytest.mark.reuse\n\n"
+        "def test_where():\n"
+        "    with open('pids.txt', 'a') as f:\n"
+        "        f.write(f'{os.getpid()}\\n')\n"
+    )
+    (pytester.path / "test_where.py").write_text(test)
+    watch = WatchSession(pytester, "-x", tty=False)
+    sessions.append(watch)
+    assert outcome_line(watch.expect(r"waiting for changes")) == "1 passed"
+    save(pytester.path / "test_where.py", test + "\n# edited\n")
+    assert outcome_line(watch.expect(r"reuse watch: waiting for changes")) == "1 passed"
+    pids = (pytester.path / "pids.txt").read_text().split()
+    assert len(pids) == 2, pids
+    assert pids[0] == pids[1], f"one replica for both rounds: {pids}"
+    watch.process.send_signal(signal.SIGINT)
+    assert watch.wait_for_exit() == 0
