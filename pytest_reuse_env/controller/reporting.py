@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
@@ -217,7 +218,7 @@ class ReportReplayer:
     def replay(self, report: pytest.TestReport, replica: Replica) -> None:
         self.label(report, replica)
         if self._pending_teardown:
-            self._carry_teardown_error(report, replica)
+            self._carry_teardown_error(report, replica.id)
         extras = report.__dict__
         terminal = extras.pop(protocol.REPORT_TERMINAL, None)
         self._record_xml(
@@ -390,19 +391,31 @@ class ReportReplayer:
             self.label(report, replica)
             item.ihook.pytest_runtest_logreport(report=report)
 
-    def _carry_teardown_error(self, report: pytest.TestReport, replica: Replica) -> None:
+    @property
+    def pending_teardown_errors(self) -> bool:
+        return bool(self._pending_teardown)
+
+    def _carry_teardown_error(self, report: pytest.TestReport, replica_id: str | None) -> None:
         """In an xdist worker: a teardown error from between tests becomes the error of this
-        passed teardown (the next test the replica ran; the session's last test takes every
-        replica's, ``last_test``)."""
+        passed teardown (the next test the replica ``replica_id`` ran; the session's last
+        test, here or in a replica, takes every replica's, ``last_test``)."""
         if report.when != "teardown" or not report.passed:
             return
-        ids = list(self._pending_teardown) if report.nodeid == self.last_test else [replica.id]
+        if report.nodeid == self.last_test:
+            ids = list(self._pending_teardown)
+        else:
+            ids = [replica_id] if replica_id is not None else []
         pending = [(rid, entry) for rid in ids for entry in self._pending_teardown.pop(rid, [])]
         if pending:
             report.outcome = "failed"
             report.longrepr = "\n\n".join(
                 _teardown_message(rid, after, text) for rid, (after, text) in pending
             )
+
+    def carry_into_local(self, report: pytest.TestReport) -> None:
+        """The session's last test ran here (``LastLocalTeardown``): its teardown report takes
+        the replicas' pending teardown errors."""
+        self._carry_teardown_error(report, None)
 
     def warn_pending(self) -> None:
         """End of the run: teardown errors no later test could carry are warnings."""
@@ -414,3 +427,24 @@ class ReportReplayer:
     def warn(self, message: str) -> None:
         """A warning in pytest's warnings summary, about replicas rather than one test."""
         record_warning(self.config, message, when="runtest")
+
+
+@final
+class LastLocalTeardown:
+    """The session's last test, fed one at a time, runs in the pytest process (it is not
+    routed) while replicas hold teardown errors no test of theirs could carry (an xdist
+    worker reports only the test it runs): its teardown report takes them, as that test's
+    teardown tears everything down in plain pytest. Registered only then
+    (``ReuseController._before_last_test``)."""
+
+    def __init__(self, reports: ReportReplayer) -> None:
+        self.reports = reports
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report: pytest.TestReport = yield
+        if item.nodeid == self.reports.last_test:
+            self.reports.carry_into_local(report)
+        return report

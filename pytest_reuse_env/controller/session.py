@@ -37,7 +37,7 @@ from pytest_reuse_env.controller.nodes import ReplicaNodes
 from pytest_reuse_env.controller.perrun import RunOutputs
 from pytest_reuse_env.controller.progress import SlowStarts
 from pytest_reuse_env.controller.replica import Ending, EndKind, Replica, ReplicaState
-from pytest_reuse_env.controller.reporting import ReportReplayer, log_excerpt
+from pytest_reuse_env.controller.reporting import LastLocalTeardown, ReportReplayer, log_excerpt
 from pytest_reuse_env.controller.summary import (
     ReuseSummary,
     closing_line,
@@ -425,6 +425,8 @@ class ReuseController:
     ) -> bool | None:
         environment = self.routes.get(item.nodeid)
         if environment is None:
+            if nextitem is None and self.feeding_one_at_a_time and not self.watching:
+                self._before_last_test(None, item.nodeid)  # the last test runs here
             return None
         if environment.stop_reason is not None:  # it gave up earlier in this session
             self.reports.fail_unrun(item.nodeid, environment.stop_reason)
@@ -442,14 +444,15 @@ class ReuseController:
                 self.launcher.release(replica)
         return True
 
-    def _before_last_test(self, environment: Environment, nodeid: str) -> None:
+    def _before_last_test(self, environment: Environment | None, nodeid: str) -> None:
         """The session's last test, fed one at a time (an xdist worker's last, or the last of
         a run that keeps its order): in plain pytest its teardown tears everything down and
         reports what fails there. The other run-scoped environments' replicas finish first
         (bounded by reuse_teardown_timeout), so that a finalizer of theirs that fails goes
         with this test's teardown; this test's replica runs it as its last
-        (``Environment.last_test``). In an xdist worker such an error had no test to go with
-        and the run could end green."""
+        (``Environment.last_test``), and one that runs here (``environment`` None) takes the
+        errors in its own teardown report (``LastLocalTeardown``). In an xdist worker such an
+        error had no test to go with and the run could end green."""
         others = [e for e in self.environments.values() if e is not environment]
         for other in others:
             other.last_test()
@@ -463,7 +466,12 @@ class ReuseController:
         ):
             self._pump(timeout=POLL_SECONDS)
         self.reports.last_test = nodeid
-        environment.last_test()
+        if environment is not None:
+            environment.last_test()
+        elif self.reports.pending_teardown_errors:
+            self.config.pluginmanager.register(
+                LastLocalTeardown(self.reports), "reuse_last_local_teardown"
+            )
 
     def _stop_if_asked(self, session: pytest.Session) -> None:
         """``-x`` / ``--maxfail``, or a test that interrupted its replica: send nothing more,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pytest_reuse_env import protocol
 from pytest_reuse_env.controller.replica import EndKind, Replica, ReplicaState
 from pytest_reuse_env.policy import ReusePolicy
@@ -118,6 +120,21 @@ def test_the_sessions_last_test_carries_every_replicas_pending_teardown_error() 
     assert f"replica r0 after {TESTS[0]}" in str(error.longrepr)
     run.reports.warn_pending()
     assert run.warnings == [], "carried, nothing left to warn of"
+
+
+def test_the_sessions_last_test_run_here_carries_the_replicas_pending_teardown_errors() -> None:
+    # Its teardown report is made here (LastLocalTeardown): it takes them as a replica's would.
+    run, _ = teardown_error_after_first_test(xdist_worker=True)
+    local = pytest.TestReport(
+        "t.py::test_local", ("t.py", 1, "test_local"), {}, "passed", None, "teardown", []
+    )
+    run.reports.carry_into_local(local)
+    assert local.passed, "not the session's last test"
+    run.reports.last_test = "t.py::test_local"
+    run.reports.carry_into_local(local)
+    assert local.failed
+    assert f"replica r0 after {TESTS[0]}" in str(local.longrepr)
+    assert not run.reports.pending_teardown_errors
 
 
 def test_a_pending_teardown_error_of_another_replica_waits_for_its_own_next_test() -> None:
