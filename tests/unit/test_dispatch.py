@@ -102,9 +102,9 @@ def test_in_an_xdist_worker_a_teardown_error_between_tests_goes_with_the_next_te
     assert run.warnings == []
 
 
-def test_the_sessions_last_test_carries_every_replicas_pending_teardown_error() -> None:
-    # An xdist worker's last test (ReuseController._before_last_test): another replica's
-    # module went down before it, and no later test of that replica would carry the error.
+def pending_error_of_r0_with_r1_ready() -> tuple[Run, Replica]:
+    """An xdist worker's two replicas: r0 ran TESTS[0], then said a finalizer failed (its
+    error waits for r0's next teardown); r1 is ready."""
     run = Run(TESTS, ReusePolicy(replicas=2, scope="run"))
     run.reports.current_test_only = True
     run.environment.submit(TESTS[:2])
@@ -113,6 +113,13 @@ def test_the_sessions_last_test_carries_every_replicas_pending_teardown_error() 
     run.say(r1, ready(TESTS))
     run.run_test(r0, TESTS[0])
     run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    return run, r1
+
+
+def test_the_sessions_last_test_carries_every_replicas_pending_teardown_error() -> None:
+    # An xdist worker's last test (ReuseController._before_last_test): another replica's
+    # module went down before it, and no later test of that replica would carry the error.
+    run, r1 = pending_error_of_r0_with_r1_ready()
     run.reports.last_test = TESTS[1]
     run.run_test(r1, TESTS[1], warm=True)
     (error,) = run.failed(TESTS[1])
@@ -138,14 +145,7 @@ def test_the_sessions_last_test_run_here_carries_the_replicas_pending_teardown_e
 
 
 def test_a_pending_teardown_error_of_another_replica_waits_for_its_own_next_test() -> None:
-    run = Run(TESTS, ReusePolicy(replicas=2, scope="run"))
-    run.reports.current_test_only = True
-    run.environment.submit(TESTS[:2])
-    r0, r1 = run.replicas
-    run.say(r0, ready(TESTS))
-    run.say(r1, ready(TESTS))
-    run.run_test(r0, TESTS[0])
-    run.say(r0, protocol.teardown_error(4242, "Traceback: finalizer failed"))
+    run, r1 = pending_error_of_r0_with_r1_ready()
     run.run_test(r1, TESTS[1], warm=True)  # not the session's last test
     assert run.failed(TESTS[1]) == []
 
