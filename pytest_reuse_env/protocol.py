@@ -538,13 +538,15 @@ def held_line(ended: float, text: str) -> str:
     return f"{ended!r} {text}\n"
 
 
+def _held_entry(line: str) -> tuple[float, str]:
+    """A ``held_line`` read back: (ended, TEST payload); ValueError when it is no such line."""
+    ended, _, text = line.partition(" ")
+    return float(ended), text
+
+
 def tests_entries(lines: str) -> list[tuple[float, str]]:
     """A TESTS message's (ended, TEST payload) pairs, in order."""
-    entries = []
-    for line in lines.splitlines():
-        ended, _, text = line.partition(" ")
-        entries.append((float(ended), text))
-    return entries
+    return [_held_entry(line) for line in lines.splitlines()]
 
 
 def held_path(log_path: str) -> str:
@@ -563,12 +565,12 @@ def read_held(file: IO[bytes]) -> list[tuple[float, str]]:
         return []
     entries = []
     for line in lines:
-        ended, _, text = line.partition(" ")
         try:
+            ended, text = _held_entry(line)
             json.loads(text)  # a line its death cut short is not a whole payload
-            entries.append((float(ended), text))
         except ValueError:
             continue
+        entries.append((ended, text))
     return entries
 
 

@@ -182,15 +182,22 @@ class ReuseController:
                 self.routes[item.nodeid] = environment
                 routed_to.setdefault(environment, []).append(item.nodeid)
                 self.items[item.nodeid] = item
-        files = {
-            environment: files_of(self.items[n] for n in nodeids)
-            for environment, nodeids in routed_to.items()
-        }
-        if first and not self.in_xdist_worker:
+        hint = first and not self.in_xdist_worker  # what the command's next run is told
+        # Each environment's test files: for the lists and the hint only (an xdist worker or a
+        # watch session's later round has no use for them).
+        files = (
+            {
+                environment: files_of(self.items[n] for n in nodeids)
+                for environment, nodeids in routed_to.items()
+            }
+            if hint or self.launcher.files.wants_lists
+            else {}
+        )
+        if hint:
             self.every_file = self._every_file(files, session.items)
             self.unused = [env for env in self._hinted if env not in routed_to]
-        by_list = [e for e in routed_to if self.launcher.files.gets_list(e.name)]
         if self.launcher.files.wants_lists:
+            by_list = [e for e in routed_to if self.launcher.files.gets_list(e.name)]
             self.launcher.files.known(
                 {environment.name: listed for environment, listed in files.items()},
                 loaded_conftests(self.config),
