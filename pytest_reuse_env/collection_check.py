@@ -79,12 +79,16 @@ def digests(items: Iterable[pytest.Item]) -> dict[str, str]:
     their arguments: what ``pytest_collection_modifyitems`` hooks change."""
     cache: dict[int, str] = {}
     marks: dict[int, str] = {}
-    return {
-        item.nodeid: hashlib.blake2b(
-            _node_marks(item, cache, marks).encode(), digest_size=8
-        ).hexdigest()
-        for item in items
-    }
+    # The tests of one function mostly share their text (its parametrize mark is one object).
+    hashed: dict[str, str] = {}
+    found = {}
+    for item in items:
+        text = _node_marks(item, cache, marks)
+        digest = hashed.get(text)
+        if digest is None:
+            digest = hashed[text] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        found[item.nodeid] = digest
+    return found
 
 
 def project_modules(root: str) -> dict[str, str]:

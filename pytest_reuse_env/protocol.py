@@ -8,7 +8,7 @@ Controller to replica, in the order a replica sees them::
 
     START    StartPayload        once, first: how to build the replica's pytest session
     ATTACH   AttachPayload       instead of START, to a persistent replica already serving
-    RUN      list[str]           nodeids appended to the replica's queue
+    RUN      str                 nodeids appended to the replica's queue (``joined_nodeids``)
     DRAIN    None                run what you hold without waiting for a next item
     CANCEL   None                drop queued items that have not started (``-x``, ``--maxfail``)
     STEAL    int                 hand back up to that many queued items that have not started,
@@ -287,7 +287,8 @@ class CollectPayload(TypedDict):
 
 class ReadyPayload(TypedDict):
     pid: int
-    nodeids: list[str]
+    #: What it collected (``joined_nodeids``).
+    nodeids: str
     collect_errors: list[str]
     #: What becoming warm cost this replica: start, collection, pre-warming, and the setup
     #: phase of its first test (0 until it has run one). The same on every attach.
@@ -409,7 +410,19 @@ def attach(
 
 
 def run(nodeids: Iterable[str]) -> Message:
-    return (RUN, list(nodeids))
+    return (RUN, joined_nodeids(nodeids))
+
+
+def joined_nodeids(nodeids: Iterable[str]) -> str:
+    """Nodeids as one string (RUN, READY's ``nodeids``), not a list: execnet serializes a
+    list item by item in Python, on both sides of the path to the first test. No nodeid holds
+    a NUL: a path cannot, and pytest escapes parameter ids."""
+    return "\0".join(nodeids)
+
+
+def split_nodeids(text: str) -> list[str]:
+    """``joined_nodeids`` read back, in order."""
+    return text.split("\0") if text else []
 
 
 def drain() -> Message:
@@ -455,7 +468,7 @@ def ready(
 ) -> Message:
     payload: ReadyPayload = {
         "pid": pid,
-        "nodeids": nodeids,
+        "nodeids": joined_nodeids(nodeids),
         "collect_errors": collect_errors,
         "setup_seconds": setup_seconds,
         "prewarm_errors": prewarm_errors,

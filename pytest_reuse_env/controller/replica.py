@@ -289,7 +289,7 @@ class Replica:
         self.node_warm.describe(self.pid)
         self.ready_at = self.idle_since = now
         self.setup_seconds = payload["setup_seconds"]
-        self.nodeids = frozenset(payload["nodeids"])
+        self.nodeids = frozenset(protocol.split_nodeids(payload["nodeids"]))
         self.collect_errors = list(payload["collect_errors"])
 
     def start_failed(self, traceback: str) -> None:

@@ -75,6 +75,7 @@ class ReuseController:
         self.environments: dict[ReusePolicy, Environment] = {}
         self.routes: dict[str, Environment] = {}
         self.items: dict[str, pytest.Item] = {}
+        self._marker_digests: dict[str, str] | None = None
         # Labels ([r0 warm]) ride on report.node, which xdist sets and serializes itself.
         self.reports = ReportReplayer(
             config,
@@ -144,6 +145,7 @@ class ReuseController:
         self._collections += 1
         self.routes.clear()
         self.items.clear()
+        self._marker_digests = None
         first = self._collections == 1
         if first and self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:
             try:
@@ -205,9 +207,7 @@ class ReuseController:
                 # Only for replicas that collect a list (not those collecting the whole run):
                 # a digest of every test's markers costs this process before any test runs.
                 expect={
-                    environment.name: collection_check.digests(
-                        self.items[n] for n in routed_to[environment]
-                    )
+                    environment.name: {n: self._digests()[n] for n in routed_to[environment]}
                     for environment in by_list
                 },
                 modules=collection_check.project_modules(str(self.config.rootpath))
@@ -281,9 +281,9 @@ class ReuseController:
         if differs is None:
             stale = stale_reason(replica, ready, wanted)
             if stale is None and "digests" in ready:  # a warm replica: marked as collected here?
+                digests = self._digests()
                 stale = collection_check.marked_otherwise(
-                    collection_check.digests(self.items[n] for n in wanted if n in self.items),
-                    json.loads(ready["digests"]),
+                    {n: digests[n] for n in wanted if n in digests}, json.loads(ready["digests"])
                 )
             return stale
         self.launcher.files.fall_back(
@@ -291,6 +291,13 @@ class ReuseController:
             f"one that collected only the files of its tests saw them otherwise ({differs})",
         )
         return f"its collection of only its tests' files differs: {differs}"
+
+    def _digests(self) -> dict[str, str]:
+        """Each routed test's marker digest (``collection_check.digests``), computed once per
+        collection however many replicas and environments compare with it."""
+        if self._marker_digests is None:
+            self._marker_digests = collection_check.digests(self.items.values())
+        return self._marker_digests
 
     def _note(self, note: str) -> None:
         if note not in self.notes:  # watch mode collects again each round

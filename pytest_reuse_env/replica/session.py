@@ -495,7 +495,8 @@ class ReplicaSession:
             )
         handler(payload)
 
-    def _on_run(self, nodeids: list[str]) -> None:
+    def _on_run(self, payload: str) -> None:
+        nodeids = protocol.split_nodeids(payload)
         if self.leaks.recycling:  # sent before the controller read RECYCLE: hand it back
             self.send(protocol.returned(nodeids))
             return

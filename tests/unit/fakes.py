@@ -290,7 +290,10 @@ class Run:
     def sent_runs(self, replica: Replica) -> list[str]:
         """Every nodeid the controller sent the replica, in order."""
         return [
-            n for name, payload in self.link(replica).sent if name == protocol.RUN for n in payload
+            n
+            for name, payload in self.link(replica).sent
+            if name == protocol.RUN
+            for n in protocol.split_nodeids(payload)
         ]
 
 

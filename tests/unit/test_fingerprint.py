@@ -114,6 +114,58 @@ def test_installed_distributions_are_read_once(tmp_path: Path) -> None:
     assert installed_distributions_digest.cache_info().hits >= 1
 
 
+class _Distribution:
+    """A stand-in for an installed distribution: its RECORD, or None; reading its name or
+    version fails when it has a RECORD (that would parse its METADATA on every run)."""
+
+    def __init__(self, name: str, version: str, record: str | None) -> None:
+        self._name = name
+        self._version = version
+        self._record = record
+
+    def read_text(self, filename: str) -> str | None:
+        assert filename == "RECORD"
+        return self._record
+
+    @property
+    def name(self) -> str:
+        assert self._record is None, "the metadata of a distribution with a RECORD was parsed"
+        return self._name
+
+    @property
+    def version(self) -> str:
+        assert self._record is None, "the metadata of a distribution with a RECORD was parsed"
+        return self._version
+
+
+def _installed(monkeypatch: pytest.MonkeyPatch, *dists: _Distribution) -> str:
+    monkeypatch.setattr("importlib.metadata.distributions", lambda: list(dists))
+    installed_distributions_digest.cache_clear()
+    try:
+        return installed_distributions_digest()
+    finally:
+        installed_distributions_digest.cache_clear()
+
+
+def test_installed_distributions_digest_follows_each_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = "app-1.0.dist-info/METADATA,sha256=aaa,120\napp/__init__.py,sha256=bbb,10\n"
+    egg = _Distribution("old", "0.1", None)
+    base = _installed(monkeypatch, _Distribution("app", "1.0", record), egg)
+    assert _installed(monkeypatch, egg, _Distribution("app", "1.0", record)) == base
+    # The same version reinstalled with new code: its file's hash in RECORD changed.
+    new_code = record.replace("sha256=bbb", "sha256=ccc")
+    assert _installed(monkeypatch, _Distribution("app", "1.0", new_code), egg) != base
+    # A new version: its METADATA (name and version) hashes differently.
+    new_version = record.replace("sha256=aaa", "sha256=ddd")
+    assert _installed(monkeypatch, _Distribution("app", "1.1", new_version), egg) != base
+    # No RECORD: its name and version stand for it.
+    other_egg = _Distribution("old", "0.2", None)
+    assert _installed(monkeypatch, _Distribution("app", "1.0", record), other_egg) != base
+    assert _installed(monkeypatch, _Distribution("app", "1.0", record)) != base
+
+
 def test_distributions_component_names_the_change(tmp_path: Path) -> None:
     before = fingerprint(tmp_path)
     after = dict(before, distributions=distributions_digest([("other", "1")]))

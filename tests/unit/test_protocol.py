@@ -53,3 +53,18 @@ def test_failure_report_keeps_its_traceback(pytester: pytest.Pytester) -> None:
 def test_unencodable_values_become_text() -> None:
     payload = protocol.encode_report({"nodeid": "a", "odd": object()})
     assert protocol.decode_report(payload)["odd"].startswith("<object object")
+
+
+@pytest.mark.parametrize(
+    "nodeids",
+    [
+        [],
+        ["t.py::a"],
+        ["t.py::a", "t.py::b[x-1]", "t.py::c[a\\nb]", "t.py::d[ ]", "sub dir/t.py::C::e"],
+    ],
+)
+def test_run_carries_nodeids_in_order(nodeids: list[str]) -> None:
+    name, payload = protocol.run(nodeids)
+    assert name == protocol.RUN
+    assert isinstance(payload, str)  # execnet sends one string, not an item at a time
+    assert protocol.split_nodeids(payload) == nodeids
