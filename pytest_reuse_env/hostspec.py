@@ -418,6 +418,12 @@ def relocate(start: dict[str, Any], host: Mapping[str, Any]) -> str:
     return new_root
 
 
+def scratch_of(start: Mapping[str, Any], host: Mapping[str, Any]) -> str | None:
+    """The directory ``relocate`` made for this replica's log and temporary files on another
+    machine (removed when the replica ends: nothing on that machine reads it after), or None."""
+    return None if host["same_machine"] else os.path.dirname(start["log_path"])
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 

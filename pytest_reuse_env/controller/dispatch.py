@@ -180,7 +180,9 @@ class ReplicaEvents:
         alone)."""
         now = self._clock.monotonic()
         for ended, text in protocol.tests_entries(lines):
-            self.test_done(replica, text, ended=min(ended, now))
+            payload = protocol.test_payload(text)
+            if replica.of_this_lease(payload["lease"]):  # else an earlier client's test
+                self.test_done(replica, payload, ended=min(ended, now))
 
     def _take_held(self, replica: Replica) -> None:
         """The quiet passes a replica that ended had held back and may not have sent
@@ -191,6 +193,8 @@ class ReplicaEvents:
         recovered = set()
         for ended, text in protocol.read_held(replica.held_file):
             payload = protocol.test_payload(text)
+            if not replica.of_this_lease(payload["lease"]):
+                continue  # a persistent replica's file, from an earlier client: not ours
             nodeid = payload["nodeid"]
             # One it sent before it died is neither in flight nor cancelled: reported already.
             unreported = nodeid in replica.in_flight or replica.was_cancelled(nodeid)

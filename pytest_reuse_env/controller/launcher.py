@@ -336,7 +336,7 @@ class ReplicaLauncher:
         payload = self._start_payload(replica_id, policy, basetemp, log_path)
         if host is not None:
             payload["host"] = host
-        elif not persistent:  # on this machine and ending with the run: it may hold passes
+        else:  # on this machine: it may hold passes (a persistent one keeps its file)
             payload["held"] = protocol.held_path(log_path)
         if by_file:
             self.files.tell(name, replica, payload)

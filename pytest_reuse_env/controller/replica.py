@@ -238,6 +238,8 @@ class Replica:
         """Connect to a warm replica found in the registry; it answers READY."""
         self.attached = True
         self.log_path = log_path
+        # Its START (by the run that started it) named the file it holds passes in.
+        self.held_path = protocol.held_path(log_path)
         self.link.open(protocol.attach(os.getpid(), self.lease, workerinput), self._enqueue)
         self.pid = self.link.pid
 

@@ -16,6 +16,7 @@ import faulthandler
 import importlib
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -38,10 +39,15 @@ def serve(channel: Any) -> None:
     name, start = channel.receive()
     assert name == protocol.START, name
     host = start.get("host")
-    if host is not None:  # another machine or interpreter: its paths, its copy of the project
-        from pytest_reuse_env import hostspec as hosts
+    if host is None:
+        _serve(channel, start)
+        return
+    # Another machine or interpreter: its paths, its copy of the project.
+    from pytest_reuse_env import hostspec as hosts
 
-        root = hosts.relocate(start, host)
+    root = hosts.relocate(start, host)
+    scratch = hosts.scratch_of(start, host)
+    try:
         refused = hosts.first_difference(root, host["files"])
         if refused is not None:
             channel.send(
@@ -53,6 +59,14 @@ def serve(channel: Any) -> None:
                 )
             )
             return
+        _serve(channel, start)
+    finally:
+        # A replica that ended (not one killed: its log stays) leaves nothing on that machine.
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _serve(channel: Any, start: protocol.StartPayload) -> None:
     redirect_stderr(start["log_path"])
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     # Channel callbacks run on execnet's receiver thread: only enqueue.

@@ -186,8 +186,9 @@ class Daemon:
             return 1
         # A clean exit leaves no log behind; a crashed replica's log stays for the post-mortem.
         if record is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(record.log)
+            for path in (record.log, protocol.held_path(record.log)):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         return 0
 
     # -- clients -----------------------------------------------------------------------------

@@ -18,8 +18,9 @@ A crash must not lose a held test: each is first appended to a file the controll
 START (``protocol.held_path``) and reads when the replica's link closes
 (``controller/dispatch.py``); a write to a file wakes no one. The file is emptied after each
 send. The controller takes from it only tests it still counts in flight, so one sent just
-before the crash is not counted twice. Replicas on other hosts and detached ones get no file
-and hold nothing.
+before the crash is not counted twice. Replicas on other hosts get no file and hold nothing. A
+detached (persistent) replica keeps its file for its life, emptied when a client goes or comes
+(``drop``); a controller takes from it only its own lease's tests.
 
 Runs inside a replica; imports the standard library, the package's ``protocol`` and the
 replica's ``procfs`` (its descriptor kept high, as the leak checks' files are).
@@ -92,6 +93,16 @@ class HeldResults:
             return
         lines, self._held = self._held, []
         self._send(protocol.tests("".join(lines)))
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                self._fd = None
+
+    def drop(self) -> None:
+        """A persistent replica's client is gone (or a new one attaches): what is held was that
+        client's, whom nobody will tell; the next must not get it."""
+        self._held = []
         if self._fd is not None:
             try:
                 os.ftruncate(self._fd, 0)

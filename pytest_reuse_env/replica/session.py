@@ -352,6 +352,11 @@ class ReplicaSession:
             else:
                 self.held.flush()
 
+    def drop_held(self) -> None:
+        """Forget the passes held for a client that is gone (``held.py``)."""
+        with self._sending():
+            self.held.drop()
+
     @contextlib.contextmanager
     def _sending(self) -> Iterator[None]:
         self.exit_if_forked()
@@ -520,6 +525,7 @@ class ReplicaSession:
         self.final = self.shutting_down = True
 
     def _on_attach(self, payload: protocol.AttachPayload) -> None:
+        self.drop_held()  # an earlier client's, if any
         self.lease = self.test_lease = payload.get("lease", "")
         self.leaks.forget_baseline()
         self.pending.clear()
@@ -534,6 +540,7 @@ class ReplicaSession:
         """The link's end marker (``protocol.END``): nobody will read results, so run nothing
         more for that client."""
         self.pending.clear()
+        self.drop_held()
         self.perrun.end(self._session())
         if self.persistent:
             self.final = False  # idle, warm, waiting for the next client

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import replicas_stopped, run
 
 # pytest-asyncio, when installed, warns at configure time about an unset ini key of its own;
 # hypothesis and anyio only cost start-up time in every inner run and replica.
@@ -186,16 +186,21 @@ def test_after(n):
 """
 
 
+@pytest.mark.parametrize("scope", ["run", "global"])
 def test_a_crash_loses_none_of_the_passes_held_back_and_blames_only_its_test(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, scope: str
 ) -> None:
     # Quiet passes are held back and sent in batches (replica/held.py); the replica dies with
     # some held: each is still reported passed, from the file it wrote them to, and the crash
-    # is blamed on the test that caused it, not on the first pass held.
-    pytester.makeini(ini("reuse_replicas = 1"))
+    # is blamed on the test that caused it, not on the first pass held. A detached (global)
+    # replica holds them too, in a file it keeps across runs.
+    pytester.makeini(f"[pytest]\nreuse_scope = {scope}\nreuse_replicas = 1\n")
     pytester.makepyfile(test_held=HELD_CRASH_SUITE)
 
-    result = run(pytester, "-rA", "-p", "no:randomly")
+    with replicas_stopped(pytester):
+        result = run(pytester, "-rA", "-p", "no:randomly")
+        if scope == "global":  # a second run: a new replica, the dead one's file not read
+            result = run(pytester, "-rA", "-p", "no:randomly")
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out
     assert result.parseoutcomes() == {"failed": 1, "passed": 70}, out

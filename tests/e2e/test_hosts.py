@@ -631,6 +631,9 @@ def test_socket_host(pytester: pytest.Pytester) -> None:
     port = free_port()
     make_project(pytester, [f"socket=127.0.0.1:{port}//chdir={a}"], copies=1)
     script = Path(execnet.__file__).parent / "script" / "socketserver.py"
+    # That machine's temporary directory: the replica's log and basetemp go there.
+    remote_tmp = pytester.path / "remote-tmp"
+    remote_tmp.mkdir()
     with open(pytester.path / "socketserver.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, str(script), f"127.0.0.1:{port}"],
@@ -638,6 +641,7 @@ def test_socket_host(pytester: pytest.Pytester) -> None:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
+            env={**os.environ, "TMPDIR": str(remote_tmp)},
         )
     try:
         _wait_for_port(port, server, timeout=10.0)
@@ -645,6 +649,11 @@ def test_socket_host(pytester: pytest.Pytester) -> None:
         result.assert_outcomes(passed=10, failed=1)
         assert {(pid, cwd) for pid, cwd, _ in where(pytester).values()} == {(server.pid, str(a))}
         result.stdout.fnmatch_lines([f"*r0@127.0.0.1:{port} warm*PASSED*"])
+        # The replica that ended removed its directory there (it may finish after this run).
+        deadline = time.monotonic() + 10.0
+        while any(remote_tmp.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not list(remote_tmp.iterdir())
     finally:
         server.kill()
         server.wait(timeout=10)

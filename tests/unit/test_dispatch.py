@@ -285,10 +285,10 @@ def test_a_replica_still_holding_tests_is_not_let_go() -> None:
     assert r0.state is not ReplicaState.ENDED
 
 
-def quiet_pass(nodeid: str) -> str:
+def quiet_pass(nodeid: str, lease: str = "") -> str:
     """A TEST payload of a test that passed quietly, as a replica holds it back."""
     events = [[protocol.PASSED, when, 0.001, 1.0, 1.001] for when in ("setup", "call", "teardown")]
-    text: str = protocol.test_done(nodeid, "", False, events, LOCATION)[1]
+    text: str = protocol.test_done(nodeid, lease, False, events, LOCATION)[1]
     return text
 
 
@@ -325,6 +325,25 @@ def test_a_dead_replicas_held_passes_are_reported_and_its_own_test_blamed(tmp_pa
     run.say(run.replicas[1], ready(TESTS))
     assert run.sent_runs(run.replicas[1]) == [TESTS[2]]
     assert r0.held_file is None, "closed once it ended"
+
+
+def test_held_passes_of_an_earlier_client_are_not_this_runs(tmp_path: Path) -> None:
+    # A persistent replica keeps its held file across clients: a line an earlier client's run
+    # left there (or a TESTS it sends late) names a test of this run; it did not run now.
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    earlier = "1-earlier-client"
+    run.say(r0, protocol.tests(protocol.held_line(1.0, quiet_pass(TESTS[0], earlier))))
+    assert not run.reports_of(TESTS[0])
+    path = tmp_path / "replica-r0.log.held"
+    path.write_text(f"1.0 {quiet_pass(TESTS[0], earlier)}\n1.1 {quiet_pass(TESTS[1], r0.lease)}\n")
+    r0.held_path = str(path)
+    r0.open_held()
+    run.say(r0, protocol.END)
+    (failure,) = run.failed(TESTS[0])
+    assert f"crashed while running {TESTS[0]}" in str(failure.longrepr)
+    assert not [r for r in run.reports_of(TESTS[0]) if r.passed and r.when == "call"]
+    assert [r.outcome for r in run.reports_of(TESTS[1])] == ["passed"] * 3
 
 
 def test_a_pass_held_back_that_ended_before_a_cancel_is_reported_the_others_not() -> None:

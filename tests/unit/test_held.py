@@ -112,3 +112,17 @@ def test_reading_back_leaves_out_a_line_cut_short(tmp_path: Path) -> None:
     path.write_text(f"1.5 {payload(0)}\n2.5 {payload(1)[:10]}")
     with path.open("rb") as file:
         assert protocol.read_held(file) == [(1.5, payload(0))]
+
+
+def test_dropped_passes_are_neither_sent_nor_left_in_the_file(tmp_path: Path) -> None:
+    # A persistent replica's client went away: what it held was that client's.
+    results, sent, _, path = make(tmp_path)
+    for n in range(3):
+        assert results.hold(payload(n), queued=MIN_QUEUED)
+    results.drop()
+    assert held_texts(path) == []
+    results.flush()
+    assert sent == []
+    assert results.hold(payload(3), queued=MIN_QUEUED), "it holds again for the next client"
+    results.flush()
+    assert [texts(m) for m in sent] == [[payload(3)]]
