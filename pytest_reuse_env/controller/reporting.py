@@ -148,6 +148,9 @@ class ReportReplayer:
         self.teardown_errors: list[tuple[str, str]] = []
         #: Running tests' locations as their replicas sent them (until their logfinish).
         self._locations: dict[str, tuple[str, int | None, str]] = {}
+        #: Each started test's hooks (``item.ihook`` looks its file's conftests up on every
+        #: call; five calls a test), from its logstart to its logfinish.
+        self._hooks: dict[str, Any] = {}
         #: Each routed item's report keywords, built once (compact reports reuse them).
         self._keywords: dict[str, dict[str, Literal[1]]] = {}
         #: Suite properties recorded by a replica's wide fixture: each replica sends them in
@@ -193,10 +196,22 @@ class ReportReplayer:
         )
 
     def logfinish(self, nodeid: str) -> None:
-        item = self.items[nodeid]
-        item.ihook.pytest_runtest_logfinish(nodeid=nodeid, location=self._location(nodeid))
+        self._ihook(nodeid).pytest_runtest_logfinish(nodeid=nodeid, location=self._location(nodeid))
         self.completed.add(nodeid)
         self._locations.pop(nodeid, None)
+        self._hooks.pop(nodeid, None)
+
+    def collected_again(self) -> None:
+        """Watch mode's next round collected the tests again: what was kept of each test's
+        item (its keywords, its hooks) may have changed with an edit."""
+        self._keywords.clear()
+        self._hooks.clear()
+
+    def _ihook(self, nodeid: str) -> Any:
+        hook = self._hooks.get(nodeid)
+        if hook is None:
+            hook = self._hooks[nodeid] = self.items[nodeid].ihook
+        return hook
 
     def _location(self, nodeid: str) -> tuple[str, int | None, str]:
         """The item's location: as the replica sent it with the test, else computed here
@@ -240,7 +255,7 @@ class ReportReplayer:
             writer = self.config.get_terminal_writer()
             writer.write(terminal)
             writer.flush()
-        self.items[report.nodeid].ihook.pytest_runtest_logreport(report=report)
+        self._ihook(report.nodeid).pytest_runtest_logreport(report=report)
 
     def logstart(self, nodeid: str, location: tuple[str, int | None, str] | None = None) -> None:
         """A routed test began (``location``: the item's, from the replica). Its file's header
@@ -251,13 +266,14 @@ class ReportReplayer:
             self._locations[nodeid] = location
         location = self._location(nodeid)
         reporter = self._short_progress()
+        hook = self._ihook(nodeid)
         if reporter is None:
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
+            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
             return
         shown = reporter.currentfspath
         reporter.currentfspath = self._fspath(item.nodeid)
         try:
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
+            hook.pytest_runtest_logstart(nodeid=item.nodeid, location=location)
         finally:
             reporter.currentfspath = shown
 

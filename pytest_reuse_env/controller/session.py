@@ -145,6 +145,7 @@ class ReuseController:
         self._collections += 1
         self.routes.clear()
         self.items.clear()
+        self.reports.collected_again()
         self._marker_digests = None
         first = self._collections == 1
         if first and self.config.getoption("reuse_fresh") and not self.feeding_one_at_a_time:

@@ -292,6 +292,22 @@ def quiet_pass(nodeid: str, lease: str = "") -> str:
     return text
 
 
+def test_a_test_collected_again_is_reported_with_its_new_keywords() -> None:
+    # Watch mode: an edit added a marker; the next round's reports carry it.
+    run = started_run(TESTS)
+    r0 = run.replicas[0]
+    run.say(r0, protocol.tests(protocol.held_line(1.0, quiet_pass(TESTS[0]))))
+    assert all("slow" not in r.keywords for r in run.reports_of(TESTS[0]))
+    item = run.reports.items[TESTS[0]]
+    item.keywords = {**item.keywords, "slow": 1}  # the item of the next collection
+    run.reports.collected_again()
+    run.calls.clear()
+    run.say(r0, protocol.tests(protocol.held_line(2.0, quiet_pass(TESTS[1]))))
+    r0.in_flight.appendleft(TESTS[0])
+    run.say(r0, protocol.tests(protocol.held_line(3.0, quiet_pass(TESTS[0]))))
+    assert [("slow" in r.keywords) for r in run.reports_of(TESTS[0])] == [True] * 3
+
+
 def test_held_passes_are_each_timed_by_when_they_ended() -> None:
     run = started_run(TESTS)
     r0 = run.replicas[0]
