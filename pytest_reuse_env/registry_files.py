@@ -84,7 +84,10 @@ def private_directory(path: Path, *, create: bool = True) -> None:
             except FileNotFoundError:
                 # Parents (the cache directory) as pytest makes them; the registry's own 0700.
                 make_cache_directory(path.parent)
-                os.mkdir(path, mode=0o700)
+                try:
+                    os.mkdir(path, mode=0o700)
+                except FileExistsError:
+                    pass  # a run started at the same moment made it first
         info = os.lstat(path)
     except FileNotFoundError:
         raise RegistryError(

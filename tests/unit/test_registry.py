@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import psutil
 import pytest
 
+from pytest_reuse_env import registry_files
 from pytest_reuse_env.registry import (
     LOCK_WAIT_SECONDS,
     MAX_SOCKET_PATH_BYTES,
@@ -820,3 +821,21 @@ def test_status_names_a_registry_an_idle_replica_set_aside_first(
         f"  note: the replica registry {registry_dir / 'registry.json'} was unreadable before; "
         f"kept as {aside.name} (safe to delete)"
     )
+
+
+def test_two_runs_creating_the_registry_at_once_both_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither the cache directory nor the registry exists; another run makes both between this
+    # run's first mkdir (no parent) and its second. This run used to fall back to run scope
+    # ("cannot create the registry directory ...: File exists") and start replicas of its own.
+    directory = tmp_path / ".pytest_cache" / "reuse"
+    real = registry_files.make_cache_directory
+
+    def other_run_first(path: Path) -> None:
+        real(path)
+        os.mkdir(directory, mode=0o700)
+
+    monkeypatch.setattr(registry_files, "make_cache_directory", other_run_first)
+    registry_files.private_directory(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
