@@ -137,6 +137,8 @@ class Router:
         #: Cold start: a replica may start while this process still collects (once a test
         #: is known to be routed), in a plain run (not an xdist worker).
         self._start_early = role is Role.CONTROLLER and _may_start_early(config.option)
+        #: xdist's controller: a worker's replicas had a fixture teardown fail between tests.
+        self._worker_teardown_failed = False
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self) -> None:
@@ -264,12 +266,17 @@ class Router:
         output = getattr(node, "workeroutput", None) or {}
         if output.get(protocol.WORKEROUTPUT_KEY):
             self._summary().pytest_testnodedown(node, error)
+        if output.get(protocol.WORKEROUTPUT_TEARDOWN_FAILED):
+            self._worker_teardown_failed = True
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.summary is not None:
             self.summary.pytest_terminal_summary(terminalreporter)
 
     @pytest.hookimpl(trylast=True)  # after the controller has added its figures
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._worker_teardown_failed and session.exitstatus == pytest.ExitCode.OK:
+            # The worker's note (in the summary) says why; xdist counts only reports.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.summary is not None:
             self.summary.pytest_sessionfinish()

@@ -101,6 +101,9 @@ REPORT_REPLICA: Final = "reuse_replica"
 #: Where an xdist worker leaves its environments' figures for xdist's controller
 #: (``config.workeroutput``).
 WORKEROUTPUT_KEY: Final = "reuse_environments"
+#: Set by an xdist worker whose replicas' fixture teardown failed between tests: it exits 1,
+#: which xdist's controller does not count, so the controller's run exits 1 too.
+WORKEROUTPUT_TEARDOWN_FAILED: Final = "reuse_teardown_failed"
 REPORT_WARM: Final = "reuse_warm"
 #: The lease (START or ATTACH) the report's test was started under.
 REPORT_LEASE: Final = "reuse_lease"

@@ -655,6 +655,8 @@ class ReuseController:
         if self.in_xdist_worker:
             workeroutput = self.config.workeroutput  # type: ignore[attr-defined]
             workeroutput[protocol.WORKEROUTPUT_KEY] = figures
+            if self.reports.teardown_errors:
+                workeroutput[protocol.WORKEROUTPUT_TEARDOWN_FAILED] = True
         elif self.summary is not None:
             self.summary.add_figures(figures)
             if self.kept_warm:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import run
+from tests.helpers import replicas_stopped, run
 
 #: reuse_teardown_timeout of the hanging-finalizer run, and how long that whole run may take.
 TEARDOWN_TIMEOUT = 2
@@ -777,6 +777,29 @@ def test_a_teardown_error_at_the_end_of_an_xdist_worker_is_an_error(
     assert re.search(rf"^_+ ERROR at teardown of {carrier} _+$", out, re.M), out
     if last != "same":
         assert "after test_a_mod.py::test_two, when its module or class was torn down" in out
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
+def test_a_warm_replicas_teardown_error_from_its_last_run_fails_this_one(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    """A global replica keeps the module its last run ended in; this run's first test is in
+    another module, so that module's teardown fails before any test of this run: no test
+    can carry it, it is a warning, and the run exits 1. Under ``pytest -n 1`` the worker
+    exited 1 and xdist's controller, which counts reports only, exited 0."""
+    pytester.makeini("[pytest]\nreuse_scope = global\nreuse_replicas = 1\n")
+    pytester.makepyfile(test_a_mod=TEARDOWN_ERROR_SUITE, test_b_mod=AFTER_SUITE)
+    n = ["-n", "1"] if xdist else []
+    with replicas_stopped(pytester):
+        first = run(pytester, "-p", "no:randomly", *n, "-k", "test_one or test_two")
+        assert first.ret == pytest.ExitCode.OK, first.stdout.str()
+        result = run(pytester, "-p", "no:randomly", *n, "-k", "test_three")
+    out = result.stdout.str()
+    assert "1 attached warm" in out, out
+    assert "fixture teardown failed in replica" in out, out
+    assert "module-fixture-teardown-boom" in out, out
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert result.parseoutcomes()["passed"] == 1, out
 
 
 @pytest.mark.parametrize("stop", ["-x", "--maxfail=2"])
