@@ -8,6 +8,8 @@ Controller to replica, in the order a replica sees them::
 
     START    StartPayload        once, first: how to build the replica's pytest session
     ATTACH   AttachPayload       instead of START, to a persistent replica already serving
+    NEXT     str                 one test at a time: the session's test after the next RUN's
+                                 (run here or not), so its teardown leaves what that one shares
     RUN      str                 nodeids appended to the replica's queue (``joined_nodeids``)
     DRAIN    None                run what you hold without waiting for a next item
     CANCEL   None                drop queued items that have not started (``-x``, ``--maxfail``)
@@ -70,6 +72,7 @@ from typing import IO, Any, Final, NotRequired, TypedDict
 START: Final = "start"
 ATTACH: Final = "attach"
 RUN: Final = "run"
+NEXT: Final = "next"
 DRAIN: Final = "drain"
 CANCEL: Final = "cancel"
 STEAL: Final = "steal"
@@ -148,7 +151,7 @@ END: Final[Message] = (CHANNEL_CLOSED, None)
 #: What a controller may say (START first, or ATTACH); anything else is a protocol error the
 #: replica ends its session on.
 CONTROLLER_MESSAGES: Final = frozenset(
-    {START, ATTACH, RUN, DRAIN, CANCEL, STEAL, END_LEASE, SHUTDOWN, COLLECT}
+    {START, ATTACH, RUN, NEXT, DRAIN, CANCEL, STEAL, END_LEASE, SHUTDOWN, COLLECT}
 )
 
 #: What a replica may say; anything else is a protocol error the controller reports.
@@ -414,6 +417,12 @@ def attach(
 
 def run(nodeids: Iterable[str]) -> Message:
     return (RUN, joined_nodeids(nodeids))
+
+
+def next_test(nodeid: str) -> Message:
+    """NEXT, sent before the RUN it is about (a replica may start that test as soon as it
+    reads the RUN)."""
+    return (NEXT, nodeid)
 
 
 def joined_nodeids(nodeids: Iterable[str]) -> str:

@@ -91,6 +91,9 @@ class Environment:
         self.closing = closing
         #: Fed one test at a time (inside an xdist worker): one replica is all it can use.
         self.serial = serial
+        #: The session's test after those queued (``submit``), for the replica that takes the
+        #: last of them.
+        self._then: str | None = None
         #: Registry key of a persistent (scope="global") environment; None for scope="run".
         self.key = key
         #: Since when the environment has wanted a replica that max (across runs) forbids.
@@ -209,8 +212,11 @@ class Environment:
 
     # -- work --------------------------------------------------------------------------------
 
-    def submit(self, nodeids: Iterable[str]) -> None:
+    def submit(self, nodeids: Iterable[str], *, then: str | None = None) -> None:
+        """Queue tests; ``then`` (one test at a time): the session's test after them, which
+        the replica that takes the last of them is told (NEXT)."""
         self.queue.extend(nodeids)
+        self._then = then
         self.pump()
 
     def pump(self) -> None:
@@ -304,7 +310,8 @@ class Environment:
             if room >= max(1, depth // 4) and self.queue:
                 size = min(max(room, self._guided_batch(replica)), len(self.queue))
                 batch = [self.queue.popleft() for _ in range(size)]
-                replica.assign(batch, self._clock.monotonic())
+                then, self._then = (self._then, None) if not self.queue else (None, self._then)
+                replica.assign(batch, self._clock.monotonic(), then=then)
         if not self.queue and not self._balance_tail():
             for replica in self.live:
                 if not replica.accepting:

@@ -341,8 +341,11 @@ class Replica:
         """Send a message; False when the link is already gone (the close event follows)."""
         return self.link.send(message)
 
-    def assign(self, nodeids: list[str], now: float | None = None) -> None:
-        """Append tests to its queue (RUN) at ``now``."""
+    def assign(
+        self, nodeids: list[str], now: float | None = None, *, then: str | None = None
+    ) -> None:
+        """Append tests to its queue (RUN) at ``now``; ``then``: the session's test after them
+        (NEXT, one test at a time), whether it runs here or not."""
         if not self.accepting:
             raise ReplicaStateError(f"replica {self.id} is {self.state.value}: it takes no work")
         if not self.in_flight and now is not None:
@@ -350,6 +353,8 @@ class Replica:
         self.in_flight.extend(nodeids)
         self._drained = False
         self.idle_since = None
+        if then is not None:
+            self.send(protocol.next_test(then))
         self.send(protocol.run(nodeids))
 
     def drain(self) -> None:

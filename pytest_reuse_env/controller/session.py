@@ -448,7 +448,13 @@ class ReuseController:
             return True
         if nextitem is None and not self.watching:  # a watch session's rounds go on
             self._before_last_test(environment, item.nodeid)
-        environment.submit([item.nodeid])
+        # One test at a time (pytest runs this hook for each): the replica is told which test
+        # comes next, so this one's teardown leaves only what that one shares, as in plain
+        # pytest, and an error there is this test's.
+        environment.submit(
+            [item.nodeid],
+            then=nextitem.nodeid if nextitem is not None and self.feeding_one_at_a_time else None,
+        )
         while item.nodeid not in self.completed:
             self._pump(timeout=POLL_SECONDS)
         self._raise_if_stopped_by_a_test()

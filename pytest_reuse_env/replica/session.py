@@ -154,6 +154,7 @@ class ReplicaSession:
         #: The controller's messages, by name; any other name is an error (``UnknownMessage``).
         self._handlers: dict[str, Callable[[Any], None]] = {
             protocol.RUN: self._on_run,
+            protocol.NEXT: self._on_next,
             protocol.DRAIN: self._on_drain,
             protocol.CANCEL: self._on_cancel,
             protocol.STEAL: self._on_steal,
@@ -187,6 +188,9 @@ class ReplicaSession:
         self.tests_run = 0
         self.pending: deque[str] = deque()
         self.final = False  # DRAIN or SHUTDOWN seen: do not hold the last item back
+        #: NEXT: the session's test after the last one queued here, when tests come one at
+        #: a time (it may run elsewhere); used once, as that test's next item.
+        self.next_hint: str | None = None
         self.shutting_down = False
         self.session: pytest.Session | None = None
         #: The working directory every test starts in (a test's os.chdir does not outlive it).
@@ -508,6 +512,9 @@ class ReplicaSession:
         self.pending.extend(nodeids)
         self.final = False
 
+    def _on_next(self, nodeid: str) -> None:
+        self.next_hint = nodeid
+
     def _on_drain(self, payload: None) -> None:
         self.final = True
 
@@ -526,6 +533,7 @@ class ReplicaSession:
 
     def _on_attach(self, payload: protocol.AttachPayload) -> None:
         self.drop_held()  # an earlier client's, if any
+        self.next_hint = None
         self.lease = self.test_lease = payload.get("lease", "")
         self.leaks.forget_baseline()
         self.pending.clear()
@@ -555,10 +563,16 @@ class ReplicaSession:
             self.send(protocol.unknown_nodeid(nodeid, self.test_lease))
             return
         nextitem: Any
+        hint, self.next_hint = self.next_hint, None
         if self.pending and self.pending[0] in self.items:
             nextitem = self.items[self.pending[0]]
         elif self.shutting_down and not self.pending:
             nextitem = None  # the last item tears everything down and reports its errors
+        elif not self.pending and hint in self.items:
+            # One test at a time: the session's next test (here or elsewhere) is known, so
+            # this one's teardown leaves what that one shares, as in plain pytest, and what
+            # fails there is this test's error.
+            nextitem = self.items[hint]
         else:
             nextitem = KeepCollectors(item)
         self.running_nodeids = [nodeid]

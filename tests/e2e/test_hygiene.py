@@ -724,27 +724,39 @@ def test_four():
 def test_module_fixture_teardown_error_between_tests_is_reported(
     pytester: pytest.Pytester, xdist: bool
 ) -> None:
+    # The module goes down in test_two's teardown and the error is test_two's, as in plain
+    # pytest. Under -n 1 (one test at a time) the replica is told the session's next test
+    # (NEXT); it tore the module down when test_three came, and the error went with
+    # test_three's teardown, naming test_two.
     pytester.makeini(ini("reuse_replicas = 1"))
     pytester.makepyfile(test_a_mod=TEARDOWN_ERROR_SUITE, test_b_mod=AFTER_SUITE)
-
-    result = run(pytester, "-rA", *(["-n", "1"] if xdist else []))
+    n = ["-n", "1"] if xdist else []
+    plain = run(pytester, "-rA", "-p", "no:randomly", "--reuse=off", *n)
+    result = run(pytester, "-rA", "-p", "no:randomly", *n)
     out = result.stdout.str()
     assert "RuntimeError: module-fixture-teardown-boom" in out, out
-    if xdist:
-        # One test at a time: the module is torn down when the next test arrives, between
-        # tests. xdist's worker reports only the test it runs: the error goes with that
-        # test's teardown and names test_two (it was a warning, and exit 0).
-        assert result.ret == pytest.ExitCode.TESTS_FAILED, out
-        assert result.parseoutcomes() == {"passed": 4, "errors": 1}, out
-        assert re.search(r"^_+ ERROR at teardown of test_three _+$", out, re.M), out
-        assert "after test_a_mod.py::test_two, when its module or class was torn down" in out
-    else:
-        # The next test was known: the module went down in test_two's teardown, as in pytest.
-        assert result.ret == pytest.ExitCode.TESTS_FAILED, out
-        assert result.parseoutcomes() == {"passed": 4, "errors": 1}, out
-        assert re.search(r"^_+ ERROR at teardown of test_two _+$", out, re.M), out
+    assert result.ret == plain.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert result.parseoutcomes() == plain.parseoutcomes() == {"passed": 4, "errors": 1}, out
+    assert re.search(r"^_+ ERROR at teardown of test_two _+$", out, re.M), out
     for name in ("test_one", "test_two", "test_three", "test_four"):
         assert re.search(rf"^PASSED test_\w_mod.py::{name}$", out, re.M), out
+
+
+@pytest.mark.parametrize("stop", ["-x", "--maxfail=1"])
+def test_a_teardown_error_stops_a_run_under_x_where_plain_pytest_stops(
+    pytester: pytest.Pytester, stop: str
+) -> None:
+    # -x goes one test at a time: the module went down when test_three came, so test_three
+    # ran before the error stopped the run (plain pytest stops at test_two's teardown).
+    pytester.makeini(ini("reuse_replicas = 1"))
+    pytester.makepyfile(test_a_mod=TEARDOWN_ERROR_SUITE, test_b_mod=AFTER_SUITE)
+    plain = run(pytester, "-rA", "-p", "no:randomly", "--reuse=off", stop)
+    result = run(pytester, "-rA", "-p", "no:randomly", stop)
+    out = result.stdout.str()
+    assert result.ret == plain.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert result.parseoutcomes() == plain.parseoutcomes() == {"passed": 2, "errors": 1}, out
+    assert re.search(r"^_+ ERROR at teardown of test_two _+$", out, re.M), out
+    assert "test_three" not in out.partition("short test summary info")[2], out
 
 
 @pytest.mark.parametrize("last", ["same", "other", "local"])

@@ -165,6 +165,23 @@ def test_the_last_test_fed_one_at_a_time_is_its_replicas_last() -> None:
     assert [name for name, _ in run.link(r0).sent][-2:] == [protocol.RUN, protocol.SHUTDOWN]
 
 
+def test_one_at_a_time_a_test_goes_with_the_sessions_next_one() -> None:
+    # pytest's next item (here or elsewhere), before the RUN it is about: the replica may
+    # start that test as soon as it reads the RUN. Its teardown then leaves only what the
+    # next test shares, as in plain pytest, and an error there is that test's.
+    run = Run(TESTS, closing=False)
+    run.environment.one_at_a_time()
+    run.environment.submit([TESTS[0]], then="t.py::test_elsewhere")
+    r0 = run.replicas[0]
+    run.say(r0, ready(TESTS))
+    work = [m for m in run.link(r0).sent if m[0] in (protocol.NEXT, protocol.RUN)]
+    assert work == [protocol.next_test("t.py::test_elsewhere"), protocol.run([TESTS[0]])]
+    run.run_test(r0, TESTS[0])
+    run.environment.submit([TESTS[1]])  # nothing after it known: no NEXT
+    work = [m for m in run.link(r0).sent if m[0] in (protocol.NEXT, protocol.RUN)]
+    assert work[2:] == [protocol.run([TESTS[1]])]
+
+
 def test_a_persistent_replica_keeps_its_state_after_the_last_test() -> None:
     run = Run(TESTS, closing=False)
     run.environment.key = "g-1"  # scope="global": the warm state stays
