@@ -310,7 +310,9 @@ class Environment:
             if room >= max(1, depth // 4) and self.queue:
                 size = min(max(room, self._guided_batch(replica)), len(self.queue))
                 batch = [self.queue.popleft() for _ in range(size)]
-                then, self._then = (self._then, None) if not self.queue else (None, self._then)
+                then = None
+                if not self.queue:  # it took the last: it is told the session's next test
+                    then, self._then = self._then, None
                 replica.assign(batch, self._clock.monotonic(), then=then)
         if not self.queue and not self._balance_tail():
             for replica in self.live:
