@@ -150,8 +150,12 @@ class ReplicaEvents:
         self, replica: Replica, raw: str | protocol.TestPayload, ended: float | None = None
     ) -> bool:
         """TEST: a whole test at once (it ended before it was announced, at ``ended`` when it
-        was held back); False when it is not shown (cancelled)."""
+        was held back); False when it is not shown (cancelled, or an earlier client's)."""
         payload = protocol.test_payload(raw)
+        if not replica.of_this_lease(payload["lease"]):
+            # An earlier client's test (a persistent replica's held file or late message): not
+            # ours. TEST and TESTS are text, which ``dispatch``'s check of a lease passes by.
+            return False
         nodeid = payload["nodeid"]
         if replica.was_cancelled(nodeid) and not replica.ended_before_cancel(nodeid, ended):
             return False  # it ran before CANCEL arrived (-x): plain pytest would not have run it
@@ -180,9 +184,7 @@ class ReplicaEvents:
         alone)."""
         now = self._clock.monotonic()
         for ended, text in protocol.tests_entries(lines):
-            payload = protocol.test_payload(text)
-            if replica.of_this_lease(payload["lease"]):  # else an earlier client's test
-                self.test_done(replica, payload, ended=min(ended, now))
+            self.test_done(replica, text, ended=min(ended, now))
 
     def _take_held(self, replica: Replica) -> None:
         """The quiet passes a replica that ended had held back and may not have sent
@@ -193,8 +195,6 @@ class ReplicaEvents:
         recovered = set()
         for ended, text in protocol.read_held(replica.held_file):
             payload = protocol.test_payload(text)
-            if not replica.of_this_lease(payload["lease"]):
-                continue  # a persistent replica's file, from an earlier client: not ours
             nodeid = payload["nodeid"]
             # One it sent before it died is neither in flight nor cancelled: reported already.
             unreported = nodeid in replica.in_flight or replica.was_cancelled(nodeid)

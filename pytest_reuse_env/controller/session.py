@@ -201,6 +201,7 @@ class ReuseController:
             self.unused = [env for env in self._hinted if env not in routed_to]
         if self.launcher.files.wants_lists:
             by_list = [e for e in routed_to if self.launcher.files.gets_list(e.name)]
+            digests = self._digests() if by_list else {}
             self.launcher.files.known(
                 {environment.name: listed for environment, listed in files.items()},
                 loaded_conftests(self.config),
@@ -208,7 +209,7 @@ class ReuseController:
                 # Only for replicas that collect a list (not those collecting the whole run):
                 # a digest of every test's markers costs this process before any test runs.
                 expect={
-                    environment.name: {n: self._digests()[n] for n in routed_to[environment]}
+                    environment.name: {n: digests[n] for n in routed_to[environment]}
                     for environment in by_list
                 },
                 modules=collection_check.project_modules(str(self.config.rootpath))

@@ -93,20 +93,19 @@ class HeldResults:
             return
         lines, self._held = self._held, []
         self._send(protocol.tests("".join(lines)))
-        if self._fd is not None:
-            try:
-                os.ftruncate(self._fd, 0)
-            except OSError:
-                self._fd = None
+        self._empty_file()
 
     def drop(self) -> None:
         """A persistent replica's client is gone (or a new one attaches): what is held was that
         client's, whom nobody will tell; the next must not get it."""
         self._held = []
+        self._empty_file()
+
+    def _empty_file(self) -> None:
         if self._fd is not None:
             try:
                 os.ftruncate(self._fd, 0)
-            except OSError:
+            except OSError:  # closed or gone: hold nothing more
                 self._fd = None
 
     def flush_stale(self) -> None:

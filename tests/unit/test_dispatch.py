@@ -367,7 +367,9 @@ def test_held_passes_of_an_earlier_client_are_not_this_runs(tmp_path: Path) -> N
     r0 = run.replicas[0]
     earlier = "1-earlier-client"
     run.say(r0, protocol.tests(protocol.held_line(1.0, quiet_pass(TESTS[0], earlier))))
+    run.say(r0, (protocol.TEST, quiet_pass(TESTS[0], earlier)))
     assert not run.reports_of(TESTS[0])
+    assert r0.state is not ReplicaState.ENDED, "not a protocol error: just not ours"
     path = tmp_path / "replica-r0.log.held"
     path.write_text(f"1.0 {quiet_pass(TESTS[0], earlier)}\n1.1 {quiet_pass(TESTS[1], r0.lease)}\n")
     r0.held_path = str(path)
