@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, final, get_args
 
@@ -16,9 +17,18 @@ from typing import Any, Final, Literal, TypeAlias, final, get_args
 RecordState: TypeAlias = Literal["starting", "idle", "leased", "retiring"]
 _STATES: Final[frozenset[str]] = frozenset(get_args(RecordState))
 
-#: Create times may differ by this much and still name the same process: psutil derives them
-#: from the boot time, which moves when the wall clock is stepped.
-CREATE_TIME_TOLERANCE: Final[float] = 1.0
+#: Two start times of one process, read at different moments, differ by a rounding at most
+#: (Linux: none; elsewhere the boot time's microseconds). A process that reused the pid started
+#: after the first one ended, and pids come round again only after the system has handed out
+#: all the others: far more than half a second later.
+START_TOLERANCE: Final[float] = 0.5
+
+#: The clock of every time the registry compares across processes: seconds since the machine
+#: booted (Linux's CLOCK_BOOTTIME, which counts suspended time; elsewhere the system-wide
+#: monotonic clock). Not the wall clock: NTP, or a virtual machine resumed from a snapshot,
+#: steps it by seconds or minutes, and a step made live replicas look dead and idle ones
+#: look past their TTL.
+_MACHINE_CLOCK: Final[int] = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -33,9 +43,10 @@ def new_replica_id() -> str:
 class ReplicaRecord:
     """One replica that outlives runs, as the registry stores it.
 
-    Times named ``*_at``/``last_used`` are wall-clock seconds (they are compared across
-    processes); ``create_time`` and ``lease_owner_started`` are psutil create times, kept to tell
-    a live process from another one that reused its pid.
+    Every time is on :func:`machine_clock` (seconds since boot), the one clock that every
+    process on the machine reads alike and nothing steps. ``process_started`` and
+    ``lease_owner_started`` are when those processes started (:func:`process_start`), kept to
+    tell a live process from another one that reused its pid.
     """
 
     replica_id: str
@@ -56,7 +67,7 @@ class ReplicaRecord:
     #: When the last test finished or the lease was released.
     last_used: float
     tests_served: int
-    create_time: float
+    process_started: float
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,14 +95,14 @@ class ReplicaRecord:
             raise ValueError("fingerprint must map strings to strings")
         for name in ("pid", "tests_served"):
             _check_type(data, name, int)
-        for name in ("started_at", "last_used", "create_time"):
+        for name in ("started_at", "last_used", "process_started"):
             _check_type(data, name, float)
         if data["lease_owner"] is not None:
             _check_type(data, "lease_owner", int)
         if data["lease_owner_started"] is not None:
             _check_type(data, "lease_owner_started", float)
         values = dict(data)
-        for name in ("started_at", "last_used", "create_time", "lease_owner_started"):
+        for name in ("started_at", "last_used", "process_started", "lease_owner_started"):
             if values[name] is not None:
                 values[name] = float(values[name])
         values["fingerprint"] = dict(fingerprint)
@@ -108,30 +119,49 @@ def _check_type(data: dict[str, Any], name: str, kind: type) -> None:
         raise ValueError(f"field {name} must be {kind.__name__}, got {value!r}")
 
 
-def create_time_of(pid: int) -> float | None:
-    """The psutil create time of ``pid``, or None if there is no such process."""
+def machine_clock() -> float:
+    """Now on the registry's clock: seconds since the machine booted."""
+    return time.clock_gettime(_MACHINE_CLOCK)
+
+
+def _started(process: Any) -> float:
+    # psutil's create time is a start measured from boot, plus the boot time as the wall clock
+    # puts it now (Linux: /proc/<pid>/stat's start tick plus /proc/stat's btime, read at each
+    # call): take the boot time off again and what is left does not move when the clock does.
+    import psutil
+
+    return float(process.create_time() - psutil.boot_time())
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since boot, or None if there is no such
+    process."""
     import psutil  # where it is used: a run-scoped run never needs it
 
     try:
-        return psutil.Process(pid).create_time()
+        return _started(psutil.Process(pid))
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
 
 
-def process_gone(pid: int, create_time: float | None) -> str | None:
-    """Why process ``pid`` (started at ``create_time``) no longer runs, or None if it does."""
+def process_gone(pid: int, started: float | None) -> str | None:
+    """Why process ``pid`` (started at ``started``, seconds since boot) no longer runs, or None
+    if it does."""
     import psutil  # where it is used: a run-scoped run never needs it
 
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return f"process {pid} has exited (zombie)"
-        started = process.create_time()
+        now_started = _started(process)
     except psutil.NoSuchProcess:
         return f"process {pid} is gone"
     except psutil.AccessDenied:
         # Someone else's process: ours would be readable.
         return f"process {pid} is gone (pid now used by another user's process)"
-    if create_time is not None and abs(started - create_time) > CREATE_TIME_TOLERANCE:
-        return f"process {pid} is gone (pid reused by a process started at {started:.2f})"
+    if started is not None and abs(now_started - started) > START_TOLERANCE:
+        return (
+            f"process {pid} is gone (pid reused by a process started {now_started:.2f} s "
+            f"after boot, not {started:.2f} s)"
+        )
     return None

@@ -15,16 +15,19 @@ Rules:
   bounded wait (``lock_timeout``). The lock is an OS lock (flock): it dies with its holder, so a
   killed process never leaves the registry locked.
 - Each transaction first prunes: records whose process is gone (no such pid, a zombie, or a pid
-  reused by a process with another create time) are removed along with their socket file, and a
+  reused by a process that started at another time) are removed along with their socket file, and a
   lease whose owner is gone the same way is freed (back to ``idle``; the replica itself abandons
   a dead client's work, the registry only frees the lease).
-- A ``starting`` record carries the pid and create time of the process *starting* the replica
-  until the replica registers with ``update(pid=..., create_time=..., state="idle")``: if the
+- A ``starting`` record carries the pid and start time of the process *starting* the replica
+  until the replica registers with ``update(pid=..., process_started=..., state="idle")``: if the
   starter dies first, prune drops the reservation.
 - A corrupt ``registry.json`` (truncated, not JSON, wrong shape) is moved aside to
   ``registry.json.corrupt-<timestamp>`` and the registry starts empty; the message is kept in
   :attr:`Registry.last_recovery`. Corruption never raises. The replicas it listed are not
   reachable through the registry any more and end on their own idle timeout.
+- A document an earlier version of the plugin wrote (``version`` below this one's) is read as
+  empty and replaced at the next change, without a note: its replicas find their records gone
+  at their next idle check and end.
 - An unusable directory (looser permissions, another owner, not writable, disk full, a file
   where a directory belongs) raises :class:`RegistryError` naming the path, the problem and the
   fix, so the caller can fall back to ``scope="run"``; a lock held longer than ``lock_timeout``
@@ -60,13 +63,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
 from pytest_reuse_env.record import (
-    CREATE_TIME_TOLERANCE,
     REPLICA_ID,
+    START_TOLERANCE,
     RecordState,
     ReplicaRecord,
-    create_time_of,
+    machine_clock,
     new_replica_id,
     process_gone,
+    process_start,
 )
 from pytest_reuse_env.registry_files import (
     RegistryBusy,
@@ -81,17 +85,19 @@ if TYPE_CHECKING:
     import filelock
 
 __all__ = [
-    "CREATE_TIME_TOLERANCE",
     "LOCK_WAIT_SECONDS",
     "MAX_SOCKET_PATH_BYTES",
+    "START_TOLERANCE",
     "RecordState",
     "Registry",
     "RegistryBusy",
     "RegistryError",
     "ReplicaRecord",
     "live_pids",
+    "machine_clock",
     "new_replica_id",
     "process_gone",
+    "process_start",
     "registry_error",
 ]
 
@@ -103,8 +109,13 @@ MAX_SOCKET_PATH_BYTES: Final[int] = 103 if sys.platform == "darwin" else 107
 #: without the registry this time rather than wait.
 LOCK_WAIT_SECONDS: Final[float] = 3.0
 
-_FORMAT_VERSION: Final[int] = 1
+#: 2: times on the machine clock (``record.machine_clock``), ``process_started``.
+_FORMAT_VERSION: Final[int] = 2
 _TOKEN = re.compile(r"[0-9a-f]{64}")
+
+
+class _OlderFormat(ValueError):
+    """registry.json as an earlier version of the plugin wrote it."""
 
 
 @final
@@ -119,7 +130,8 @@ class Registry:
         self,
         directory: Path,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = machine_clock,
+        wall_clock: Callable[[], float] = time.time,
         lock_timeout: float = LOCK_WAIT_SECONDS,
         create: bool = True,
     ) -> None:
@@ -130,6 +142,8 @@ class Registry:
         self.sockets_directory = self.directory / "sockets"
         self.logs_directory = self.directory / "logs"
         self._clock = clock
+        #: For the names of set-aside files only: nothing compares it across processes.
+        self._wall_clock = wall_clock
         self._lock_timeout = lock_timeout
         #: Whether a removed directory is re-created (a run) or means the registry is gone (a
         #: replica: it must not bring back a directory the user deleted, with another mode).
@@ -203,6 +217,8 @@ class Registry:
             raise os_error(self.records_path, "read", error) from None
         try:
             return self._parse(data)
+        except _OlderFormat:
+            return {}
         except (ValueError, UnicodeDecodeError) as problem:
             self._set_aside(problem)
             return {}
@@ -210,7 +226,10 @@ class Registry:
     @staticmethod
     def _parse(data: bytes) -> dict[str, ReplicaRecord]:
         document = json.loads(data.decode("utf-8"))
-        if not isinstance(document, dict) or document.get("version") != _FORMAT_VERSION:
+        version = document.get("version") if isinstance(document, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version < _FORMAT_VERSION:
+            raise _OlderFormat(version)
+        if not isinstance(document, dict) or version != _FORMAT_VERSION:
             raise ValueError(f"not a version {_FORMAT_VERSION} registry document")
         replicas = document.get("replicas")
         if not isinstance(replicas, list):
@@ -224,7 +243,7 @@ class Registry:
         return records
 
     def _set_aside(self, problem: Exception) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self._clock()))
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self._wall_clock()))
         target = self.records_path.with_name(f"{self.records_path.name}.corrupt-{stamp}")
         suffix = 1
         while target.exists():
@@ -272,7 +291,7 @@ class Registry:
     def _prune(self, records: dict[str, ReplicaRecord]) -> list[str]:
         cleaned = []
         for replica_id, record in list(records.items()):
-            reason = process_gone(record.pid, record.create_time)
+            reason = process_gone(record.pid, record.process_started)
             if reason is not None:
                 del records[replica_id]
                 self._unlink_socket(record.socket)
@@ -351,7 +370,7 @@ class Registry:
         """Drop the record (and its socket file if the process is gone); return it if it existed."""
         with self.transaction() as records:
             record = records.pop(replica_id, None)
-        if record is not None and process_gone(record.pid, record.create_time) is not None:
+        if record is not None and process_gone(record.pid, record.process_started) is not None:
             self._unlink_socket(record.socket)
         return record
 
@@ -387,7 +406,7 @@ class Registry:
 
     def lease(self, environment: str, owner_pid: int) -> ReplicaRecord | None:
         """Lease the most recently used idle replica of ``environment`` to ``owner_pid``."""
-        owner_started = create_time_of(owner_pid)
+        owner_started = process_start(owner_pid)
         if owner_started is None:
             raise RegistryError(f"cannot lease a replica to process {owner_pid}: it is not running")
         with self.transaction() as records:
@@ -516,7 +535,7 @@ def live_pids(records_path: Path) -> list[int]:
     return sorted(
         record.pid
         for record in records.values()
-        if process_gone(record.pid, record.create_time) is None
+        if process_gone(record.pid, record.process_started) is None
     )
 
 

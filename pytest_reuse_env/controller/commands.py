@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Final
 
 import execnet
@@ -24,7 +23,13 @@ import pytest
 from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import connect
 from pytest_reuse_env.controller.launch.process import kill_and_wait, wait_gone
-from pytest_reuse_env.registry import Registry, RegistryError, ReplicaRecord, process_gone
+from pytest_reuse_env.registry import (
+    Registry,
+    RegistryError,
+    ReplicaRecord,
+    machine_clock,
+    process_gone,
+)
 from pytest_reuse_env.warm import registry_directory
 
 #: How long a replica asked to stop may run its finalizers before it is killed.
@@ -86,7 +91,7 @@ def status_lines(registry: Registry | None, problem: str | None) -> list[str]:
         )
     for note in registry.last_pruned:
         lines.append(f"  cleaned: {note}")
-    now = time.time()
+    now = machine_clock()
     for record in sorted(records, key=lambda r: (r.policy, r.started_at)):
         state = str(record.state)
         if record.lease_owner is not None:
@@ -108,7 +113,7 @@ def stop_replica(registry: Registry, record: ReplicaRecord, wait: float) -> str:
     SHUTDOWN stopped, it was not gone."""
     try:
         process = psutil.Process(record.pid)
-        if process_gone(record.pid, record.create_time) is not None:
+        if process_gone(record.pid, record.process_started) is not None:
             raise psutil.NoSuchProcess(record.pid)
     except psutil.NoSuchProcess:
         _forget(registry, record)

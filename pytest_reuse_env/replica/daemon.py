@@ -29,7 +29,7 @@ from typing import Any, Final, final
 
 from pytest_reuse_env import protocol, scaling
 from pytest_reuse_env.channel import Listener, SocketChannel
-from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError
+from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError, machine_clock
 from pytest_reuse_env.replica import hygiene
 from pytest_reuse_env.replica.abort import ABORT_SIGNAL, install_abort_handler
 from pytest_reuse_env.replica.bootstrap import run_session
@@ -236,7 +236,7 @@ class Daemon:
                 state="idle",
                 lease_owner=None,
                 lease_owner_started=None,
-                last_used=time.time(),
+                last_used=machine_clock(),
                 tests_served=served,
             )
         except (RegistryError, KeyError) as exc:
@@ -260,7 +260,7 @@ class Daemon:
         """Asked by the serve loop while it waits; True means finish and exit now."""
         if self.relay.busy() or self.policy is None:
             return False
-        now = time.time()
+        now = machine_clock()
         if now < self._next_idle_check:
             return False
         self._next_idle_check = now + IDLE_CHECK_SECONDS

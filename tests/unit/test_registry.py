@@ -8,6 +8,7 @@ below a regular file (ENOTDIR), since a chmod'ed read-only directory would not s
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import inspect
 import json
@@ -37,11 +38,20 @@ from pytest_reuse_env.registry import (
     RegistryError,
     ReplicaRecord,
     new_replica_id,
+    process_start,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 ME = os.getpid()
-ME_STARTED = psutil.Process(ME).create_time()
+
+
+def start_of(pid: int) -> float:
+    started = process_start(pid)
+    assert started is not None, f"process {pid} runs"
+    return started
+
+
+ME_STARTED = start_of(ME)
 CHILD_TIMEOUT = 30.0
 
 
@@ -59,7 +69,7 @@ def make_record(
     environment: str = "env-a",
     state: RecordState = "idle",
     pid: int = ME,
-    create_time: float = ME_STARTED,
+    process_started: float = ME_STARTED,
     last_used: float = 0.0,
     started_at: float = 0.0,
     socket_path: str = "/nonexistent/socket",
@@ -78,7 +88,7 @@ def make_record(
         started_at=started_at,
         last_used=last_used,
         tests_served=0,
-        create_time=create_time,
+        process_started=process_started,
     )
 
 
@@ -98,7 +108,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def registry(registry_dir: Path, clock: FakeClock) -> Registry:
-    return Registry(registry_dir, clock=clock)
+    return Registry(registry_dir, clock=clock, wall_clock=clock)
 
 
 @pytest.fixture
@@ -195,7 +205,7 @@ record = ReplicaRecord(
     replica_id=new_replica_id(), environment=sys.argv[3], policy="p", fingerprint={},
     pid=int(sys.argv[4]), socket="s", log="l", state="starting", lease_owner=None,
     lease_owner_started=None, started_at=0.0, last_used=0.0, tests_served=0,
-    create_time=float(sys.argv[5]),
+    process_started=float(sys.argv[5]),
 )
 print(json.dumps(registry.reserve(sys.argv[3], 2, record)), flush=True)
 sys.stdin.read()
@@ -472,7 +482,7 @@ def test_one_lease_per_replica_in_a_race_between_threads(
 def sleeper(children: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], float]:
     child = subprocess.Popen(["sleep", "60"], text=True)
     children.append(child)
-    return child, psutil.Process(child.pid).create_time()
+    return child, start_of(child.pid)
 
 
 def test_prune_removes_a_replica_whose_process_exited(
@@ -481,7 +491,7 @@ def test_prune_removes_a_replica_whose_process_exited(
     child, started = sleeper(children)
     socket_file = registry.sockets_directory / "g-00000001.sock"
     socket_file.write_text("")
-    registry.add(make_record(pid=child.pid, create_time=started, socket_path=str(socket_file)))
+    registry.add(make_record(pid=child.pid, process_started=started, socket_path=str(socket_file)))
     assert registry.prune() == []
     child.kill()
     child.wait(timeout=CHILD_TIMEOUT)
@@ -494,7 +504,7 @@ def test_prune_removes_a_replica_whose_process_exited(
 
 def test_prune_removes_a_zombie(registry: Registry, children: list[subprocess.Popen[str]]) -> None:
     child, started = sleeper(children)
-    registry.add(make_record(pid=child.pid, create_time=started))
+    registry.add(make_record(pid=child.pid, process_started=started))
     child.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + CHILD_TIMEOUT
     while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
@@ -506,8 +516,28 @@ def test_prune_removes_a_zombie(registry: Registry, children: list[subprocess.Po
     child.wait(timeout=CHILD_TIMEOUT)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="steps psutil's Linux boot time")
+def test_a_stepped_wall_clock_leaves_replicas_and_leases_alive(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP, or a virtual machine resumed from a snapshot, steps the wall clock by minutes; the
+    boot time psutil adds to every create time moves with it (/proc/stat's btime). Start times
+    were compared as create times: a live replica then looked like a pid reused, its record was
+    dropped, and the next run started a replica of its own while the warm one idled out."""
+    leased = dataclasses.replace(
+        make_record(state="leased"), lease_owner=ME, lease_owner_started=ME_STARTED
+    )
+    registry.add(leased)
+    platform = psutil._psplatform  # type: ignore[attr-defined]
+    booted = platform.boot_time()
+    monkeypatch.setattr(platform, "boot_time", lambda: booted + 300.0)
+    assert psutil.boot_time() == booted + 300.0  # the step is seen as psutil sees a real one
+    assert registry.prune() == []
+    assert registry.records() == [leased]
+
+
 def test_prune_detects_a_reused_pid(registry: Registry) -> None:
-    registry.add(make_record(create_time=ME_STARTED - 100))
+    registry.add(make_record(process_started=ME_STARTED - 100))
     (cleaned,) = registry.prune()
     assert cleaned.startswith(f"removed record of replica g-00000001: process {ME} is gone (pid")
     assert registry.records() == []
@@ -516,7 +546,7 @@ def test_prune_detects_a_reused_pid(registry: Registry) -> None:
 def test_prune_leaves_sockets_outside_its_directories(registry: Registry, tmp_path: Path) -> None:
     stray = tmp_path / "stray.sock"
     stray.write_text("")
-    registry.add(make_record(create_time=ME_STARTED - 100, socket_path=str(stray)))
+    registry.add(make_record(process_started=ME_STARTED - 100, socket_path=str(stray)))
     registry.prune()
     assert stray.exists()
 
@@ -554,7 +584,7 @@ def test_a_lease_owner_with_a_reused_pid_frees_the_lease(registry: Registry) -> 
 
 
 def good_document() -> dict[str, object]:
-    return {"version": 1, "replicas": [make_record().to_json()]}
+    return {"version": 2, "replicas": [make_record().to_json()]}
 
 
 def broken_record(**changes: object) -> bytes:
@@ -571,8 +601,9 @@ CORRUPT = {
     "not json": b"not json at all",
     "not utf-8": b"\xff\xfe\x00",
     "a list": b"[]",
-    "wrong version": json.dumps({"version": 2, "replicas": []}).encode(),
-    "replicas not a list": json.dumps({"version": 1, "replicas": {}}).encode(),
+    "a later version": json.dumps({"version": 3, "replicas": []}).encode(),
+    "version a bool": json.dumps({"version": True, "replicas": []}).encode(),
+    "replicas not a list": json.dumps({"version": 2, "replicas": {}}).encode(),
     "pid a string": broken_record(pid="12"),
     "pid a bool": broken_record(pid=True),
     "unknown state": broken_record(state="sleeping"),
@@ -580,7 +611,7 @@ CORRUPT = {
     "path in the id": broken_record(replica_id="../../etc"),
     "extra field": broken_record(colour="blue"),
     "duplicate ids": json.dumps(
-        {"version": 1, "replicas": [make_record().to_json(), make_record().to_json()]}
+        {"version": 2, "replicas": [make_record().to_json(), make_record().to_json()]}
     ).encode(),
 }
 
@@ -601,7 +632,7 @@ def test_corrupt_registry_is_set_aside(
         registry.last_recovery
     )
     assert json.loads((registry_dir / "registry.json").read_text()) == {
-        "version": 1,
+        "version": 2,
         "replicas": [],
     }
     (registry_dir / "registry.json").write_bytes(content)
@@ -613,6 +644,21 @@ def test_a_valid_registry_reports_no_recovery(registry: Registry, registry_dir: 
     (registry_dir / "registry.json").write_text(json.dumps(good_document()))
     assert [record.replica_id for record in registry.records()] == ["g-00000001"]
     assert registry.last_recovery is None
+
+
+def test_an_earlier_versions_registry_reads_as_empty_and_is_replaced(
+    registry: Registry, registry_dir: Path
+) -> None:
+    """Version 1 kept wall-clock times: its records cannot be compared with this version's,
+    and they are dropped without a note (their replicas end when they find them gone)."""
+    old = make_record().to_json()
+    old["create_time"] = old.pop("process_started")
+    (registry_dir / "registry.json").write_text(json.dumps({"version": 1, "replicas": [old]}))
+    assert registry.records() == []
+    assert registry.last_recovery is None
+    assert list(registry_dir.glob("registry.json.corrupt-*")) == []
+    registry.add(make_record())
+    assert json.loads((registry_dir / "registry.json").read_text())["version"] == 2
 
 
 # -- token, sockets, logs ------------------------------------------------------------------
@@ -672,7 +718,7 @@ def test_socket_path_falls_back_to_tmp_when_too_long(
         with socket.socket(socket.AF_UNIX) as server:
             server.bind(path)
         # prune cleans sockets in the fallback directory too.
-        registry.add(make_record(create_time=ME_STARTED - 100, socket_path=path))
+        registry.add(make_record(process_started=ME_STARTED - 100, socket_path=path))
         registry.prune()
         assert not Path(path).exists()
         # Another registry gets another fallback directory.

@@ -20,14 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import psutil
 import pytest
 
 from pytest_reuse_env import protocol
 from pytest_reuse_env.channel import Listener
 from pytest_reuse_env.controller.commands import stop_all, stop_replica
 from pytest_reuse_env.controller.registry_access import RegistryAccess, describe_problem
-from pytest_reuse_env.registry import Registry, RegistryBusy, RegistryError, ReplicaRecord
+from pytest_reuse_env.registry import (
+    Registry,
+    RegistryBusy,
+    RegistryError,
+    ReplicaRecord,
+    process_start,
+)
 from pytest_reuse_env.warm import warm_replicas_note
 
 
@@ -127,7 +132,7 @@ def test_a_real_registry_with_a_directory_for_records_falls_back(tmp_path: Path)
 # -- --reuse=off: a word about warm replicas ---------------------------------------------------
 
 
-def record(replica_id: str, pid: int, create_time: float) -> ReplicaRecord:
+def record(replica_id: str, pid: int, started: float) -> ReplicaRecord:
     return ReplicaRecord(
         replica_id=replica_id,
         environment="e",
@@ -142,7 +147,7 @@ def record(replica_id: str, pid: int, create_time: float) -> ReplicaRecord:
         started_at=0.0,
         last_used=0.0,
         tests_served=0,
-        create_time=create_time,
+        process_started=started,
     )
 
 
@@ -152,13 +157,15 @@ def test_warm_replicas_note(tmp_path: Path) -> None:
     registry = Registry(directory)
     registry.records()
     assert warm_replicas_note(directory) is None  # an empty one
-    me = psutil.Process()
-    registry.add(record("g-00000001", me.pid, me.create_time()))
-    registry.add(record("g-00000002", me.pid, me.create_time() - 100))  # pid reused: gone
+    me = os.getpid()
+    started = process_start(me)
+    assert started is not None
+    registry.add(record("g-00000001", me, started))
+    registry.add(record("g-00000002", me, started - 100))  # pid reused: gone
     note = warm_replicas_note(directory)
     assert note == (
         f"reuse: off for this run, but 1 warm replica of this project is still running "
-        f"(pid {me.pid}) and may hold resources such as ports or files; stop it with: "
+        f"(pid {me}) and may hold resources such as ports or files; stop it with: "
         "pytest --reuse-stop"
     )
     (directory / "registry.json").write_text("{garbage")
@@ -181,8 +188,9 @@ def test_stopping_a_replica_leaves_no_socket_open(short_dir: Path) -> None:
     registry = Registry(short_dir / "reuse")
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        created = psutil.Process(sleeper.pid).create_time()
-        replica = record("g-00000003", sleeper.pid, created)
+        started = process_start(sleeper.pid)
+        assert started is not None
+        replica = record("g-00000003", sleeper.pid, started)
         replica = ReplicaRecord.from_json(
             {**replica.to_json(), "socket": registry.socket_path("g-00000003")}
         )

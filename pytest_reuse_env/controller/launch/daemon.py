@@ -39,8 +39,10 @@ from pytest_reuse_env.registry import (
     Registry,
     RegistryError,
     ReplicaRecord,
+    machine_clock,
     new_replica_id,
     process_gone,
+    process_start,
 )
 
 # controller/launch/daemon.py -> the folder that holds the package.
@@ -62,7 +64,7 @@ class DaemonLink:
         socket_path: str,
         token: str,
         pid: int,
-        create_time: float | None,
+        started: float | None,
         popen: subprocess.Popen[bytes] | None,
         connect_timeout: float,
     ) -> None:
@@ -70,7 +72,7 @@ class DaemonLink:
         self._token = token
         self.pid: int | None = pid
         self.from_spare = False
-        self._create_time = create_time
+        self._started = started
         #: Set when this run started the process: then its exit code can be known.
         self._popen = popen
         self._connect_timeout = connect_timeout
@@ -115,7 +117,7 @@ class DaemonLink:
         pid was reused, by the registry's own rule."""
         import psutil  # where it is used (launch/process.py says why)
 
-        if self.pid is None or process_gone(self.pid, self._create_time) is not None:
+        if self.pid is None or process_gone(self.pid, self._started) is not None:
             return None
         try:
             return psutil.Process(self.pid)
@@ -211,8 +213,6 @@ class DaemonStrategy:
         self._start_timeout = start_timeout
 
     def launch(self, name: str, policy: ReusePolicy, key: str | None) -> Replica | None:
-        import psutil  # where it is used (launch/process.py says why)
-
         assert key is not None, "a global environment has a key"
         registry = self._registry
         record = registry.lease(key, os.getpid())
@@ -221,14 +221,15 @@ class DaemonStrategy:
                 record.socket,
                 registry.token(),
                 record.pid,
-                record.create_time,
+                record.process_started,
                 None,
                 connect_timeout=ATTACH_CONNECT_SECONDS,
             )
             return self._starter.attach(record.replica_id, name, link, record.log)
         replica_id = new_replica_id()
-        now = time.time()
-        me = psutil.Process()
+        now = machine_clock()
+        me = process_start(os.getpid())
+        assert me is not None, "this process runs"
         record = ReplicaRecord(
             replica_id=replica_id,
             environment=key,
@@ -239,19 +240,21 @@ class DaemonStrategy:
             log=registry.log_path(replica_id),
             state="starting",
             lease_owner=os.getpid(),
-            lease_owner_started=me.create_time(),
+            lease_owner_started=me,
             started_at=now,
             last_used=now,
             tests_served=0,
-            create_time=me.create_time(),
+            process_started=me,
         )
         if not registry.reserve(key, policy.max_replicas, record):
             return None
         popen = None
         try:
             popen = spawn(registry.directory, replica_id, self._cwd, record.log, dict(os.environ))
-            created = psutil.Process(popen.pid).create_time()
-            registry.update(replica_id, pid=popen.pid, create_time=created, state="leased")
+            started = process_start(popen.pid)
+            if started is None:
+                raise RegistryError(f"replica process {popen.pid} ended at once; see {record.log}")
+            registry.update(replica_id, pid=popen.pid, process_started=started, state="leased")
         except BaseException:
             # A log that cannot be opened, a registry gone bad: nothing half-started stays.
             if popen is not None:
@@ -264,7 +267,7 @@ class DaemonStrategy:
             record.socket,
             registry.token(),
             popen.pid,
-            created,
+            started,
             popen,
             connect_timeout=self._start_timeout,
         )
