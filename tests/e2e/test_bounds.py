@@ -112,13 +112,13 @@ import time
 def pytest_configure(config):
     if os.environ.get("PYTEST_REUSE_REPLICA"):
         with open(f"replica-configured-{os.getpid()}", "w") as f:
-            f.write(repr(time.time()))
+            f.write(repr(time.monotonic()))  # one clock for every process, never stepped
 
 
 def pytest_collection_finish(session):
     if not os.environ.get("PYTEST_REUSE_REPLICA"):
         with open("controller-collected", "w") as f:
-            f.write(repr(time.time()))
+            f.write(repr(time.monotonic()))  # one clock for every process, never stepped
 """
 
 

@@ -50,14 +50,14 @@ def test_prewarm_sets_the_fixture_up_before_the_first_test_arrives(
         def model():
             time.sleep(1.0)
             with open("setup.log", "a") as f:
-                f.write(f"{os.getpid()} {time.time()}\\n")
+                f.write(f"{os.getpid()} {time.monotonic()}\\n")
             return "m"
 
         @pytest.mark.reuse
         @pytest.mark.parametrize("i", range(3))
         def test_uses(model, i):
             with open("tests.log", "a") as f:
-                f.write(f"{os.getpid()} {time.time()}\\n")
+                f.write(f"{os.getpid()} {time.monotonic()}\\n")
         """
     )
     result = run(pytester, "--durations=0", "-vv", timeout=90, plugins=INNER)
