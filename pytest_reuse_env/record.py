@@ -128,9 +128,16 @@ def _started(process: Any) -> float:
     # psutil's create time is a start measured from boot, plus the boot time as the wall clock
     # puts it now (Linux: /proc/<pid>/stat's start tick plus /proc/stat's btime, read at each
     # call): take the boot time off again and what is left does not move when the clock does.
+    # The boot time is read before and after: equal, the create time added that one too.
     import psutil
 
-    return float(process.create_time() - psutil.boot_time())
+    for _ in range(3):
+        booted = psutil.boot_time()
+        created = process.create_time()
+        if psutil.boot_time() == booted:
+            break
+        process = psutil.Process(process.pid)  # its create time is cached: read it again
+    return float(created - booted)
 
 
 def process_start(pid: int) -> float | None:

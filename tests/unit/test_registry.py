@@ -536,6 +536,26 @@ def test_a_stepped_wall_clock_leaves_replicas_and_leases_alive(
     assert registry.records() == [leased]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="steps psutil's Linux boot time")
+def test_a_step_between_the_reads_of_one_start_time_is_read_again(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step lands after the boot time is read and before the create time adds its own."""
+    registry.add(make_record())
+    platform = psutil._psplatform  # type: ignore[attr-defined]
+    booted: float = platform.boot_time()
+    reads = 0
+
+    def boot_time() -> float:
+        nonlocal reads
+        reads += 1
+        return booted + (300.0 if reads > 1 else 0.0)
+
+    monkeypatch.setattr(platform, "boot_time", boot_time)
+    assert registry.prune() == []
+    assert reads > 3, "read again"
+
+
 def test_prune_detects_a_reused_pid(registry: Registry) -> None:
     registry.add(make_record(process_started=ME_STARTED - 100))
     (cleaned,) = registry.prune()
