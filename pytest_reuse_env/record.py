@@ -10,7 +10,10 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias, final, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final, get_args
+
+if TYPE_CHECKING:
+    import psutil
 
 #: What the registry records of a detached replica's lease (not the controller's
 #: ``ReplicaState`` of its handle, nor ``scaling.ReplicaPhase``).
@@ -124,7 +127,7 @@ def machine_clock() -> float:
     return time.clock_gettime(_MACHINE_CLOCK)
 
 
-def _started(process: Any) -> float:
+def _started(process: psutil.Process) -> float:
     # psutil's create time is a start measured from boot, plus the boot time as the wall clock
     # puts it now (Linux: /proc/<pid>/stat's start tick plus /proc/stat's btime, read at each
     # call): take the boot time off again and what is left does not move when the clock does.
@@ -137,7 +140,7 @@ def _started(process: Any) -> float:
         if psutil.boot_time() == booted:
             break
         process = psutil.Process(process.pid)  # its create time is cached: read it again
-    return float(created - booted)
+    return created - booted
 
 
 def process_start(pid: int) -> float | None:

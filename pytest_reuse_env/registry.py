@@ -64,7 +64,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from pytest_reuse_env.record import (
     REPLICA_ID,
-    START_TOLERANCE,
     RecordState,
     ReplicaRecord,
     machine_clock,
@@ -87,7 +86,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LOCK_WAIT_SECONDS",
     "MAX_SOCKET_PATH_BYTES",
-    "START_TOLERANCE",
     "RecordState",
     "Registry",
     "RegistryBusy",
